@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# npm run bench: xlstack's default stack against a plain directory, bindfs and
+# bindfs -o big_writes, all on the same run (../shared/bench/compare.sh), then ratios.
+# Env: BENCH_SCRIPTS (default ../shared/bench next to this repository), plus compare.sh's
+# knobs (ROUNDS, BENCH_SIZE, BENCH_META_N, ...). Needs root, fio, bindfs, python3.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=${BENCH_SCRIPTS:-$ROOT/../shared/bench}
+[ -x "$BENCH/compare.sh" ] || { echo "bench: no compare.sh in $BENCH (set BENCH_SCRIPTS)" >&2; exit 2; }
+for tool in fio bindfs python3 fusermount; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install fio bindfs fuse)" >&2; exit 2; }
+done
+[ -f "$ROOT/dist/src/cli/main.js" ] || (cd "$ROOT" && npm run build >/dev/null)
+
+W=$(mktemp -d /tmp/xlstack-bench.XXXXXX)
+chmod 755 "$W"
+mkdir -p "$W"/{plain,bindfs-src,bindfs,bindfs-bw-src,bindfs-bw,xl-back,xl}
+XL_PID=
+
+cleanup() {
+  set +e
+  [ -n "$XL_PID" ] && node "$ROOT/dist/src/cli/main.js" unmount "$W/xl" >/dev/null 2>&1
+  for m in "$W/xl" "$W/bindfs" "$W/bindfs-bw"; do
+    mountpoint -q "$m" && fusermount -uz "$m"
+  done
+  [ -n "$XL_PID" ] && kill "$XL_PID" 2>/dev/null
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+bindfs "$W/bindfs-src" "$W/bindfs"
+bindfs -o big_writes "$W/bindfs-bw-src" "$W/bindfs-bw"
+
+# The default volfile, with its backing directory moved into the scratch area.
+sed "s|option directory .*|option directory $W/xl-back|" "$ROOT/volfiles/default.vol" >"$W/bench.vol"
+node "$ROOT/dist/src/cli/main.js" mount "$W/bench.vol" "$W/xl" --log-level warn 2>"$W/xlstack.log" &
+XL_PID=$!
+for _ in $(seq 100); do mountpoint -q "$W/xl" && break; sleep 0.1; done
+mountpoint -q "$W/xl" || { echo "bench: xlstack did not mount:" >&2; cat "$W/xlstack.log" >&2; exit 1; }
+
+OUTDIR=${OUTDIR:-$W/out}
+export OUTDIR
+"$BENCH/compare.sh" plain="$W/plain" bindfs="$W/bindfs" bindfs_bw="$W/bindfs-bw" xlstack="$W/xl"
+python3 "$ROOT/bench/ratios.py" "$OUTDIR" xlstack bindfs bindfs_bw plain
+echo "xlstack log (warnings and errors):"
+cat "$W/xlstack.log"

@@ -1,0 +1,119 @@
+import * as fs from 'fs';
+import type { Server } from 'net';
+import * as path from 'path';
+import type { Logger } from '../core/log';
+import type { FuseMount } from '../fuse/adapter';
+import type { Bridge } from '../fuse/bridge';
+import { ControlRequest, serveControl } from './control';
+import { controlSocket, ensureRuntimeDir } from './runtime';
+
+/** How long teardown may wait for a graph to finish its background work. */
+const STOP_TIMEOUT_MS = 10_000;
+
+export interface DaemonOptions {
+  readonly volfile: string;
+  readonly mountpoint: string;
+  readonly pidfile?: string;
+  readonly bridge: Bridge;
+  readonly mount: FuseMount;
+  readonly log: Logger;
+}
+
+/**
+ * The process serving one mount: its pidfile, its control socket, its signals, and an
+ * orderly shutdown (unmount, release what is open, take the graph down).
+ */
+export class MountDaemon {
+  private control?: Server;
+  private shuttingDown?: Promise<void>;
+  private resolveDone!: () => void;
+  /** Settles when the daemon has shut down. */
+  readonly done = new Promise<void>((r) => (this.resolveDone = r));
+
+  constructor(private readonly opts: DaemonOptions) {}
+
+  async start(): Promise<void> {
+    const { pidfile, mountpoint, log } = this.opts;
+    if (pidfile) fs.writeFileSync(pidfile, `${process.pid}\n`);
+    ensureRuntimeDir();
+    this.control = await serveControl(controlSocket(mountpoint), (req) => this.command(req));
+    process.on('SIGTERM', () => this.onSignal('SIGTERM'));
+    process.on('SIGINT', () => this.onSignal('SIGINT'));
+    process.on('SIGHUP', () => log.warn('SIGHUP: reloading the volfile is not built yet; still serving the current graph'));
+    process.on('SIGUSR1', () => this.dumpToFile());
+  }
+
+  private async command(req: ControlRequest): Promise<unknown> {
+    switch (req.cmd) {
+      case 'unmount':
+        return this.shutdown(false);
+      case 'unmount-lazy':
+        return this.shutdown(true);
+      case 'statedump':
+        return this.statedump();
+      default:
+        throw new Error(`unknown command '${req.cmd}'`);
+    }
+  }
+
+  private onSignal(sig: string): void {
+    this.opts.log.info(`${sig}: unmounting ${this.opts.mountpoint}`);
+    // A signal means "stop now": if the mount is busy, detach it lazily rather than refuse.
+    this.shutdown(false).catch(() => this.shutdown(true).catch((e) => this.opts.log.error(`unmount failed: ${(e as Error).message}`)));
+  }
+
+  /**
+   * Unmounts (refusing, like umount, if busy unless `lazy`), then releases every open
+   * handle and takes the graph down. Resolves once unmounted; the teardown follows.
+   */
+  shutdown(lazy: boolean): Promise<void> {
+    if (this.shuttingDown) return this.shuttingDown;
+    const { mount, log } = this.opts;
+    const unmounted = mount.unmount(lazy);
+    this.shuttingDown = unmounted.then(() => {
+      log.info(`unmounted ${this.opts.mountpoint}${lazy ? ' (lazily)' : ''}`);
+      void this.teardown();
+    });
+    // A refused unmount leaves the daemon serving; a later attempt may try again.
+    this.shuttingDown.catch(() => (this.shuttingDown = undefined));
+    return this.shuttingDown;
+  }
+
+  private async teardown(): Promise<void> {
+    const { bridge, pidfile, mountpoint, log } = this.opts;
+    try {
+      for (const base of [...bridge.basefds.all()]) await bridge.release(base.path, base.id);
+      await bridge.active.stop(STOP_TIMEOUT_MS);
+    } catch (e) {
+      log.error(`teardown: ${(e as Error).message}`);
+    }
+    this.control?.close();
+    fs.rmSync(controlSocket(mountpoint), { force: true });
+    if (pidfile) fs.rmSync(pidfile, { force: true });
+    this.resolveDone();
+  }
+
+  statedump(): Record<string, unknown> {
+    const { bridge, volfile, mountpoint } = this.opts;
+    const graphs = [bridge.active];
+    return {
+      pid: process.pid,
+      time: new Date().toISOString(),
+      volfile,
+      mountpoint,
+      ...bridge.dump(),
+      graphs: graphs.map((g) => g.dump()),
+    };
+  }
+
+  /** SIGUSR1: the statedump goes to a file next to the control socket (GlusterFS naming). */
+  private dumpToFile(): void {
+    const file = path.join(ensureRuntimeDir(), `xlstack.${process.pid}.dump.${Math.floor(Date.now() / 1000)}`);
+    try {
+      fs.writeFileSync(file, JSON.stringify(this.statedump(), null, 2) + '\n');
+      this.opts.log.info(`statedump written to ${file}`);
+    } catch (e) {
+      this.opts.log.error(`statedump failed: ${(e as Error).message}`);
+    }
+  }
+}

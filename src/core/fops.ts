@@ -1,0 +1,78 @@
+import type { Fd } from './fd';
+import type { Frame } from './frame';
+import type { Inode } from './inode';
+import type { Dirent, Gfid, Iatt, SetAttr, Statfs } from './types';
+
+/**
+ * What a fop is about. Entry fops (lookup, create, mkdir, mknod, symlink, link target,
+ * rename, unlink, rmdir) name `parent` + `name`; fops on an existing object give `inode`
+ * (or just `gfid` for a nameless lookup). For the entry-creating fops `inode` is the inode
+ * to create: its GFID is the one the new entry must get.
+ * `path` is for logs and path-keyed translators only; storage never trusts it.
+ */
+export interface Loc {
+  readonly path: string;
+  readonly inode?: Inode;
+  readonly gfid?: Gfid;
+  readonly parent?: Inode;
+  readonly name?: string;
+}
+
+/**
+ * Every file operation. All are async and fail only by throwing FopError.
+ * A buffer handed to `write` is valid only until the call settles: a translator that
+ * keeps the data must copy it.
+ */
+export interface Fops {
+  lookup(frame: Frame, loc: Loc): Promise<Iatt>;
+  stat(frame: Frame, loc: Loc): Promise<Iatt>;
+  fstat(frame: Frame, fd: Fd): Promise<Iatt>;
+  access(frame: Frame, loc: Loc, mask: number): Promise<void>;
+  readlink(frame: Frame, loc: Loc): Promise<string>;
+  mknod(frame: Frame, loc: Loc, mode: number, rdev: number): Promise<Iatt>;
+  mkdir(frame: Frame, loc: Loc, mode: number): Promise<Iatt>;
+  unlink(frame: Frame, loc: Loc): Promise<void>;
+  rmdir(frame: Frame, loc: Loc): Promise<void>;
+  symlink(frame: Frame, target: string, loc: Loc): Promise<Iatt>;
+  /** Returns the attributes of the renamed inode. */
+  rename(frame: Frame, from: Loc, to: Loc): Promise<Iatt>;
+  link(frame: Frame, from: Loc, to: Loc): Promise<Iatt>;
+  truncate(frame: Frame, loc: Loc, size: number): Promise<Iatt>;
+  ftruncate(frame: Frame, fd: Fd, size: number): Promise<Iatt>;
+  /** Opens `fd` (created by the caller on loc.inode, with its flags) on every translator. */
+  open(frame: Frame, loc: Loc, fd: Fd): Promise<void>;
+  create(frame: Frame, loc: Loc, mode: number, fd: Fd): Promise<Iatt>;
+  /** Returns at most `size` bytes; fewer only at end of file. */
+  read(frame: Frame, fd: Fd, size: number, offset: number): Promise<Buffer>;
+  write(frame: Frame, fd: Fd, data: Buffer, offset: number): Promise<number>;
+  flush(frame: Frame, fd: Fd): Promise<void>;
+  fsync(frame: Frame, fd: Fd, datasync: boolean): Promise<void>;
+  opendir(frame: Frame, loc: Loc, fd: Fd): Promise<void>;
+  /** Entries after the one whose cookie is `offset` (0: from the start); [] at the end. */
+  readdir(frame: Frame, fd: Fd, size: number, offset: number): Promise<Dirent[]>;
+  fsyncdir(frame: Frame, fd: Fd, datasync: boolean): Promise<void>;
+  statfs(frame: Frame, loc: Loc): Promise<Statfs>;
+  setattr(frame: Frame, loc: Loc, attr: SetAttr): Promise<Iatt>;
+  fsetattr(frame: Frame, fd: Fd, attr: SetAttr): Promise<Iatt>;
+  getxattr(frame: Frame, loc: Loc, name: string): Promise<Buffer>;
+  /** flags: XATTR_CREATE (1) / XATTR_REPLACE (2). */
+  setxattr(frame: Frame, loc: Loc, name: string, value: Buffer, flags: number): Promise<void>;
+  listxattr(frame: Frame, loc: Loc): Promise<string[]>;
+  removexattr(frame: Frame, loc: Loc, name: string): Promise<void>;
+}
+
+export type FopName = keyof Fops;
+export type FopArgs<K extends FopName> = Parameters<Fops[K]>;
+export type FopResult<K extends FopName> = Awaited<ReturnType<Fops[K]>>;
+
+/** Every fop name, in a stable order (the keys of Fops, checked by the compiler). */
+export const FOP_NAMES = Object.keys({
+  lookup: 1, stat: 1, fstat: 1, access: 1, readlink: 1, mknod: 1, mkdir: 1, unlink: 1,
+  rmdir: 1, symlink: 1, rename: 1, link: 1, truncate: 1, ftruncate: 1, open: 1, create: 1,
+  read: 1, write: 1, flush: 1, fsync: 1, opendir: 1, readdir: 1, fsyncdir: 1, statfs: 1,
+  setattr: 1, fsetattr: 1, getxattr: 1, setxattr: 1, listxattr: 1, removexattr: 1,
+} satisfies Record<FopName, 1>) as FopName[];
+
+export function isFopName(s: string): s is FopName {
+  return (FOP_NAMES as string[]).includes(s);
+}

@@ -1,0 +1,153 @@
+import { FopError } from './errors';
+import { XlEvent } from './events';
+import type { Fd } from './fd';
+import { FOP_NAMES, FopArgs, FopName, FopResult, Fops } from './fops';
+import type { Frame } from './frame';
+import type { Inode } from './inode';
+import type { Logger } from './log';
+
+/** What a translator may ask of the graph it belongs to. */
+export interface XlatorHost {
+  readonly id: number;
+  readonly log: Logger;
+  /** An event reached a translator without parents: the graph handles it. */
+  topEvent(event: XlEvent, from: Xlator): void;
+  /** A frame for a translator's own background work, counted on this graph. */
+  frame(op: string): Frame;
+}
+
+export interface XlatorInit<V> {
+  readonly name: string;
+  readonly type: string;
+  readonly options: V;
+  readonly children: readonly Xlator[];
+  readonly host: XlatorHost;
+}
+
+// Declaration merging: an Xlator has every fop; the defaults are installed below.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
+export interface Xlator extends Fops {}
+
+/**
+ * A translator. Every fop defaults to winding the call, unchanged, to the first child;
+ * a translator overrides only the fops it cares about.
+ */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
+export class Xlator<V = unknown> {
+  readonly name: string;
+  readonly type: string;
+  options: V;
+  readonly children: readonly Xlator[];
+  readonly parents: Xlator[] = [];
+  readonly host: XlatorHost;
+  readonly log: Logger;
+  private parentDownSeen = false;
+  private downHandledSent = false;
+  private readonly downHandled = new Set<Xlator>();
+
+  constructor(init: XlatorInit<V>) {
+    this.name = init.name;
+    this.type = init.type;
+    this.options = init.options;
+    this.children = init.children;
+    this.host = init.host;
+    this.log = init.host.log.child(`${init.name}-${init.host.id}`);
+    for (const c of init.children) c.parents.push(this);
+  }
+
+  /** Sets up the translator; children are initialised before their parents. */
+  async init(): Promise<void> {}
+
+  /** Frees everything; called parents first, after the graph went down. */
+  async fini(): Promise<void> {}
+
+  /** Applies changed options in place (the volfile changed only option values). */
+  async reconfigure(options: V): Promise<void> {
+    this.options = options;
+  }
+
+  /** The last reference to an fd this translator keeps state for (fd.ctx) is gone. */
+  async release(_fd: Fd): Promise<void> {}
+
+  /** The inode table dropped an inode: free its context. */
+  forget(_inode: Inode): void {}
+
+  /** This translator's part of a statedump. */
+  dump(): Record<string, unknown> {
+    return {};
+  }
+
+  /** Finishes background work when the graph goes down, before the children do. */
+  protected async drain(): Promise<void> {}
+
+  /** Default event routing (GlusterFS's default_notify); override and call super for the rest. */
+  notify(event: XlEvent, from?: Xlator): void {
+    switch (event) {
+      case XlEvent.PARENT_UP:
+        if (this.children.length === 0) this.up(XlEvent.CHILD_DOWN);
+        for (const c of this.children) c.notify(event, this);
+        return;
+      case XlEvent.PARENT_DOWN:
+        if (this.parentDownSeen) return;
+        this.parentDownSeen = true;
+        void this.goDown();
+        return;
+      case XlEvent.PARENT_DOWN_HANDLED:
+        if (from) this.downHandled.add(from);
+        if (this.downHandled.size >= this.children.length) this.downDone();
+        return;
+      default:
+        this.up(event);
+    }
+  }
+
+  /** Sends an event towards the top. */
+  protected up(event: XlEvent): void {
+    if (this.parents.length === 0) this.host.topEvent(event, this);
+    for (const p of this.parents) p.notify(event, this);
+  }
+
+  /** Passes a fop, unchanged, to the first child. */
+  protected wind<K extends FopName>(op: K, ...args: FopArgs<K>): Promise<FopResult<K>> {
+    const child = this.children[0];
+    if (!child) return Promise.reject(new FopError('ENOTCONN', `${this.name} has no subvolume to serve ${op}`));
+    return (child[op] as unknown as (...a: FopArgs<K>) => Promise<FopResult<K>>).apply(child, args);
+  }
+
+  /**
+   * Replaces every fop of a translator class with `around`, which decides what to do and
+   * may pass the call on with `next()` (trace, error and delay injection use this).
+   */
+  static interceptAll<T extends Xlator>(
+    cls: { prototype: T },
+    around: (xl: T, op: FopName, args: unknown[], next: () => Promise<unknown>) => Promise<unknown>,
+  ): void {
+    for (const op of FOP_NAMES) {
+      Object.defineProperty(cls.prototype, op, {
+        configurable: true,
+        writable: true,
+        value(this: T, ...args: unknown[]) {
+          return around(this, op, args, () => (this.wind as (o: FopName, ...a: unknown[]) => Promise<unknown>)(op, ...args));
+        },
+      });
+    }
+  }
+
+  private async goDown(): Promise<void> {
+    try {
+      await this.drain();
+    } catch (e) {
+      this.log.error(`finishing background work before going down failed: ${(e as Error).message}`);
+    }
+    if (this.children.length === 0) this.downDone();
+    for (const c of this.children) c.notify(XlEvent.PARENT_DOWN, this);
+  }
+
+  private downDone(): void {
+    if (this.downHandledSent) return;
+    this.downHandledSent = true;
+    this.up(XlEvent.PARENT_DOWN_HANDLED);
+  }
+}
+
+Xlator.interceptAll(Xlator, (_xl, _op, _args, next) => next());

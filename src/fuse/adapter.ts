@@ -1,0 +1,364 @@
+// The one module that knows fuse-native. It turns fuse-native's callback API (and its
+// quirks) into the typed, promise-based FuseOps the bridge implements, so the FUSE
+// transport can be replaced without touching the engine.
+import { execFile } from 'child_process';
+import { FopError } from '../core/errors';
+import type { Logger } from '../core/log';
+import type { Iatt, Statfs, Timespec } from '../core/types';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const Fuse = require('fuse-native');
+
+export interface DirEntry {
+  readonly name: string;
+  readonly ino: number;
+  readonly type: number;
+}
+
+/** A time to set: a value, or the server's clock. */
+export type TimeArg = Timespec | 'now';
+
+/**
+ * What the kernel asks of a path-based FUSE filesystem. `fh` values are the
+ * filesystem's own handles (uint32, never 0). Every call rejects only with FopError.
+ */
+export interface FuseOps {
+  getattr(path: string): Promise<Iatt>;
+  access(path: string, mask: number): Promise<void>;
+  statfs(path: string): Promise<Statfs>;
+  readlink(path: string): Promise<string>;
+  mknod(path: string, mode: number, rdev: number): Promise<void>;
+  mkdir(path: string, mode: number): Promise<void>;
+  unlink(path: string): Promise<void>;
+  rmdir(path: string): Promise<void>;
+  symlink(target: string, path: string): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  link(from: string, to: string): Promise<void>;
+  chmod(path: string, mode: number): Promise<void>;
+  chown(path: string, uid: number | undefined, gid: number | undefined): Promise<void>;
+  utimens(path: string, atime: TimeArg, mtime: TimeArg): Promise<void>;
+  truncate(path: string, size: number): Promise<void>;
+  ftruncate(path: string, fh: number, size: number): Promise<void>;
+  open(path: string, flags: number): Promise<number>;
+  create(path: string, mode: number, flags: number): Promise<number>;
+  read(path: string, fh: number, size: number, offset: number): Promise<Buffer>;
+  /** `data` is only valid until the promise settles. */
+  write(path: string, fh: number, data: Buffer, offset: number): Promise<number>;
+  flush(path: string, fh: number): Promise<void>;
+  fsync(path: string, fh: number, datasync: boolean): Promise<void>;
+  release(path: string, fh: number): Promise<void>;
+  opendir(path: string): Promise<number>;
+  readdir(path: string): Promise<DirEntry[]>;
+  fsyncdir(path: string, fh: number, datasync: boolean): Promise<void>;
+  releasedir(path: string, fh: number): Promise<void>;
+  getxattr(path: string, name: string): Promise<Buffer>;
+  setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
+  listxattr(path: string): Promise<string[]>;
+  removexattr(path: string, name: string): Promise<void>;
+}
+
+export interface MountOptions {
+  /** Shown as the mount's source in /proc/mounts (fsname=...). */
+  readonly fsname: string;
+  /** How long the kernel waits for any one request before it gets ETIMEDOUT. */
+  readonly opTimeoutMs: number;
+  /** After each request, keep polling for the next one this long (µs); 0: never. */
+  readonly busyPollUs: number;
+  readonly log: Logger;
+}
+
+/**
+ * Adaptive busy-polling. fuse-native hands each request to the JS thread with a wake-up;
+ * waking a sleeping thread costs tens of µs here, a large part of a request's cost. After
+ * a request the loop stays awake (polling, not blocking) for a short window, so the next
+ * request of a burst finds it running; once idle for the window, it sleeps again.
+ */
+class BusyPoll {
+  private deadline = 0n;
+  private polling = false;
+  private readonly windowNs: bigint;
+
+  constructor(windowUs: number) {
+    this.windowNs = BigInt(Math.max(0, Math.round(windowUs))) * 1000n;
+  }
+
+  kick(): void {
+    if (this.windowNs === 0n) return;
+    this.deadline = process.hrtime.bigint() + this.windowNs;
+    if (this.polling) return;
+    this.polling = true;
+    setImmediate(this.poll);
+  }
+
+  private readonly poll = (): void => {
+    if (process.hrtime.bigint() < this.deadline) setImmediate(this.poll);
+    else this.polling = false;
+  };
+}
+
+const O_RDWR = 2;
+const ENOSYS = 38;
+const ERANGE = 34;
+const ENODATA = 61;
+/** libfuse2's largest write; big_writes + max_write let writes arrive in pieces this big. */
+const MAX_WRITE = 128 * 1024;
+/**
+ * fuse-native turns a timespec into milliseconds; UTIME_NOW and UTIME_OMIT (tv_sec 0,
+ * tv_nsec 2^30-1 / 2^30-2) both arrive as this value. Both mean "now" for `touch`.
+ */
+const UTIME_SENTINEL_MS = 1073;
+
+const errnoOf = (e: unknown): number => -FopError.from(e).errno;
+
+/**
+ * Without hard_remove (which breaks reading an unlinked open file through fuse-native),
+ * libfuse turns unlink of an open file into a rename to `.fuse_hidden<16 hex>` and removes
+ * that name on release. To the user such a file is unlinked: no name, no link.
+ */
+const HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
+const isHidden = (path: string): boolean => HIDDEN.test(path.slice(path.lastIndexOf('/') + 1));
+
+function msOf(t: Timespec): number {
+  return t.sec * 1000 + Math.floor(t.nsec / 1e6);
+}
+
+/** fuse-native passes st_ino as 32 bits: fold a larger inode number instead of truncating it. */
+function ino32(ino: number): number {
+  if (ino <= 0xffffffff) return ino;
+  return (ino % 2 ** 32 ^ Math.floor(ino / 2 ** 32)) >>> 0 || 1;
+}
+
+function statOf(a: Iatt) {
+  return {
+    mode: a.mode,
+    uid: a.uid,
+    gid: a.gid,
+    size: a.size,
+    dev: 0,
+    nlink: a.nlink,
+    ino: ino32(a.ino),
+    rdev: a.rdev,
+    blksize: a.blksize,
+    blocks: a.blocks,
+    atime: msOf(a.atime),
+    mtime: msOf(a.mtime),
+    ctime: msOf(a.ctime),
+  };
+}
+
+/** fuse-native passes statfs fields as 32 bits: trade block count for block size. */
+function statfsOf(s: Statfs) {
+  let { blocks, bfree, bavail, bsize, frsize } = s;
+  while (blocks > 0xffffffff) {
+    blocks = Math.floor(blocks / 2);
+    bfree = Math.floor(bfree / 2);
+    bavail = Math.floor(bavail / 2);
+    bsize *= 2;
+    frsize *= 2;
+  }
+  const clamp = (n: number) => Math.min(n, 0xffffffff);
+  return { ...s, blocks, bfree, bavail, bsize, frsize, files: clamp(s.files), ffree: clamp(s.ffree), favail: clamp(s.favail) };
+}
+
+const timeOf = (ms: number): TimeArg =>
+  ms === UTIME_SENTINEL_MS ? 'now' : { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 };
+
+/** fuse-native gives -1 (as uint32) for "leave the owner/group as it is". */
+const idOf = (id: number): number | undefined => (id === 0xffffffff ? undefined : id);
+
+type Cb = (code: number, ...rest: unknown[]) => void;
+
+/**
+ * A directory whose only entries are hidden unlinked files is empty to the user: remove
+ * them and retry. (Their data stays reachable through the open handles until release.)
+ */
+async function rmdirPastHidden(ops: FuseOps, path: string): Promise<void> {
+  try {
+    return await ops.rmdir(path);
+  } catch (e) {
+    if (FopError.from(e).code !== 'ENOTEMPTY') throw e;
+    const names = (await ops.readdir(path)).map((d) => d.name).filter((n) => n !== '.' && n !== '..');
+    if (names.length === 0 || !names.every((n) => HIDDEN.test(n))) throw e;
+    for (const n of names) await ops.unlink(`${path}/${n}`);
+    return ops.rmdir(path);
+  }
+}
+
+/** Wires FuseOps into fuse-native's handler table. */
+function handlers(ops: FuseOps, log: Logger) {
+  const run = <T>(op: string, p: Promise<T>, ok: (v: T) => unknown[], cb: Cb) =>
+    p.then(
+      (v) => cb(0, ...ok(v)),
+      (e) => {
+        if (!(e instanceof FopError)) log.error(`${op}: ${(e as Error).stack ?? e}`);
+        cb(errnoOf(e));
+      },
+    );
+  const none = () => [];
+  return {
+    getattr: (p: string, cb: Cb) =>
+      run('getattr', ops.getattr(p), (a) => [statOf(isHidden(p) ? { ...a, nlink: Math.max(0, a.nlink - 1) } : a)], cb),
+    access: (p: string, mask: number, cb: Cb) => run('access', ops.access(p, mask), none, cb),
+    statfs: (p: string, cb: Cb) => run('statfs', ops.statfs(p), (s) => [statfsOf(s)], cb),
+    readlink: (p: string, cb: Cb) => run('readlink', ops.readlink(p), (t) => [t], cb),
+    mknod: (p: string, mode: number, dev: number, cb: Cb) => run('mknod', ops.mknod(p, mode, dev), none, cb),
+    mkdir: (p: string, mode: number, cb: Cb) => run('mkdir', ops.mkdir(p, mode), none, cb),
+    unlink: (p: string, cb: Cb) => run('unlink', ops.unlink(p), none, cb),
+    rmdir: (p: string, cb: Cb) => run('rmdir', rmdirPastHidden(ops, p), none, cb),
+    // fuse-native names symlink's arguments (src, dest): the target, then the new link.
+    symlink: (target: string, p: string, cb: Cb) => run('symlink', ops.symlink(target, p), none, cb),
+    rename: (a: string, b: string, cb: Cb) => run('rename', ops.rename(a, b), none, cb),
+    link: (a: string, b: string, cb: Cb) => run('link', ops.link(a, b), none, cb),
+    chmod: (p: string, mode: number, cb: Cb) => run('chmod', ops.chmod(p, mode), none, cb),
+    chown: (p: string, uid: number, gid: number, cb: Cb) => run('chown', ops.chown(p, idOf(uid), idOf(gid)), none, cb),
+    // fuse-native passes the access time twice (the modification time never reaches JS).
+    utimens: (p: string, atime: number, _mtime: number, cb: Cb) =>
+      run('utimens', ops.utimens(p, timeOf(atime), timeOf(atime)), none, cb),
+    truncate: (p: string, size: number, cb: Cb) => run('truncate', ops.truncate(p, size), none, cb),
+    ftruncate: (p: string, fh: number, size: number, cb: Cb) => run('ftruncate', ops.ftruncate(p, fh, size), none, cb),
+    open: (p: string, flags: number, cb: Cb) => run('open', ops.open(p, flags), (fh) => [fh], cb),
+    // fuse-native passes no open flags to create: read-write serves every caller.
+    create: (p: string, mode: number, cb: Cb) => run('create', ops.create(p, mode, O_RDWR), (fh) => [fh], cb),
+    read: (p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
+      ops.read(p, fh, len, pos).then(
+        (data) => cb(data.copy(buf, 0, 0, Math.min(len, data.length))),
+        (e) => cb(errnoOf(e)),
+      ),
+    write: (p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
+      ops.write(p, fh, buf.subarray(0, len), pos).then(cb, (e) => cb(errnoOf(e))),
+    flush: (p: string, fh: number, cb: Cb) => run('flush', ops.flush(p, fh), none, cb),
+    // The order is (path, datasync, fh), whatever fuse-native's README says.
+    fsync: (p: string, datasync: number, fh: number, cb: Cb) => run('fsync', ops.fsync(p, fh, !!datasync), none, cb),
+    fsyncdir: (p: string, datasync: number, fh: number, cb: Cb) => run('fsyncdir', ops.fsyncdir(p, fh, !!datasync), none, cb),
+    release: (p: string, fh: number, cb: Cb) => run('release', ops.release(p, fh), none, cb),
+    // opendir's second argument is the (unset) fh, not the flags.
+    opendir: (p: string, _fh: number, cb: Cb) => run('opendir', ops.opendir(p), (fh) => [fh], cb),
+    readdir: (p: string, cb: Cb) =>
+      run(
+        'readdir',
+        ops.readdir(p).then((all) => all.filter((e) => !HIDDEN.test(e.name))),
+        (entries) => [entries.map((e) => e.name), entries.map((e) => ({ mode: e.type, ino: ino32(e.ino) }))],
+        cb,
+      ),
+    releasedir: (p: string, fh: number, cb: Cb) => run('releasedir', ops.releasedir(p, fh), none, cb),
+    setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) =>
+      run('setxattr', ops.setxattr(p, name, value, flags), none, cb),
+    removexattr: (p: string, name: string, cb: Cb) => run('removexattr', ops.removexattr(p, name), none, cb),
+    // getxattr/listxattr need the caller's buffer size: see the XlFuse overrides below.
+    getxattr: () => undefined,
+    listxattr: () => undefined,
+  };
+}
+
+/** Every handler keeps the loop polling from the request's arrival until shortly after its reply. */
+function withPolling<H extends Record<string, (...args: never[]) => unknown>>(hs: H, poll: BusyPoll): H {
+  const out: Record<string, unknown> = {};
+  for (const [name, h] of Object.entries(hs)) {
+    out[name] = (...args: unknown[]) => {
+      poll.kick();
+      const cb = args[args.length - 1] as (...r: unknown[]) => void;
+      args[args.length - 1] = (...r: unknown[]) => {
+        cb(...r);
+        poll.kick();
+      };
+      return (h as (...a: unknown[]) => unknown)(...args);
+    };
+  }
+  return out as H;
+}
+
+/**
+ * fuse-native with the mount options it does not know (big_writes, max_write, use_ino,
+ * auto_unmount, nonempty) and xattr replies that respect the kernel's buffer size
+ * (fuse-native would report more bytes than the buffer holds).
+ */
+class XlFuse extends Fuse {
+  constructor(
+    mnt: string,
+    private readonly xops: FuseOps,
+    private readonly mountOpts: MountOptions,
+    fuseOpts: object,
+  ) {
+    const poll = new BusyPoll(mountOpts.busyPollUs);
+    super(mnt, withPolling(handlers(xops, mountOpts.log), poll), fuseOpts);
+    this.poll = poll;
+  }
+
+  private readonly poll: BusyPoll;
+
+  _fuseOptions(): string {
+    const fsname = this.mountOpts.fsname.replace(/[,\\]/g, '_');
+    return (
+      '-o' +
+      [
+        'allow_other',
+        'default_permissions',
+        'big_writes',
+        `max_write=${MAX_WRITE}`,
+        'use_ino',
+        'auto_unmount',
+        'nonempty',
+        // Not 0: with default_permissions the kernel would then fetch the attributes of
+        // every directory of every path it walks.
+        'attr_timeout=1',
+        'entry_timeout=1',
+        `fsname=${fsname}`,
+        'subtype=xlstack',
+      ].join(',')
+    );
+  }
+
+  _op_getxattr(signal: (code: number, buf: ArrayBufferLike) => void, path: string, name: string, valueBuf: Buffer) {
+    this.poll.kick();
+    this.xops.getxattr(path, name).then(
+      (value) => {
+        if (valueBuf.length === 0) return signal(value.length, valueBuf.buffer);
+        if (value.length > valueBuf.length) return signal(-ERANGE, valueBuf.buffer);
+        value.copy(valueBuf);
+        signal(value.length, valueBuf.buffer);
+      },
+      (e) => signal(errnoOf(e) || -ENODATA, valueBuf.buffer),
+    );
+  }
+
+  _op_listxattr(signal: (code: number, buf: ArrayBufferLike) => void, path: string, listBuf: Buffer) {
+    this.poll.kick();
+    this.xops.listxattr(path).then(
+      (names) => {
+        const packed = Buffer.concat(names.map((n) => Buffer.from(n + '\0')));
+        if (listBuf.length === 0) return signal(packed.length, listBuf.buffer);
+        if (packed.length > listBuf.length) return signal(-ERANGE, listBuf.buffer);
+        packed.copy(listBuf);
+        signal(packed.length, listBuf.buffer);
+      },
+      (e) => signal(errnoOf(e) || -ENOSYS, listBuf.buffer),
+    );
+  }
+}
+
+export interface FuseMount {
+  readonly mountpoint: string;
+  /** Unmounts; `lazy` detaches even while the mount is busy. */
+  unmount(lazy: boolean): Promise<void>;
+}
+
+/** Mounts `ops` on `mountpoint`; resolves once the kernel has sent INIT. */
+export function mountFuse(mountpoint: string, ops: FuseOps, opts: MountOptions): Promise<FuseMount> {
+  const fuse = new XlFuse(mountpoint, ops, opts, { timeout: opts.opTimeoutMs });
+  return new Promise((resolve, reject) => {
+    fuse.mount((err: Error | null) => {
+      if (err) return reject(new Error(`mounting ${mountpoint} failed: ${err.message}`));
+      resolve({ mountpoint, unmount: (lazy) => fusermountU(mountpoint, lazy) });
+    });
+  });
+}
+
+/** `fusermount -u` (or `-uz`): the mount's own daemon notices and stops serving. */
+export function fusermountU(mountpoint: string, lazy: boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('fusermount', [lazy ? '-uz' : '-u', mountpoint], { timeout: 10_000 }, (err, _out, stderr) => {
+      if (err) reject(new Error((stderr || err.message).trim()));
+      else resolve();
+    });
+  });
+}

@@ -1,0 +1,68 @@
+import { FopError } from '../core/errors';
+import type { Fd } from '../core/fd';
+import type { Graph } from '../core/graph';
+import { Mutex } from '../core/mutex';
+import type { Gfid } from '../core/types';
+
+/** An fd and the graph it was opened on. */
+export interface GraphFd {
+  readonly graph: Graph;
+  readonly fd: Fd;
+}
+
+/**
+ * What the user opened, as the bridge records it. The kernel's `fh` names a BaseFd; the
+ * BaseFd names the Fd that serves it now. Its own lock guards that choice.
+ */
+export class BaseFd {
+  readonly lock = new Mutex();
+
+  constructor(
+    readonly id: number,
+    readonly gfid: Gfid,
+    /** open(2) flags as given; O_CREAT/O_EXCL/O_TRUNC are dropped whenever it is reopened. */
+    readonly flags: number,
+    readonly isDir: boolean,
+    /** Last path the kernel used for it (libfuse keeps it current across renames). */
+    public path: string,
+    public current: GraphFd,
+  ) {}
+}
+
+/** BaseFds by handle. Handles are uint32 and 0 means "none" to fuse-native: they start at 1. */
+export class BaseFdTable {
+  private readonly map = new Map<number, BaseFd>();
+  private next = 1;
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  add(make: (id: number) => BaseFd): BaseFd {
+    while (this.map.has(this.next)) this.advance();
+    const base = make(this.next);
+    this.map.set(base.id, base);
+    this.advance();
+    return base;
+  }
+
+  get(fh: number): BaseFd {
+    const base = this.map.get(fh);
+    if (!base) throw new FopError('EBADF', `no open handle ${fh}`);
+    return base;
+  }
+
+  remove(fh: number): BaseFd {
+    const base = this.get(fh);
+    this.map.delete(fh);
+    return base;
+  }
+
+  all(): IterableIterator<BaseFd> {
+    return this.map.values();
+  }
+
+  private advance(): void {
+    this.next = this.next >= 0xffffffff ? 1 : this.next + 1;
+  }
+}

@@ -1,0 +1,162 @@
+// Real xlstack mounts for integration tests. The daemon runs as a child process (the
+// `xlstack` CLI from dist/), every wait is bounded, and a mount is always taken down:
+// `xlstack unmount`, then a lazy `fusermount -uz`, then SIGKILL of the daemon by its PID.
+import { ChildProcess, execFile, spawn, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+export const CLI = path.resolve(__dirname, '../../src/cli/main.js');
+const READY_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 20_000;
+
+export interface RunResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the CLI to completion (bounded), as a separate process. */
+export function xlstack(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: opts.timeoutMs ?? 30_000, env: opts.env ?? process.env }, (err, stdout, stderr) => {
+      const code = err ? ((err as { code?: unknown }).code as number | null) ?? null : 0;
+      resolve({ code: typeof code === 'number' ? code : null, stdout, stderr });
+    });
+  });
+}
+
+export function isMounted(mountpoint: string): boolean {
+  const abs = path.resolve(mountpoint);
+  return fs
+    .readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[1] === abs);
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Waits for `p`, at most `ms`. */
+export async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const alive = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
+
+export interface TestMount {
+  readonly dir: string;
+  readonly mountpoint: string;
+  readonly backing: string;
+  readonly volfile: string;
+  readonly pid: number;
+  /** Everything the daemon wrote to stderr so far. */
+  log(): string;
+  /** Settles when the daemon process exits. */
+  readonly exited: Promise<number | null>;
+  unmount(): Promise<void>;
+}
+
+const live = new Set<TestMount>();
+
+export interface MountOptions {
+  /** The volfile text; `@BACKING@` is replaced by the backing directory. */
+  readonly volfile?: string;
+  readonly args?: string[];
+}
+
+export const POSIX_VOLFILE = `
+volume test-posix
+    type storage/posix
+    option directory @BACKING@
+end-volume
+`;
+
+/** Mounts a volfile (by default posix alone) on fresh directories and waits until it serves. */
+export async function startMount(opts: MountOptions = {}): Promise<TestMount> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-it-'));
+  fs.chmodSync(dir, 0o755);
+  const mountpoint = path.join(dir, 'mnt');
+  const backing = path.join(dir, 'backing');
+  const volfile = path.join(dir, 'test.vol');
+  fs.mkdirSync(mountpoint, { mode: 0o755 });
+  fs.mkdirSync(backing, { mode: 0o755 });
+  fs.writeFileSync(volfile, (opts.volfile ?? POSIX_VOLFILE).replace(/@BACKING@/g, backing));
+
+  const child = spawn(process.execPath, [CLI, 'mount', volfile, mountpoint, ...(opts.args ?? [])], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+
+  const m: TestMount = {
+    dir,
+    mountpoint,
+    backing,
+    volfile,
+    pid: child.pid!,
+    log: () => log,
+    exited,
+    unmount: () => takeDown(m, child),
+  };
+  live.add(m);
+  try {
+    await waitFor(() => isMounted(mountpoint) || !alive(child), READY_TIMEOUT_MS, `${mountpoint} to be mounted`);
+    if (!alive(child)) throw new Error(`xlstack mount exited (${child.exitCode}) before serving:\n${log}`);
+    // The mount appears in /proc/mounts before INIT is answered; wait for the daemon's word.
+    await waitFor(() => log.includes('serving ') || !alive(child), READY_TIMEOUT_MS, 'the daemon to report serving');
+    if (!alive(child)) throw new Error(`xlstack mount exited (${child.exitCode}):\n${log}`);
+  } catch (e) {
+    await m.unmount();
+    throw e;
+  }
+  return m;
+}
+
+async function takeDown(m: TestMount, child: ChildProcess): Promise<void> {
+  if (!live.delete(m)) return;
+  try {
+    if (alive(child)) {
+      const r = await xlstack(['unmount', m.mountpoint], { timeoutMs: STOP_TIMEOUT_MS });
+      if (r.code !== 0) await xlstack(['unmount', '--lazy', m.mountpoint], { timeoutMs: STOP_TIMEOUT_MS });
+      await within(m.exited, STOP_TIMEOUT_MS);
+    }
+  } finally {
+    lastResort(m, child);
+    fs.rmSync(m.dir, { recursive: true, force: true });
+  }
+}
+
+/** Whatever happened before: leave nothing mounted and no daemon running. */
+function lastResort(m: TestMount, child: ChildProcess): void {
+  if (isMounted(m.mountpoint)) spawnSync('fusermount', ['-uz', m.mountpoint], { timeout: 10_000 });
+  if (alive(child)) child.kill('SIGKILL');
+}
+
+/** For afterAll: takes down every mount a test file started and did not take down. */
+export async function unmountAll(): Promise<void> {
+  await Promise.all([...live].map((m) => m.unmount()));
+}
+
+// A test file that dies halfway still leaves nothing mounted.
+process.on('exit', () => {
+  for (const m of live) {
+    if (isMounted(m.mountpoint)) spawnSync('fusermount', ['-uz', m.mountpoint], { timeout: 10_000 });
+    try {
+      process.kill(m.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
