@@ -24,6 +24,16 @@ export interface GraphOptions {
   readonly entryTimeoutMs?: number;
 }
 
+async function finiAll(xlators: Xlator[]): Promise<void> {
+  for (const xl of xlators) {
+    try {
+      await xl.fini();
+    } catch (e) {
+      xl.log.error(`fini failed: ${(e as Error).message}`);
+    }
+  }
+}
+
 /**
  * One build of a volfile: its translators, its inode table, the frames and fds in
  * flight on it. Graphs are numbered; an old graph lives exactly as long as something
@@ -40,6 +50,7 @@ export class Graph implements XlatorHost {
   private readonly pending = new Map<number, Frame>();
   readonly fds = new Set<Fd>();
   private _state: GraphState = 'built';
+  private stopped?: Promise<void>;
   /** What the top of the graph last reported: are its children up? */
   readonly status$ = new BehaviorSubject<TopStatus>('unknown');
   /** PARENT_DOWN_HANDLED reached the top. */
@@ -140,11 +151,14 @@ export class Graph implements XlatorHost {
    */
   async start(timeoutMs: number): Promise<TopStatus> {
     this.state = 'starting';
-    for (const xl of this.xlatorList) {
+    for (const [i, xl] of this.xlatorList.entries()) {
       try {
         await xl.init();
       } catch (e) {
+        // Undo what did start, parents first, so nothing it holds outlives the graph.
+        await finiAll(this.xlatorList.slice(0, i).reverse());
         this.state = 'dead';
+        this.complete();
         throw new Error(`graph ${this.id}: volume '${xl.name}' (${xl.type}) failed to start: ${(e as Error).message}`);
       }
     }
@@ -154,8 +168,10 @@ export class Graph implements XlatorHost {
         filter((s) => s !== 'unknown'),
         timeout({ first: timeoutMs, with: async () => 'unknown' as const }),
       ),
+      // stop() may end the graph while it is still starting.
+      { defaultValue: 'unknown' as const },
     );
-    this.state = status === 'up' ? 'up' : 'down';
+    if (this._state === 'starting') this.state = status === 'up' ? 'up' : 'down';
     return status;
   }
 
@@ -164,22 +180,26 @@ export class Graph implements XlatorHost {
    * background work, PARENT_DOWN_HANDLED comes back up (bounded by `timeoutMs`), then
    * `fini` top-down.
    */
-  async stop(timeoutMs: number): Promise<void> {
-    if (this._state === 'stopping' || this._state === 'dead') return;
+  stop(timeoutMs: number): Promise<void> {
+    if (this._state === 'dead') return Promise.resolve();
+    this.stopped ??= this.takeDown(timeoutMs);
+    return this.stopped;
+  }
+
+  private async takeDown(timeoutMs: number): Promise<void> {
     this.state = 'stopping';
     const handled = firstValueFrom(this.downHandled$.pipe(timeout({ first: timeoutMs, with: async () => 'timeout' as const })));
     for (const xl of this.xlatorList) if (xl.parents.length === 0) xl.notify(XlEvent.PARENT_DOWN);
     if ((await handled) === 'timeout') this.log.warn(`graph ${this.id}: PARENT_DOWN not handled within ${timeoutMs} ms; finishing anyway`);
-    for (const xl of [...this.xlatorList].reverse()) {
-      try {
-        await xl.fini();
-      } catch (e) {
-        xl.log.error(`fini failed: ${(e as Error).message}`);
-      }
-    }
+    await finiAll([...this.xlatorList].reverse());
     this.state = 'dead';
+    this.complete();
+  }
+
+  private complete(): void {
     this.status$.complete();
     this.idle$.complete();
+    this.downHandled$.complete();
   }
 
   topEvent(event: XlEvent, from: Xlator): void {

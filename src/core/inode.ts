@@ -38,14 +38,13 @@ export class Inode {
   }
 
   ref(): this {
-    this.refs++;
+    if (this.refs++ === 0) this.table.referenced(this, +1);
     return this;
   }
 
   unref(): void {
     if (this.refs <= 0) throw new Error(`inode ${this.gfid}: unref below zero`);
-    this.refs--;
-    if (this.refs === 0) this.table.touch(this);
+    if (--this.refs === 0) this.table.referenced(this, -1);
   }
 }
 
@@ -67,12 +66,14 @@ export class InodeTable {
   readonly root: Inode;
   /** Insertion order is recency: the first entries are the least recently used. */
   private readonly inodes = new Map<Gfid, Inode>();
+  /** How many inodes of the table someone holds a reference to. */
+  private held = 0;
 
   constructor(private readonly opts: InodeTableOptions) {
     this.root = new Inode(ROOT_GFID, this);
     this.root.type = constants.S_IFDIR;
-    this.root.ref();
     this.inodes.set(ROOT_GFID, this.root);
+    this.root.ref();
   }
 
   get size(): number {
@@ -91,7 +92,7 @@ export class InodeTable {
     if (!inode) {
       inode = new Inode(gfid, this);
       this.inodes.set(gfid, inode);
-      this.evict();
+      this.evict(inode);
     }
     return inode;
   }
@@ -137,13 +138,23 @@ export class InodeTable {
     if (this.inodes.get(inode.gfid) !== inode) return;
     this.inodes.delete(inode.gfid);
     this.inodes.set(inode.gfid, inode);
-    this.evict();
+  }
+
+  /** An inode of this table gained its first reference (+1) or lost its last (-1). */
+  referenced(inode: Inode, delta: 1 | -1): void {
+    if (this.inodes.get(inode.gfid) !== inode) return;
+    this.held += delta;
+    if (delta < 0) {
+      this.touch(inode);
+      this.evict(inode);
+    }
   }
 
   /** Drops an inode nobody references any more, with every name in or of it. */
   forget(inode: Inode): void {
     if (inode === this.root || this.inodes.get(inode.gfid) !== inode) return;
     this.inodes.delete(inode.gfid);
+    if (inode.refcount > 0) this.held--;
     for (const d of [...inode.dentries]) this.removeDentry(d);
     for (const d of [...inode.children.values()]) this.removeDentry(d);
     this.opts.onForget?.(inode);
@@ -174,12 +185,12 @@ export class InodeTable {
     d.inode.dentries.delete(d);
   }
 
-  private evict(): void {
-    if (this.inodes.size <= this.opts.lruLimit) return;
-    let excess = this.inodes.size - this.opts.lruLimit;
+  /** Drops the least recently used unreferenced inodes beyond lruLimit (never `keep`). */
+  private evict(keep: Inode): void {
+    let excess = this.inodes.size - this.held - this.opts.lruLimit;
     for (const inode of this.inodes.values()) {
       if (excess <= 0) break;
-      if (inode.refcount > 0) continue;
+      if (inode.refcount > 0 || inode === keep) continue;
       this.forget(inode);
       excess--;
     }

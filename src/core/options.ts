@@ -43,10 +43,10 @@ function kind<T, Extra = object>(type: string, parser: (raw: string, o: Extra & 
     }) as Parsed<O, T>;
 }
 
-const BOOL: Record<string, boolean> = {
-  on: true, yes: true, true: true, enable: true, '1': true,
-  off: false, no: false, false: false, disable: false, '0': false,
-};
+const BOOL = new Map<string, boolean>([
+  ['on', true], ['yes', true], ['true', true], ['enable', true], ['1', true],
+  ['off', false], ['no', false], ['false', false], ['disable', false], ['0', false],
+]);
 
 const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40, P: 2 ** 50 };
 
@@ -66,7 +66,7 @@ interface Range {
 /** Option kinds, with GlusterFS's spellings (on/off, 64MB, 10%, 42s ...). */
 export const opt = {
   bool: kind<boolean>('bool', (raw) => {
-    const v = BOOL[raw.toLowerCase()];
+    const v = BOOL.get(raw.toLowerCase());
     if (v === undefined) throw new Error(`"${raw}" is not a boolean (use on/off, yes/no, true/false)`);
     return v;
   }),

@@ -46,7 +46,10 @@ export class Registry {
     if (!file) return undefined;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const def = (require(file) as { default?: TranslatorDef }).default;
-    if (!def || def.type !== type) throw new Error(`${file} does not export the translator ${type}`);
+    // A helper module next to the translators is not a type; a module that declares
+    // another type than its path is a packaging bug.
+    if (def?.type === undefined) return undefined;
+    if (def.type !== type) throw new Error(`${file} does not export the translator ${type} (it declares ${def.type})`);
     this.defs.set(type, def);
     return def;
   }

@@ -42,6 +42,7 @@ export class Xlator<V = unknown> {
   readonly host: XlatorHost;
   readonly log: Logger;
   private parentDownSeen = false;
+  private drained = false;
   private downHandledSent = false;
   private readonly downHandled = new Set<Xlator>();
 
@@ -94,7 +95,7 @@ export class Xlator<V = unknown> {
         return;
       case XlEvent.PARENT_DOWN_HANDLED:
         if (from) this.downHandled.add(from);
-        if (this.downHandled.size >= this.children.length) this.downDone();
+        this.maybeDownDone();
         return;
       default:
         this.up(event);
@@ -133,18 +134,40 @@ export class Xlator<V = unknown> {
     }
   }
 
+  /**
+   * Makes the fops a translator class defines reject only with FopError, converting
+   * anything else (a Node fs error, say) by its errno: for translators over system APIs.
+   */
+  static convertErrors<T extends Xlator>(cls: { prototype: T }): void {
+    for (const op of FOP_NAMES) {
+      if (!Object.prototype.hasOwnProperty.call(cls.prototype, op)) continue;
+      const fop = cls.prototype[op] as (...a: unknown[]) => Promise<unknown>;
+      Object.defineProperty(cls.prototype, op, {
+        configurable: true,
+        writable: true,
+        value(this: T, ...args: unknown[]) {
+          return fop.apply(this, args).catch((e: unknown) => {
+            throw FopError.from(e);
+          });
+        },
+      });
+    }
+  }
+
   private async goDown(): Promise<void> {
     try {
       await this.drain();
     } catch (e) {
       this.log.error(`finishing background work before going down failed: ${(e as Error).message}`);
     }
-    if (this.children.length === 0) this.downDone();
+    this.drained = true;
     for (const c of this.children) c.notify(XlEvent.PARENT_DOWN, this);
+    this.maybeDownDone();
   }
 
-  private downDone(): void {
-    if (this.downHandledSent) return;
+  /** Down once this translator drained and every child reported down (a shared child may report early). */
+  private maybeDownDone(): void {
+    if (this.downHandledSent || !this.drained || this.downHandled.size < this.children.length) return;
     this.downHandledSent = true;
     this.up(XlEvent.PARENT_DOWN_HANDLED);
   }

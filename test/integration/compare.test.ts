@@ -1,6 +1,7 @@
 // The same operations on an xlstack mount and on a plain directory must give the same
 // results and the same errnos, for root and for an unprivileged user.
 import * as fs from 'fs';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { TestMount, POSIX_VOLFILE, startMount, unmountAll } from '../helpers/mount';
@@ -58,6 +59,18 @@ describe.each(stacks)('%s', (_name, volfile) => {
       expect(r.sameIno).toBe(true);
       expect(r.nlinkOrig).toBe(2);
       expect(r.nlinkLink).toBe(2);
+    });
+
+    test('a unix socket can be bound on the mount (mknod of a socket)', async () => {
+      const sock = path.join(mnt.mountpoint, 'sock');
+      const server = net.createServer();
+      await new Promise<void>((resolve, reject) => server.once('error', reject).listen(sock, resolve));
+      try {
+        expect(fs.lstatSync(sock).isSocket()).toBe(true);
+        expect(fs.lstatSync(path.join(mnt.backing, 'sock')).isSocket()).toBe(true);
+      } finally {
+        await new Promise((r) => server.close(r));
+      }
     });
 
     test('nothing of the storage layer shows through', () => {

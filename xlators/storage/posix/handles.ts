@@ -57,8 +57,8 @@ export class HandleStore {
   readonly tmp: string;
   private readonly handles: string;
   private readonly dirs = new Map<Gfid, { parent: Gfid; name: string }>();
-  /** File handles known to exist and to be the file's (least recently checked first). */
-  private readonly verified = new Set<Gfid>();
+  /** Inode numbers of files whose handle is known to be theirs (least recently checked first). */
+  private readonly verified = new Map<Gfid, bigint>();
   private readonly openCounts = new Map<Gfid, number>();
   /** Open files that lost their last name: their handle goes with the last close. */
   private readonly orphans = new Set<Gfid>();
@@ -116,18 +116,17 @@ export class HandleStore {
     return path.join(this.handles, gfid.slice(0, 2), gfid);
   }
 
-  /** Whether a file's handle was checked (or made) recently. */
-  isVerified(gfid: Gfid): boolean {
-    if (!this.verified.has(gfid)) return false;
-    this.verified.delete(gfid);
-    this.verified.add(gfid);
-    return true;
+  /** The inode number a GFID's handle was recently found (or made) to link to. */
+  verifiedIno(gfid: Gfid): bigint | undefined {
+    const ino = this.verified.get(gfid);
+    if (ino !== undefined) this.markVerified(gfid, ino);
+    return ino;
   }
 
-  markVerified(gfid: Gfid): void {
+  markVerified(gfid: Gfid, ino: bigint): void {
     this.verified.delete(gfid);
-    this.verified.add(gfid);
-    if (this.verified.size > VERIFIED_MAX) this.verified.delete(this.verified.values().next().value!);
+    this.verified.set(gfid, ino);
+    if (this.verified.size > VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value!);
   }
 
   /** A path to operate on for an object: the real path of a directory, the handle of anything else. */

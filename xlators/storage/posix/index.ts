@@ -172,47 +172,57 @@ export class Posix extends Xlator<Options> {
 
   // --- GFID assignment and handle healing ----------------------------------------
 
-  /** The GFID of an entry found by name, assigning one (and its handle) if needed. */
-  private gfidFor(p: string, st: fs.BigIntStats, parent: Gfid, name: string): Gfid {
-    let gfid = readGfid(p);
-    if (gfid === undefined) {
-      try {
-        writeGfid(p, uuidv4());
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
-      gfid = readGfid(p)!;
-    }
-    return (Number(st.mode) & S_IFMT) === S_IFDIR ? this.checkDirHandle(p, st, gfid, parent, name) : this.checkFileHandle(p, st, gfid);
+  /**
+   * The GFID of an entry found by name, assigning one and healing its handle if needed.
+   * Returns the entry's attributes as they are afterwards (a new handle is a new link).
+   */
+  private identify(p: string, st: fs.BigIntStats, parent: Gfid, name: string): { gfid: Gfid; st: fs.BigIntStats } {
+    const gfid = readGfid(p) ?? this.assignGfid(p);
+    if ((Number(st.mode) & S_IFMT) === S_IFDIR) return { gfid: this.checkDirHandle(p, st, gfid, parent, name), st };
+    const checked = this.checkFileHandle(p, st, gfid);
+    return { gfid: checked.gfid, st: checked.linked ? lstat(p) : st };
   }
 
-  private checkFileHandle(p: string, st: fs.BigIntStats, gfid: Gfid): Gfid {
-    if (this.handles.isVerified(gfid)) return gfid;
-    const h = this.handles.handlePath(gfid);
-    let hst: fs.BigIntStats | undefined;
+  /** Gives an object without a (valid) GFID a fresh one; another lookup may have won the race. */
+  private assignGfid(p: string): Gfid {
     try {
-      hst = lstat(h);
+      writeGfid(p, uuidv4());
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
+    const gfid = readGfid(p);
+    if (gfid !== undefined) return gfid;
+    // An xattr that is not a GFID (wrong length): replace it.
+    const fresh = uuidv4();
+    this.log.warn(`${p} has a malformed ${GFID_XATTR}; giving it ${fresh}`);
+    writeGfid(p, fresh, XATTR_REPLACE);
+    return fresh;
+  }
+
+  /** Another object already owns this GFID: this one is a copy that kept the xattr. */
+  private renumber(p: string, gfid: Gfid): Gfid {
+    const fresh = uuidv4();
+    this.log.warn(`${p} carries GFID ${gfid} of another object; giving it ${fresh}`);
+    writeGfid(p, fresh, XATTR_REPLACE);
+    return fresh;
+  }
+
+  private checkFileHandle(p: string, st: fs.BigIntStats, gfid: Gfid): { gfid: Gfid; linked: boolean } {
+    if (this.handles.verifiedIno(gfid) === st.ino) return { gfid, linked: false };
+    const hst = fs.lstatSync(this.handles.handlePath(gfid), { bigint: true, throwIfNoEntry: false });
     if (hst && hst.ino === st.ino && hst.dev === st.dev) {
-      this.handles.markVerified(gfid);
-      return gfid;
+      this.handles.markVerified(gfid, st.ino);
+      return { gfid, linked: false };
     }
-    if (hst) {
-      // Another file already owns this GFID: this one is a copy that kept the xattr.
-      const fresh = uuidv4();
-      this.log.warn(`${p} carries GFID ${gfid} of another file; giving it ${fresh}`);
-      writeGfid(p, fresh, XATTR_REPLACE);
-      gfid = fresh;
-    }
+    if (hst) gfid = this.renumber(p, gfid);
     fs.linkSync(p, this.handles.handlePath(gfid));
-    this.handles.markVerified(gfid);
-    return gfid;
+    this.handles.markVerified(gfid, st.ino);
+    return { gfid, linked: true };
   }
 
   private checkDirHandle(p: string, st: fs.BigIntStats, gfid: Gfid, parent: Gfid, name: string): Gfid {
-    if (gfid === ROOT_GFID) return gfid;
+    // Only the backing root is the root (a directory may carry its GFID from elsewhere).
+    if (gfid === ROOT_GFID) gfid = this.renumber(p, gfid);
     const known = this.handles.dirEntry(gfid);
     if (known && known.parent === parent && known.name === name) return gfid;
     let other: fs.BigIntStats | undefined;
@@ -221,54 +231,55 @@ export class Posix extends Xlator<Options> {
     } catch {
       other = undefined; // no handle, or it points nowhere: this directory takes it
     }
-    if (other && other.ino !== st.ino && other.isDirectory()) {
-      const fresh = uuidv4();
-      this.log.warn(`${p} carries GFID ${gfid} of another directory; giving it ${fresh}`);
-      writeGfid(p, fresh, XATTR_REPLACE);
-      gfid = fresh;
-    }
+    if (other && other.ino !== st.ino && other.isDirectory()) gfid = this.renumber(p, gfid);
     this.handles.setDirHandle(gfid, parent, name);
     return gfid;
   }
 
   // --- creation ---------------------------------------------------------------
 
-  /** Ownership of a new object: the caller's (unless root), the group of a setgid parent. */
-  private inherit(p: string, parentPath: string, caller: Caller, dir: boolean): void {
+  /**
+   * Gives a new object (made aside, under .xlstack) the owner, group and mode the kernel
+   * would have given it in its directory: the caller's ids, a setgid directory's group
+   * (and, for a directory, its setgid bit), and no setgid bit on a file whose group the
+   * caller is not in.
+   */
+  private settle(p: string, parentPath: string, caller: Caller, requested: number): void {
     const pst = fs.lstatSync(parentPath);
-    const setgid = (pst.mode & S_ISGID) !== 0;
-    const uid = caller.uid !== 0 ? caller.uid : -1;
-    const gid = setgid ? pst.gid : caller.uid !== 0 || caller.gid !== 0 ? caller.gid : -1;
-    if (uid !== -1 || gid !== -1) fs.lchownSync(p, uid, gid);
-    if (dir && setgid) fs.chmodSync(p, (fs.lstatSync(p).mode & 0o7777) | S_ISGID);
+    const st = fs.lstatSync(p);
+    const inherits = (pst.mode & S_ISGID) !== 0;
+    const gid = inherits ? pst.gid : caller.gid;
+    let mode = requested & 0o7777;
+    if (st.isDirectory() && inherits) mode |= S_ISGID;
+    const inGroup = caller.uid === 0 || gid === caller.gid || caller.groups.includes(gid);
+    if (!st.isDirectory() && !inGroup) mode &= ~S_ISGID;
+    const chown = st.uid !== caller.uid || st.gid !== gid;
+    if (chown) fs.lchownSync(p, caller.uid, gid);
+    // chown clears set-id bits: set the mode after it.
+    if (!st.isSymbolicLink() && (chown || (st.mode & 0o7777) !== mode)) fs.chmodSync(p, mode);
   }
 
   /**
    * Creates a non-directory at its handle path with its GFID, then gives it its name with
    * link(2), which fails with EEXIST if the name exists: the entry appears atomically, GFID
-   * and all. `make` creates the object at the handle path.
+   * and all. `make` creates the object at the handle path; `undo` frees what it opened.
    */
-  private createAtHandle(frame: Frame, loc: Loc, make: (h: string) => void): string {
+  private createAtHandle(frame: Frame, loc: Loc, mode: number, make: (h: string) => void, undo = () => {}): string {
     const entry = this.entryPath(loc, true);
     const gfid = this.gfidOf(loc);
     const h = this.handles.handlePath(gfid);
     make(h);
     try {
       writeGfid(h, gfid);
-      this.inherit(h, path.dirname(entry), frame.caller, false);
+      this.settle(h, path.dirname(entry), frame.caller, mode);
       fs.linkSync(h, entry);
     } catch (e) {
+      undo();
       fs.rmSync(h, { force: true });
       throw e;
     }
-    this.handles.markVerified(gfid);
+    this.handles.markVerified(gfid, fs.lstatSync(h, { bigint: true }).ino);
     return h;
-  }
-
-  private fixMode(p: string, st: fs.BigIntStats, mode: number): fs.BigIntStats {
-    if ((Number(st.mode) & 0o7777) === (mode & 0o7777)) return st;
-    fs.chmodSync(p, mode & 0o7777);
-    return lstat(p);
   }
 
   // --- fops: lookup and attributes -------------------------------------------------
@@ -277,9 +288,10 @@ export class Posix extends Xlator<Options> {
     if (!loc.parent) return this.statObject(loc);
     const p = this.entryPath(loc);
     // Misses are common (every create starts with one): answer them without an exception.
-    const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
-    if (!st) throw new FopError('ENOENT');
-    return this.iatt(st, this.gfidFor(p, st, loc.parent.gfid, loc.name!));
+    const found = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
+    if (!found) throw new FopError('ENOENT');
+    const { gfid, st } = this.identify(p, found, loc.parent.gfid, loc.name!);
+    return this.iatt(st, gfid);
   }
 
   override async stat(_frame: Frame, loc: Loc): Promise<Iatt> {
@@ -350,13 +362,13 @@ export class Posix extends Xlator<Options> {
 
   override async mknod(frame: Frame, loc: Loc, mode: number, rdev: number): Promise<Iatt> {
     check((mode & S_IFMT) !== S_IFDIR, 'EPERM', 'mknod cannot make directories');
-    const h = this.createAtHandle(frame, loc, (p) => sys.mknod(p, (mode & S_IFMT || S_IFREG) | (mode & 0o7777), rdev));
-    return this.iatt(this.fixMode(h, lstat(h), mode), this.gfidOf(loc));
+    const h = this.createAtHandle(frame, loc, mode, (p) => sys.mknod(p, (mode & S_IFMT || S_IFREG) | (mode & 0o777), rdev));
+    return this.iatt(lstat(h), this.gfidOf(loc));
   }
 
   override async symlink(frame: Frame, target: string, loc: Loc): Promise<Iatt> {
     check(target !== '' && !target.includes('\0'), 'ENOENT', 'empty symlink target');
-    const h = this.createAtHandle(frame, loc, (p) => fs.symlinkSync(target, p));
+    const h = this.createAtHandle(frame, loc, 0o777, (p) => fs.symlinkSync(target, p));
     return this.iatt(lstat(h), this.gfidOf(loc));
   }
 
@@ -364,15 +376,15 @@ export class Posix extends Xlator<Options> {
     let osfd = -1;
     const flags = ((fd.flags & ~STRIPPED_OPEN_FLAGS & ~O_TRUNC) | O_CREAT | O_EXCL | O_NOFOLLOW) & ~O_ACCMODE;
     const access = (fd.flags & O_ACCMODE) === O_WRONLY ? O_WRONLY : O_RDWR;
-    const h = this.createAtHandle(frame, loc, (p) => {
-      osfd = fs.openSync(p, flags | access, mode & 0o7777);
-    });
+    const make = (p: string) => (osfd = fs.openSync(p, flags | access, mode & 0o777));
+    const close = () => fs.closeSync(osfd);
+    this.createAtHandle(frame, loc, mode, make, close);
     try {
-      const st = this.fixMode(h, fs.fstatSync(osfd, { bigint: true }), mode);
+      const st = fs.fstatSync(osfd, { bigint: true });
       this.attach(fd, osfd);
       return this.iatt(st, fd.inode.gfid);
     } catch (e) {
-      fs.closeSync(osfd);
+      close();
       throw e;
     }
   }
@@ -380,13 +392,13 @@ export class Posix extends Xlator<Options> {
   override async mkdir(frame: Frame, loc: Loc, mode: number): Promise<Iatt> {
     const entry = this.entryPath(loc, true);
     const gfid = this.gfidOf(loc);
+    check(!fs.lstatSync(this.handles.handlePath(gfid), { throwIfNoEntry: false }), 'EEXIST', `GFID ${gfid} is taken`);
     // Made aside with its GFID, then moved in without replacing anything.
     const tmp = path.join(this.handles.tmp, gfid);
-    fs.mkdirSync(tmp, mode & 0o7777);
+    fs.mkdirSync(tmp, mode & 0o777);
     try {
       writeGfid(tmp, gfid);
-      this.fixMode(tmp, lstat(tmp), mode);
-      this.inherit(tmp, path.dirname(entry), frame.caller, true);
+      this.settle(tmp, path.dirname(entry), frame.caller, mode);
       sys.renameNoReplace(tmp, entry);
     } catch (e) {
       fs.rmSync(tmp, { recursive: true, force: true });
@@ -413,15 +425,9 @@ export class Posix extends Xlator<Options> {
   override async rename(_frame: Frame, from: Loc, to: Loc): Promise<Iatt> {
     const src = this.entryPath(from);
     const dst = this.entryPath(to, true);
-    const sst = lstat(src);
-    const gfid = this.gfidFor(src, sst, from.parent!.gfid, from.name!);
-    let replaced: { gfid?: Gfid; dir: boolean } | undefined;
-    try {
-      const dst0 = lstat(dst);
-      if (dst0.ino !== sst.ino) replaced = { gfid: readGfid(dst), dir: dst0.isDirectory() };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
+    const { gfid, st: sst } = this.identify(src, lstat(src), from.parent!.gfid, from.name!);
+    const dst0 = fs.lstatSync(dst, { bigint: true, throwIfNoEntry: false });
+    const replaced = dst0 && dst0.ino !== sst.ino ? { gfid: readGfid(dst), dir: dst0.isDirectory() } : undefined;
     fs.renameSync(src, dst);
     if (sst.isDirectory()) this.handles.setDirHandle(gfid, to.parent!.gfid, to.name!);
     if (replaced?.gfid) {
@@ -612,6 +618,9 @@ const writeAt = (fd: number, buf: Buffer, off: number, len: number, pos: number)
 
 const ftruncate = (fd: number, size: number) =>
   new Promise<void>((res, rej) => fs.ftruncate(fd, size, (e) => (e ? rej(e) : res())));
+
+// Node and the addon throw their own errors; fops answer with FopError only.
+Xlator.convertErrors(Posix);
 
 export default defineTranslator({
   type: 'storage/posix',

@@ -1,0 +1,270 @@
+// The xlstack command as a user runs it: clear errors that leave nothing mounted, clean
+// unmounts on signals and on `xlstack unmount`, statedumps, and recovery from a killed daemon.
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { CLI, POSIX_VOLFILE, TestMount, isMounted, startMount, unmountAll, within, xlstack } from '../helpers/mount';
+
+const holders: ChildProcess[] = [];
+const dirs: string[] = [];
+
+function tempDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-cli-'));
+  dirs.push(d);
+  return d;
+}
+
+/** A child process that keeps `file` open (and its cwd in `cwd`) until killed. */
+async function holdOpen(file: string, cwd: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['-e', `require('fs').openSync(${JSON.stringify(file)}, 'r'); console.log('held'); setInterval(() => {}, 1000);`], {
+    cwd,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  holders.push(child);
+  await within(new Promise((r) => child.stdout!.once('data', r)), 10_000);
+  return child;
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await within(exited, 5000);
+}
+
+afterAll(async () => {
+  await Promise.all(holders.map(stop));
+  await unmountAll();
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+describe('bad input gets a clear error and mounts nothing', () => {
+  function setup(volfile: string) {
+    const d = tempDir();
+    const mnt = path.join(d, 'mnt');
+    fs.mkdirSync(mnt);
+    fs.mkdirSync(path.join(d, 'back'));
+    const vol = path.join(d, 'bad.vol');
+    fs.writeFileSync(vol, volfile.replace(/@BACKING@/g, path.join(d, 'back')));
+    return { mnt, vol };
+  }
+
+  test('a volfile with an unknown subvolume: file, line and problem', async () => {
+    const { mnt, vol } = setup(`${POSIX_VOLFILE}\nvolume top\n    type debug/trace\n    subvolumes nosuch\nend-volume\n`);
+    const r = await xlstack(['mount', vol, mnt]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${vol}:9: unknown subvolume 'nosuch'`);
+    expect(isMounted(mnt)).toBe(false);
+  });
+
+  test('a bad option value', async () => {
+    const { mnt, vol } = setup(`${POSIX_VOLFILE}\nvolume top\n    type debug/error-gen\n    option failure 150\n    subvolumes test-posix\nend-volume\n`);
+    const r = await xlstack(['mount', vol, mnt]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`${vol}:9: volume 'top': bad value for option 'failure': .*at most 100`));
+    expect(isMounted(mnt)).toBe(false);
+  });
+
+  test('an unimplemented type is named, and --passthrough-unknown mounts it as a pass-through', async () => {
+    const text = `${POSIX_VOLFILE}\nvolume test-utime\n    type features/utime\n    option noatime on\n    subvolumes test-posix\nend-volume\n`;
+    const { mnt, vol } = setup(text);
+    const r = await xlstack(['mount', vol, mnt]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${vol}:8: volume 'test-utime': type 'features/utime' is not implemented`);
+    expect(isMounted(mnt)).toBe(false);
+
+    const m = await startMount({ volfile: text, args: ['--passthrough-unknown'] });
+    fs.writeFileSync(path.join(m.mountpoint, 'seen'), 'through the pass-through');
+    expect(fs.readFileSync(path.join(m.backing, 'seen'), 'utf8')).toBe('through the pass-through');
+    const checked = await xlstack(['check', m.volfile, '--passthrough-unknown']);
+    expect(checked.code).toBe(0);
+    expect(checked.stdout).toContain('ok (2 volumes');
+    expect(m.log()).toContain("type 'features/utime' is not implemented; passing it through");
+    expect(m.log()).toContain("ignoring option 'noatime'");
+    await m.unmount();
+  });
+
+  test('a storage directory that does not exist', async () => {
+    const { mnt, vol } = setup(POSIX_VOLFILE.replace('@BACKING@', '/nonexistent/xlstack-test'));
+    const r = await xlstack(['mount', vol, mnt]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('directory /nonexistent/xlstack-test does not exist');
+    expect(isMounted(mnt)).toBe(false);
+  });
+
+  test('a missing volfile, a missing mountpoint, a mountpoint that is a file', async () => {
+    const d = tempDir();
+    const noVol = await xlstack(['mount', path.join(d, 'nope.vol'), d]);
+    expect(noVol.code).toBe(1);
+    expect(noVol.stderr).toContain('cannot read volfile');
+    const { vol } = setup(POSIX_VOLFILE);
+    const noMnt = await xlstack(['mount', vol, path.join(d, 'nodir')]);
+    expect(noMnt.stderr).toContain('does not exist');
+    fs.writeFileSync(path.join(d, 'file'), '');
+    const fileMnt = await xlstack(['mount', vol, path.join(d, 'file')]);
+    expect(fileMnt.stderr).toContain('is not a directory');
+  });
+
+  test('FUSE missing (no fusermount on PATH)', async () => {
+    const { mnt, vol } = setup(POSIX_VOLFILE);
+    const r = await xlstack(['mount', vol, mnt], { env: { ...process.env, PATH: '/nonexistent' } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('FUSE is not available: the fusermount helper was not found');
+    expect(isMounted(mnt)).toBe(false);
+  });
+
+  test('a mountpoint that is busy: refused, and the existing mount keeps serving', async () => {
+    const m = await startMount();
+    const { vol } = setup(POSIX_VOLFILE);
+    const r = await xlstack(['mount', vol, m.mountpoint]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`mountpoint ${m.mountpoint} is busy`);
+    fs.writeFileSync(path.join(m.mountpoint, 'still'), 'serving');
+    expect(fs.readFileSync(path.join(m.backing, 'still'), 'utf8')).toBe('serving');
+    await m.unmount();
+  });
+
+  test('usage errors exit 2', async () => {
+    expect((await xlstack(['mount'])).code).toBe(2);
+    expect((await xlstack(['frobnicate'])).code).toBe(2);
+    const r = await xlstack(['mount', 'a.vol', '/mnt', '--log-level', 'loud']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--log-level must be one of');
+  });
+});
+
+describe('shutting down', () => {
+  async function exitsCleanly(m: TestMount, pidfile: string): Promise<void> {
+    expect(await within(m.exited, 20_000)).toBe(0);
+    expect(isMounted(m.mountpoint)).toBe(false);
+    expect(fs.existsSync(pidfile)).toBe(false);
+  }
+
+  test.each(['SIGTERM', 'SIGINT'] as const)('%s unmounts and exits 0', async (sig) => {
+    const pidfile = path.join(tempDir(), 'pid');
+    const m = await startMount({ args: ['--pidfile', pidfile] });
+    expect(Number(fs.readFileSync(pidfile, 'utf8'))).toBe(m.pid);
+    fs.writeFileSync(path.join(m.mountpoint, 'kept'), 'data');
+    process.kill(m.pid, sig);
+    await exitsCleanly(m, pidfile);
+    expect(fs.readFileSync(path.join(m.backing, 'kept'), 'utf8')).toBe('data');
+  });
+
+  test('a signal while a file is open still unmounts (lazily)', async () => {
+    const pidfile = path.join(tempDir(), 'pid');
+    const m = await startMount({ args: ['--pidfile', pidfile] });
+    fs.writeFileSync(path.join(m.mountpoint, 'f'), 'x');
+    const holder = await holdOpen(path.join(m.mountpoint, 'f'), m.mountpoint);
+    process.kill(m.pid, 'SIGTERM');
+    await exitsCleanly(m, pidfile);
+    await stop(holder);
+  });
+
+  test('xlstack unmount: refused while busy, then clean; --lazy detaches a busy mount', async () => {
+    const m = await startMount();
+    fs.writeFileSync(path.join(m.mountpoint, 'f'), 'x');
+    const holder = await holdOpen(path.join(m.mountpoint, 'f'), m.mountpoint);
+
+    const busy = await xlstack(['unmount', m.mountpoint]);
+    expect(busy.code).toBe(1);
+    expect(busy.stderr).toMatch(/busy/i);
+    expect(isMounted(m.mountpoint)).toBe(true);
+    expect(fs.readFileSync(path.join(m.mountpoint, 'f'), 'utf8')).not.toBeUndefined();
+
+    await stop(holder);
+    const ok = await xlstack(['unmount', m.mountpoint]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain(`unmounted ${m.mountpoint}`);
+    expect(await within(m.exited, 20_000)).toBe(0);
+    expect(isMounted(m.mountpoint)).toBe(false);
+
+    const m2 = await startMount();
+    const holder2 = await holdOpen(path.join(m2.mountpoint), m2.mountpoint);
+    const lazy = await xlstack(['unmount', '--lazy', m2.mountpoint]);
+    expect(lazy.code).toBe(0);
+    expect(await within(m2.exited, 20_000)).toBe(0);
+    expect(isMounted(m2.mountpoint)).toBe(false);
+    await stop(holder2);
+  });
+
+  test('unmount of something that is not mounted says so', async () => {
+    const r = await xlstack(['unmount', tempDir()]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('is not mounted');
+  });
+
+  test('a daemon killed with SIGKILL leaves no mount behind', async () => {
+    const m = await startMount();
+    process.kill(m.pid, 'SIGKILL');
+    await within(m.exited, 10_000);
+    const end = Date.now() + 10_000;
+    while (isMounted(m.mountpoint) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    expect(isMounted(m.mountpoint)).toBe(false);
+    // and the mountpoint is usable again
+    const again = await startMount();
+    expect(isMounted(again.mountpoint)).toBe(true);
+    await again.unmount();
+  });
+});
+
+describe('statedump', () => {
+  let m: TestMount;
+  let holder: ChildProcess;
+
+  beforeAll(async () => {
+    m = await startMount({
+      volfile: `${POSIX_VOLFILE}\nvolume test-trace\n    type debug/trace\n    option log-history on\n    option include-ops write\n    subvolumes test-posix\nend-volume\n`,
+    });
+    fs.writeFileSync(path.join(m.mountpoint, 'open'), 'held open');
+    holder = await holdOpen(path.join(m.mountpoint, 'open'), '/');
+  });
+
+  afterAll(async () => {
+    await stop(holder);
+    await m.unmount();
+  });
+
+  test('xlstack statedump prints the graphs, inodes, fds and handles as JSON', async () => {
+    const r = await xlstack(['statedump', m.mountpoint]);
+    expect(r.code).toBe(0);
+    const dump = JSON.parse(r.stdout);
+    expect(dump.activeGraph).toBe(1);
+    expect(dump.graphs.map((g: { id: number }) => g.id)).toEqual([1]);
+    expect(dump.graphs[0].state).toBe('active');
+    expect(dump.graphs[0].fdCount).toBeGreaterThanOrEqual(1);
+    expect(dump.graphs[0].inodes.map((i: { path: string }) => i.path)).toContain('/open');
+    const base = dump.baseFds.find((b: { path: string }) => b.path === '/open');
+    expect(base).toMatchObject({ graph: 1, isDir: false });
+  });
+
+  test('SIGUSR1 writes the statedump to a file and logs where', async () => {
+    process.kill(m.pid, 'SIGUSR1');
+    const end = Date.now() + 10_000;
+    while (!/statedump written to (\S+)/.test(m.log()) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    const file = /statedump written to (\S+)/.exec(m.log())![1];
+    const dump = JSON.parse(fs.readFileSync(file, 'utf8'));
+    expect(dump.pid).toBe(m.pid);
+    fs.rmSync(file);
+  });
+
+  test('writes reach the graph in large pieces (big_writes), not 4 KiB', async () => {
+    const data = Buffer.alloc(1 << 20, 7);
+    const traceHistory = async (): Promise<string[]> =>
+      JSON.parse((await xlstack(['statedump', m.mountpoint])).stdout).graphs[0].xlators.find((x: { name: string }) => x.name === 'test-trace').history;
+    const before = (await traceHistory()).length;
+    const writer = spawn(process.execPath, ['-e', `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(path.join(m.mountpoint, 'big'))}, 'w'); fs.writeSync(fd, Buffer.alloc(${data.length}, 7)); fs.closeSync(fd);`], { stdio: 'inherit' });
+    expect(await within(new Promise((r) => writer.on('exit', r)), 20_000)).toBe(0);
+    const sizes = (await traceHistory()).slice(before).map((l) => /<(\d+) bytes>/.exec(l)?.[1]).filter(Boolean).map(Number);
+    expect(sizes.length).toBeGreaterThan(0);
+    expect(Math.max(...sizes)).toBe(128 * 1024);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(data.length);
+  });
+});
+
+test('the CLI prints usage', async () => {
+  const r = await xlstack(['help']);
+  expect(r.code).toBe(0);
+  expect(r.stdout).toContain('xlstack mount VOLFILE MOUNTPOINT');
+  expect(fs.existsSync(CLI)).toBe(true);
+});

@@ -1,0 +1,471 @@
+// storage/posix: no request reaches outside the backing directory. Names and GFIDs are
+// checked, user symlinks are never followed or taken for directories, special files are
+// never opened. Needs root: trusted.* xattrs, chown, mknod.
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { v4 as uuidv4 } from 'uuid';
+import { buildGraph } from '../../src/core/builder';
+import type { Graph } from '../../src/core/graph';
+import type { Inode } from '../../src/core/inode';
+import { Logger } from '../../src/core/log';
+import { Registry } from '../../src/core/registry';
+import { Iatt, ROOT_GFID } from '../../src/core/types';
+import { parseVolfile } from '../../src/core/volfile';
+import { Bridge } from '../../src/fuse/bridge';
+import { sys } from '../../xlators/storage/posix/sys';
+
+const { O_RDWR, O_RDONLY, O_NONBLOCK, S_IFMT, S_IFDIR, S_IFLNK, S_IFIFO, S_IFCHR, S_IFREG } = fs.constants;
+const makedev = (major: number, minor: number) => (major << 8) | minor;
+
+// --- helpers (each posix-*.test.ts carries its own: only test files may be added) ---------
+
+const temps: string[] = [];
+const running: Graph[] = [];
+
+function tempDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-posix-safety-'));
+  temps.push(d);
+  return d;
+}
+
+async function startGraph(dir: string, id = 1): Promise<Graph> {
+  const vol = parseVolfile(`volume p\n type storage/posix\n option directory ${dir}\nend-volume\n`, 'test.vol');
+  const graph = buildGraph(vol, { id, registry: new Registry(), log: Logger.create('error') });
+  running.push(graph);
+  expect(await graph.start(5000)).toBe('up');
+  return graph;
+}
+
+afterEach(async () => {
+  for (const g of running.splice(0)) await g.stop(5000);
+  for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
+}
+
+/** 'OK' or the error code a fop failed with. */
+async function errCode(p: Promise<unknown>): Promise<string> {
+  try {
+    await within(p);
+    return 'OK';
+  } catch (e) {
+    return String((e as { code?: unknown }).code ?? (e as Error).message);
+  }
+}
+
+const hex = (gfid: string) => gfid.replace(/-/g, '');
+const handlePath = (dir: string, gfid: string) => path.join(dir, '.xlstack', 'handles', gfid.slice(0, 2), gfid);
+
+function lookup(g: Graph, parent: Inode, name: string): Promise<Iatt> {
+  return g.top.lookup(g.frame('lookup'), { path: name, parent, name });
+}
+
+async function lookupInode(g: Graph, parent: Inode, name: string): Promise<Inode> {
+  return g.itable.link(await lookup(g, parent, name), parent, name);
+}
+
+function nameless(g: Graph, gfid: string): Promise<Iatt> {
+  return g.top.lookup(g.frame('lookup'), { path: `<gfid:${gfid}>`, gfid });
+}
+
+/** Every entry-creating fop on (parent, name), each with a fresh GFID: their error codes. */
+async function createAll(g: Graph, parent: Inode, name: string): Promise<Record<string, string>> {
+  const loc = () => ({ path: `x/${name}`, parent, name, inode: g.itable.get(uuidv4()) });
+  const createLoc = loc();
+  const fd = g.newFd(createLoc.inode, O_RDWR, false);
+  const out: Record<string, string> = {};
+  out.create = await errCode(g.top.create(g.frame('create'), createLoc, 0o644, fd));
+  if (out.create === 'OK') await fd.unref();
+  out.mkdir = await errCode(g.top.mkdir(g.frame('mkdir'), loc(), 0o755));
+  out.mknod = await errCode(g.top.mknod(g.frame('mknod'), loc(), S_IFREG | 0o644, 0));
+  out.symlink = await errCode(g.top.symlink(g.frame('symlink'), 'target', loc()));
+  return out;
+}
+
+function listing(dir: string): string[] {
+  return fs.readdirSync(dir).sort();
+}
+
+// --- tests ---------------------------------------------------------------------------
+
+describe('names are checked', () => {
+  const BAD_NAMES = ['..', '.', '', 'a/b', '../escape', 'a\0b', '\0', 'x/'];
+
+  test.each(BAD_NAMES.map((n) => [JSON.stringify(n), n]))('name %s is EINVAL for every entry fop', async (_label, name) => {
+    const parentDir = tempDir();
+    const dir = path.join(parentDir, 'vol');
+    fs.mkdirSync(dir);
+    fs.mkdirSync(path.join(dir, 'a'));
+    const g = await startGraph(dir);
+    const root = g.itable.root;
+    await lookupInode(g, root, 'a');
+    const beforeOutside = listing(parentDir);
+    const beforeInside = listing(dir);
+
+    expect(await errCode(lookup(g, root, name))).toBe('EINVAL');
+    expect(await createAll(g, root, name)).toEqual({ create: 'EINVAL', mkdir: 'EINVAL', mknod: 'EINVAL', symlink: 'EINVAL' });
+    expect(await errCode(g.top.unlink(g.frame('unlink'), { path: name, parent: root, name }))).toBe('EINVAL');
+    expect(await errCode(g.top.rmdir(g.frame('rmdir'), { path: name, parent: root, name }))).toBe('EINVAL');
+
+    // as a rename source and target, and a link target
+    const f = uuidv4();
+    const fd = g.newFd(g.itable.get(f), O_RDWR, false);
+    await g.top.create(g.frame('create'), { path: '/f', parent: root, name: 'f', inode: g.itable.get(f) }, 0o644, fd);
+    await fd.unref();
+    const fInode = await lookupInode(g, root, 'f');
+    expect(await errCode(g.top.rename(g.frame('rename'), { path: '/f', parent: root, name: 'f' }, { path: name, parent: root, name }))).toBe('EINVAL');
+    expect(await errCode(g.top.rename(g.frame('rename'), { path: name, parent: root, name }, { path: '/z', parent: root, name: 'z' }))).toBe('EINVAL');
+    expect(await errCode(g.top.link(g.frame('link'), { path: '/f', inode: fInode }, { path: name, parent: root, name }))).toBe('EINVAL');
+
+    expect(listing(parentDir)).toEqual(beforeOutside);
+    expect(listing(dir)).toEqual([...beforeInside, 'f'].sort());
+    expect(fs.existsSync(path.join(dir, 'a', 'b'))).toBe(false);
+  });
+
+  test('a name of 256 bytes is ENAMETOOLONG; 255 bytes is fine', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const root = g.itable.root;
+    const long = 'n'.repeat(256);
+    const longUtf8 = 'é'.repeat(128); // 256 bytes in 128 characters
+    for (const name of [long, longUtf8]) {
+      expect(await errCode(lookup(g, root, name))).toBe('ENAMETOOLONG');
+      expect(await createAll(g, root, name)).toEqual({ create: 'ENAMETOOLONG', mkdir: 'ENAMETOOLONG', mknod: 'ENAMETOOLONG', symlink: 'ENAMETOOLONG' });
+    }
+    const ok = 'n'.repeat(255);
+    expect(await errCode(g.top.mkdir(g.frame('mkdir'), { path: ok, parent: root, name: ok, inode: g.itable.get(uuidv4()) }, 0o755))).toBe('OK');
+    expect(fs.statSync(path.join(dir, ok)).isDirectory()).toBe(true);
+    expect(listing(dir)).toEqual(['.xlstack', ok]);
+  });
+});
+
+describe('GFIDs are checked', () => {
+  test('malformed GFIDs are EINVAL for nameless lookup, open, stat and getxattr', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    const fh = await b.create('/real', 0o644, O_RDWR);
+    await b.release('/real', fh);
+    const real = (await b.getattr('/real')).gfid;
+    const bad = [
+      '../../../../etc/passwd',
+      '',
+      'not-a-gfid',
+      real.toUpperCase(),
+      `${real}/`,
+      `${real}/..`,
+      `../${real.slice(0, 2)}/${real}`,
+      ROOT_GFID.replace(/0/g, '.'),
+      hex(real),
+    ];
+    for (const gfid of bad) {
+      const codes: Record<string, string> = { gfid };
+      codes.nameless = await errCode(nameless(g, gfid));
+      const inode = g.itable.get(gfid);
+      const fd = g.newFd(inode, O_RDONLY, false);
+      codes.open = await errCode(g.top.open(g.frame('open'), { path: gfid, inode }, fd));
+      await fd.unref();
+      codes.stat = await errCode(g.top.stat(g.frame('stat'), { path: gfid, gfid }));
+      codes.getxattr = await errCode(g.top.getxattr(g.frame('getxattr'), { path: gfid, gfid }, 'user.x'));
+      codes.getxattrByInode = await errCode(g.top.getxattr(g.frame('getxattr'), { path: gfid, inode }, 'user.x'));
+      codes.truncate = await errCode(g.top.truncate(g.frame('truncate'), { path: gfid, gfid }, 0));
+      expect(codes).toEqual({ gfid, nameless: 'EINVAL', open: 'EINVAL', stat: 'EINVAL', getxattr: 'EINVAL', getxattrByInode: 'EINVAL', truncate: 'EINVAL' });
+      g.itable.forget(inode);
+    }
+    // /etc/passwd was not touched
+    expect(fs.statSync('/etc/passwd').size).toBeGreaterThan(0);
+  });
+});
+
+describe('user symlinks are never directories', () => {
+  async function setup() {
+    const base = tempDir();
+    const dir = path.join(base, 'vol');
+    const outside = path.join(base, 'outside');
+    fs.mkdirSync(dir);
+    fs.mkdirSync(outside);
+    fs.writeFileSync(path.join(outside, 'secret'), 'secret');
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    return { base, dir, outside, g, b };
+  }
+
+  test('a symlink to a directory outside, used as a parent, fails and creates nothing outside', async () => {
+    const { dir, outside, g, b } = await setup();
+    await b.symlink(outside, '/s');
+    // and one made outside xlstack, straight in the backing directory
+    fs.symlinkSync('/etc', path.join(dir, 'etc-link'));
+    for (const name of ['s', 'etc-link']) {
+      const s = await lookupInode(g, g.itable.root, name);
+      expect(s.type).toBe(S_IFLNK);
+      const codes = await createAll(g, s, 'planted');
+      for (const c of Object.values(codes)) expect(['ENOTDIR', 'ESTALE']).toContain(c);
+      expect(['ENOTDIR', 'ESTALE']).toContain(await errCode(lookup(g, s, 'secret')));
+      expect(['ENOTDIR', 'ESTALE']).toContain(await errCode(lookup(g, s, 'passwd')));
+      const dfd = g.newFd(s, O_RDONLY, true);
+      expect(['ENOTDIR', 'ESTALE']).toContain(await errCode(g.top.opendir(g.frame('opendir'), { path: name, inode: s }, dfd)));
+      await dfd.unref();
+    }
+    expect(listing(outside)).toEqual(['secret']);
+    expect(fs.existsSync('/etc/planted')).toBe(false);
+  });
+
+  test('a symlink inode that claims to be a directory is still not one', async () => {
+    const { outside, g, b } = await setup();
+    await b.symlink(outside, '/s');
+    const s = await lookupInode(g, g.itable.root, 's');
+    const before = fs.statSync(outside);
+    s.type = S_IFDIR; // a confused (or hostile) client
+    try {
+      expect(['ENOTDIR', 'ESTALE']).toContain(await errCode(g.top.stat(g.frame('stat'), { path: '/s', inode: s })));
+      expect(['ENOTDIR', 'ESTALE']).toContain(await errCode(g.top.setattr(g.frame('setattr'), { path: '/s', inode: s }, { mode: 0o777 })));
+      expect(['ENOTDIR', 'ESTALE']).toContain(await errCode(g.top.setxattr(g.frame('setxattr'), { path: '/s', inode: s }, 'user.planted', Buffer.from('1'), 0)));
+      const codes = await createAll(g, s, 'planted');
+      for (const c of Object.values(codes)) expect(['ENOTDIR', 'ESTALE']).toContain(c);
+    } finally {
+      s.type = S_IFLNK;
+    }
+    const after = fs.statSync(outside);
+    expect(after.mode).toBe(before.mode);
+    expect(() => sys.getxattr(outside, 'user.planted')).toThrow(/ENODATA/);
+    expect(listing(outside)).toEqual(['secret']);
+  });
+
+  test('a symlink whose target looks like a directory handle is not used as a directory', async () => {
+    const { dir, g, b } = await setup();
+    await b.mkdir('/sub', 0o755);
+    const subGfid = (await b.getattr('/sub')).gfid;
+    const mimics = [
+      `../${ROOT_GFID.slice(0, 2)}/${ROOT_GFID}/sub`,
+      `../${ROOT_GFID.slice(0, 2)}/${ROOT_GFID}/..`,
+      fs.readlinkSync(handlePath(dir, subGfid)),
+      '../../..',
+    ];
+    for (const [i, target] of mimics.entries()) {
+      const name = `mimic${i}`;
+      await b.symlink(target, `/${name}`);
+      const ia = await lookup(g, g.itable.root, name);
+      expect(ia.mode & S_IFMT).toBe(S_IFLNK);
+      // by GFID it is a symlink too, on this graph and with a type-less inode
+      expect((await nameless(g, ia.gfid)).mode & S_IFMT).toBe(S_IFLNK);
+      const s = g.itable.link(ia, g.itable.root, name);
+      const codes = await createAll(g, s, 'planted');
+      for (const c of Object.values(codes)) expect(['ENOTDIR', 'ESTALE']).toContain(c);
+      expect(['ENOTDIR', 'ESTALE']).toContain(await errCode(lookup(g, s, 'sub')));
+    }
+    expect(listing(path.join(dir, 'sub'))).toEqual([]);
+    expect(fs.existsSync(path.join(path.dirname(dir), 'planted'))).toBe(false);
+    expect(fs.existsSync(path.join(dir, 'planted'))).toBe(false);
+  });
+});
+
+describe('special files are never opened, symlinks never followed', () => {
+  test('open by GFID: a symlink is ELOOP, a fifo and a char device ENXIO (without blocking)', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    const fh = await b.create('/file', 0o644, O_RDWR);
+    await b.release('/file', fh);
+    await b.symlink('file', '/link');
+    await b.mknod('/fifo', S_IFIFO | 0o666, 0);
+    await b.mknod('/null', S_IFCHR | 0o666, makedev(1, 3));
+    // A reader and writer on the fifo, so that even a wrongly opened fifo cannot block the test.
+    const guard = fs.openSync(path.join(dir, 'fifo'), O_RDWR | O_NONBLOCK);
+    try {
+      const codes: Record<string, string> = {};
+      for (const name of ['link', 'fifo', 'null']) {
+        const ia = await lookup(g, g.itable.root, name);
+        for (const flags of [O_RDONLY, O_RDWR]) {
+          // a typed inode (as after a lookup) and a type-less one (nameless, as after a restart)
+          const typed = g.itable.link(ia, g.itable.root, name);
+          const fd = g.newFd(typed, flags, false);
+          codes[`${name}/${flags}`] = await errCode(g.top.open(g.frame('open'), { path: name, inode: typed }, fd));
+          await fd.unref();
+          const fd2 = g.newFd(typed, flags, false);
+          typed.type = 0;
+          codes[`${name}/${flags}/untyped`] = await errCode(g.top.open(g.frame('open'), { path: name, inode: typed }, fd2));
+          typed.type = ia.mode & S_IFMT;
+          await fd2.unref();
+        }
+      }
+      expect(codes).toEqual({
+        [`link/${O_RDONLY}`]: 'ELOOP',
+        [`link/${O_RDONLY}/untyped`]: 'ELOOP',
+        [`link/${O_RDWR}`]: 'ELOOP',
+        [`link/${O_RDWR}/untyped`]: 'ELOOP',
+        [`fifo/${O_RDONLY}`]: 'ENXIO',
+        [`fifo/${O_RDONLY}/untyped`]: 'ENXIO',
+        [`fifo/${O_RDWR}`]: 'ENXIO',
+        [`fifo/${O_RDWR}/untyped`]: 'ENXIO',
+        [`null/${O_RDONLY}`]: 'ENXIO',
+        [`null/${O_RDONLY}/untyped`]: 'ENXIO',
+        [`null/${O_RDWR}`]: 'ENXIO',
+        [`null/${O_RDWR}/untyped`]: 'ENXIO',
+      });
+      // and through the bridge
+      expect(await errCode(b.open('/link', O_RDONLY))).toBe('ELOOP');
+      expect(await errCode(b.open('/fifo', O_RDONLY))).toBe('ENXIO');
+    } finally {
+      fs.closeSync(guard);
+    }
+  });
+
+  test('truncate by GFID of a symlink to a file outside leaves that file alone', async () => {
+    const base = tempDir();
+    const dir = path.join(base, 'vol');
+    fs.mkdirSync(dir);
+    const victim = path.join(base, 'victim');
+    fs.writeFileSync(victim, 'do not truncate me');
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    await b.symlink(victim, '/s');
+    const s = await lookupInode(g, g.itable.root, 's');
+    expect(await errCode(g.top.truncate(g.frame('truncate'), { path: '/s', inode: s }, 0))).not.toBe('OK');
+    expect(await errCode(g.top.truncate(g.frame('truncate'), { path: '/s', gfid: s.gfid }, 3))).not.toBe('OK');
+    expect(await errCode(b.truncate('/s', 0))).not.toBe('OK');
+    expect(fs.readFileSync(victim, 'utf8')).toBe('do not truncate me');
+  });
+
+  test('chmod of a symlink is EOPNOTSUPP and the outside target keeps its mode', async () => {
+    const base = tempDir();
+    const dir = path.join(base, 'vol');
+    fs.mkdirSync(dir);
+    const victim = path.join(base, 'victim');
+    fs.writeFileSync(victim, 'x');
+    fs.chmodSync(victim, 0o600);
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    await b.symlink(victim, '/s');
+    const s = await lookupInode(g, g.itable.root, 's');
+    expect(await errCode(g.top.setattr(g.frame('setattr'), { path: '/s', inode: s }, { mode: 0o777 }))).toBe('EOPNOTSUPP');
+    expect(await errCode(g.top.setattr(g.frame('setattr'), { path: '/s', gfid: s.gfid }, { mode: 0o4777 }))).toBe('EOPNOTSUPP');
+    expect(await errCode(b.chmod('/s', 0o777))).toBe('EOPNOTSUPP');
+    expect(fs.statSync(victim).mode & 0o7777).toBe(0o600);
+  });
+
+  test('chown and utimes of a symlink change the link, not the outside target', async () => {
+    const base = tempDir();
+    const dir = path.join(base, 'vol');
+    fs.mkdirSync(dir);
+    const victim = path.join(base, 'victim');
+    fs.writeFileSync(victim, 'x');
+    fs.utimesSync(victim, 1_000_000_000, 1_000_000_000);
+    const vBefore = fs.statSync(victim, { bigint: true });
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    await b.symlink(victim, '/s');
+    const s = await lookupInode(g, g.itable.root, 's');
+    const ia = await g.top.setattr(g.frame('setattr'), { path: '/s', inode: s }, {
+      uid: 1234,
+      gid: 5678,
+      atime: { sec: 1_500_000_000, nsec: 1 },
+      mtime: { sec: 1_500_000_001, nsec: 999_999_999 },
+    });
+    expect(ia.mode & S_IFMT).toBe(S_IFLNK);
+    expect([ia.uid, ia.gid]).toEqual([1234, 5678]);
+    const link = fs.lstatSync(path.join(dir, 's'), { bigint: true });
+    expect([link.uid, link.gid]).toEqual([1234n, 5678n]);
+    expect(link.mtimeNs).toBe(1_500_000_001_999_999_999n);
+    expect(link.atimeNs).toBe(1_500_000_000_000_000_001n);
+    const vAfter = fs.statSync(victim, { bigint: true });
+    expect([vAfter.uid, vAfter.gid, vAfter.mtimeNs, vAfter.atimeNs, vAfter.mode]).toEqual([vBefore.uid, vBefore.gid, vBefore.mtimeNs, vBefore.atimeNs, vBefore.mode]);
+    // 'now' too
+    await g.top.setattr(g.frame('setattr'), { path: '/s', inode: s }, { mtime: 'now' });
+    expect(fs.statSync(victim, { bigint: true }).mtimeNs).toBe(vBefore.mtimeNs);
+  });
+});
+
+describe('creation never goes through or replaces what is there', () => {
+  test('create over a dangling symlink to outside is EEXIST and creates nothing outside', async () => {
+    const base = tempDir();
+    const dir = path.join(base, 'vol');
+    fs.mkdirSync(dir);
+    const target = path.join(base, 'would-be-created');
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    await b.symlink(target, '/dangling');
+    const codes = await createAll(g, g.itable.root, 'dangling');
+    expect(codes).toEqual({ create: 'EEXIST', mkdir: 'EEXIST', mknod: 'EEXIST', symlink: 'EEXIST' });
+    // the bridge falls back to opening what is there: a symlink, which is refused
+    expect(await errCode(b.create('/dangling', 0o644, O_RDWR))).toBe('ELOOP');
+    expect(fs.existsSync(target)).toBe(false);
+    expect(fs.readlinkSync(path.join(dir, 'dangling'))).toBe(target);
+  });
+
+  test('mkdir with a GFID another object already has fails and leaves that object reachable', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    const fh = await b.create('/file', 0o644, O_RDWR);
+    await b.write('/file', fh, Buffer.from('keep me'), 0);
+    await b.release('/file', fh);
+    await b.mkdir('/d', 0o755);
+    const fileGfid = (await b.getattr('/file')).gfid;
+    const dGfid = (await b.getattr('/d')).gfid;
+    const root = g.itable.root;
+
+    for (const [name, gfid] of [['clash-file', fileGfid], ['clash-dir', dGfid], ['clash-root', ROOT_GFID]] as const) {
+      const code = await errCode(g.top.mkdir(g.frame('mkdir'), { path: name, parent: root, name, inode: g.itable.get(gfid) }, 0o755));
+      expect({ name, code }).toEqual({ name, code: 'EEXIST' });
+      expect(fs.existsSync(path.join(dir, name))).toBe(false);
+    }
+    // every object is still what its GFID leads to
+    expect(fs.lstatSync(handlePath(dir, fileGfid)).ino).toBe(fs.statSync(path.join(dir, 'file')).ino);
+    expect((await nameless(g, fileGfid)).mode & S_IFMT).toBe(S_IFREG);
+    expect(fs.readlinkSync(handlePath(dir, dGfid))).toBe(`../${ROOT_GFID.slice(0, 2)}/${ROOT_GFID}/d`);
+    expect(fs.readlinkSync(handlePath(dir, ROOT_GFID))).toBe('../../..');
+    expect(listing(path.join(dir, '.xlstack', 'tmp'))).toEqual([]);
+  });
+
+  test('create, mknod and symlink with a GFID another object already has are EEXIST and leave it alone', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    const fh = await b.create('/file', 0o644, O_RDWR);
+    await b.write('/file', fh, Buffer.from('keep me'), 0);
+    await b.release('/file', fh);
+    const fileGfid = (await b.getattr('/file')).gfid;
+    const root = g.itable.root;
+    const inode = g.itable.get(fileGfid);
+    const fd = g.newFd(inode, O_RDWR, false);
+    const codes = {
+      create: await errCode(g.top.create(g.frame('create'), { path: 'c', parent: root, name: 'c', inode }, 0o644, fd)),
+      mknod: await errCode(g.top.mknod(g.frame('mknod'), { path: 'm', parent: root, name: 'm', inode }, S_IFIFO | 0o644, 0)),
+      symlink: await errCode(g.top.symlink(g.frame('symlink'), 'x', { path: 's', parent: root, name: 's', inode })),
+    };
+    await fd.unref();
+    expect(codes).toEqual({ create: 'EEXIST', mknod: 'EEXIST', symlink: 'EEXIST' });
+    expect(listing(dir)).toEqual(['.xlstack', 'file']);
+    expect(fs.readFileSync(path.join(dir, 'file'), 'utf8')).toBe('keep me');
+    expect(fs.lstatSync(handlePath(dir, fileGfid)).ino).toBe(fs.statSync(path.join(dir, 'file')).ino);
+  });
+});
+
+describe('the backing directory must be a volume root', () => {
+  test('a directory inside another volume (it has a non-root GFID) is refused with a clear message', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const b = new Bridge(g, Logger.create('error'));
+    await b.mkdir('/sub', 0o755);
+    const subGfid = (await b.getattr('/sub')).gfid;
+    const sub = path.join(dir, 'sub');
+
+    const vol = parseVolfile(`volume inner\n type storage/posix\n option directory ${sub}\nend-volume\n`, 'inner.vol');
+    const g2 = buildGraph(vol, { id: 2, registry: new Registry(), log: Logger.create('error') });
+    running.push(g2);
+    await expect(within(g2.start(5000))).rejects.toThrow(/not the root of a volume.*GFID/);
+    // nothing was changed in the subdirectory
+    expect(sys.getxattr(sub, 'trusted.gfid')).toEqual(Buffer.from(hex(subGfid), 'hex'));
+    expect(listing(sub)).toEqual([]);
+    // the outer volume still works
+    expect((await b.getattr('/sub')).gfid).toBe(subGfid);
+  });
+});
