@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # npm run bench: xlstack's default stack against a plain directory, bindfs and
-# bindfs -o big_writes, all on the same run (../shared/bench/compare.sh), then ratios.
+# bindfs -o big_writes, all on the same run (../shared/bench/compare.sh), then ratios;
+# then a held fd doing I/O while the graph switches K times (graph-switch-stall.sh).
 # Env: BENCH_SCRIPTS (default ../shared/bench next to this repository), plus compare.sh's
 # knobs (ROUNDS, BENCH_SIZE, BENCH_META_N, ...). Needs root, fio, bindfs, python3.
 set -euo pipefail
@@ -33,7 +34,7 @@ bindfs -o big_writes "$W/bindfs-bw-src" "$W/bindfs-bw"
 
 # The default volfile, with its backing directory moved into the scratch area.
 sed "s|option directory .*|option directory $W/xl-back|" "$ROOT/volfiles/default.vol" >"$W/bench.vol"
-node "$ROOT/dist/src/cli/main.js" mount "$W/bench.vol" "$W/xl" --log-level warn 2>"$W/xlstack.log" &
+node "$ROOT/dist/src/cli/main.js" mount "$W/bench.vol" "$W/xl" 2>"$W/xlstack.log" &
 XL_PID=$!
 for _ in $(seq 100); do mountpoint -q "$W/xl" && break; sleep 0.1; done
 mountpoint -q "$W/xl" || { echo "bench: xlstack did not mount:" >&2; cat "$W/xlstack.log" >&2; exit 1; }
@@ -42,5 +43,16 @@ OUTDIR=${OUTDIR:-$W/out}
 export OUTDIR
 "$BENCH/compare.sh" plain="$W/plain" bindfs="$W/bindfs" bindfs_bw="$W/bindfs-bw" xlstack="$W/xl"
 python3 "$ROOT/bench/ratios.py" "$OUTDIR" xlstack bindfs bindfs_bw plain
+
+# Graph switches under a held fd: the volfile alternates between two topologies (a
+# delay-gen layer that delays nothing is added on top and removed) and `xlstack reload`
+# switches graphs.
+cp "$W/bench.vol" "$W/topo-0.vol"
+{ cat "$W/bench.vol"; printf 'volume switch-extra\n    type debug/delay-gen\n    subvolumes default\nend-volume\n'; } >"$W/topo-1.vol"
+echo
+echo "graph switches under a held fd (K=${K:-20}):"
+K=${K:-20} RSS_PID=$XL_PID GS_LOG="$W/xlstack.log" "$BENCH/graph-switch-stall.sh" "$W/xl" \
+  "cp $W/topo-\$((GS_ITER % 2)).vol $W/bench.vol && node $ROOT/dist/src/cli/main.js reload $W/xl"
+echo
 echo "xlstack log (warnings and errors):"
-cat "$W/xlstack.log"
+grep -E ' (WARN|ERROR) ' "$W/xlstack.log" || echo "(none)"

@@ -1,10 +1,10 @@
 import * as path from 'path';
-import { buildGraph, checkVolfile } from '../core/builder';
+import { checkVolfile } from '../core/builder';
 import { LOG_LEVELS, LogLevel, Logger } from '../core/log';
 import { Registry } from '../core/registry';
 import { readVolfile } from '../core/volfile';
 import { fusermountU, mountFuse } from '../fuse/adapter';
-import { Bridge } from '../fuse/bridge';
+import { GraphSwitcher } from '../fuse/switcher';
 import { ParsedArgs, UsageError, parseArgs } from './args';
 import { NoDaemonError, callControl } from './control';
 import { MountDaemon } from './daemon';
@@ -13,6 +13,10 @@ import { controlSocket } from './runtime';
 
 /** How long a new graph may take to report that its children are up. */
 const START_TIMEOUT_MS = 10_000;
+/** How long an old graph's translators may take to finish their background work. */
+const STOP_TIMEOUT_MS = 10_000;
+/** After a switch, handles left idle move to the new graph this much later, so old graphs can go. */
+const SWEEP_AFTER_MS = 1000;
 /**
  * How long the kernel waits for any one request before failing it with ETIMEDOUT.
  * Every wait inside xlstack is bounded well below this.
@@ -40,26 +44,28 @@ export async function mount(argv: string[]): Promise<number> {
   const log = logger(args);
   checkFuse();
   checkMountpoint(mountpoint);
-  const volfile = readVolfile(volfilePath);
-  const graph = buildGraph(volfile, { id: 1, registry: new Registry(), log, passthroughUnknown: args.flags.has('passthrough-unknown') });
-  const status = await graph.start(START_TIMEOUT_MS);
-  if (status !== 'up') {
-    await graph.stop(START_TIMEOUT_MS);
-    throw new Error(`graph 1 of ${volfilePath} did not come up (${status === 'down' ? 'its children are down' : `no answer within ${START_TIMEOUT_MS / 1000} s`})`);
-  }
+  const switcher = new GraphSwitcher({
+    volfile: volfilePath,
+    registry: new Registry(),
+    log,
+    passthroughUnknown: args.flags.has('passthrough-unknown'),
+    startTimeoutMs: START_TIMEOUT_MS,
+    stopTimeoutMs: STOP_TIMEOUT_MS,
+    sweepAfterMs: SWEEP_AFTER_MS,
+  });
+  const bridge = await switcher.start();
   // The kernel has already applied the caller's umask to every mode it sends.
   process.umask(0);
-  const bridge = new Bridge(graph, log);
   let fuse;
   try {
-    fuse = await mountFuse(mountpoint, bridge, { fsname: `xlstack:${graph.top.name}`, opTimeoutMs: OP_TIMEOUT_MS, busyPollUs, log });
+    fuse = await mountFuse(mountpoint, bridge, { fsname: `xlstack:${bridge.active.top.name}`, opTimeoutMs: OP_TIMEOUT_MS, busyPollUs, log });
   } catch (e) {
-    await graph.stop(START_TIMEOUT_MS);
+    await switcher.stopAll();
     throw e;
   }
-  const daemon = new MountDaemon({ volfile: volfilePath, mountpoint, pidfile: args.options.get('pidfile'), bridge, mount: fuse, log });
+  const daemon = new MountDaemon({ volfile: volfilePath, mountpoint, pidfile: args.options.get('pidfile'), switcher, mount: fuse, log });
   await daemon.start();
-  log.info(`serving ${volfilePath} on ${mountpoint} (graph ${graph.id}, pid ${process.pid})`);
+  log.info(`serving ${volfilePath} on ${mountpoint} (graph ${bridge.active.id}, pid ${process.pid})`);
   await daemon.done;
   return 0;
 }
@@ -79,6 +85,14 @@ export async function unmount(argv: string[]): Promise<number> {
     await fusermountU(mountpoint, lazy || isDeadMount(mountpoint));
   }
   process.stdout.write(`unmounted ${mountpoint}\n`);
+  return 0;
+}
+
+/** Asks the daemon to re-read its volfile, and says what happened. */
+export async function reload(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { positionals: ['mountpoint'] });
+  const r = (await callControl(controlSocket(args.positionals[0]), { cmd: 'reload' }, CONTROL_TIMEOUT_MS)) as { action: string; graph: number; detail?: string };
+  process.stdout.write(`${r.action}: graph ${r.graph}${r.detail ? ` (${r.detail})` : ''}\n`);
   return 0;
 }
 

@@ -4,17 +4,15 @@ import * as path from 'path';
 import type { Logger } from '../core/log';
 import type { FuseMount } from '../fuse/adapter';
 import type { Bridge } from '../fuse/bridge';
+import type { GraphSwitcher, ReloadResult } from '../fuse/switcher';
 import { ControlRequest, serveControl } from './control';
 import { controlSocket, ensureRuntimeDir } from './runtime';
-
-/** How long teardown may wait for a graph to finish its background work. */
-const STOP_TIMEOUT_MS = 10_000;
 
 export interface DaemonOptions {
   readonly volfile: string;
   readonly mountpoint: string;
   readonly pidfile?: string;
-  readonly bridge: Bridge;
+  readonly switcher: GraphSwitcher;
   readonly mount: FuseMount;
   readonly log: Logger;
 }
@@ -33,13 +31,13 @@ export class MountDaemon {
   constructor(private readonly opts: DaemonOptions) {}
 
   async start(): Promise<void> {
-    const { pidfile, mountpoint, log } = this.opts;
+    const { pidfile, mountpoint } = this.opts;
     if (pidfile) fs.writeFileSync(pidfile, `${process.pid}\n`);
     ensureRuntimeDir();
     this.control = await serveControl(controlSocket(mountpoint), (req) => this.command(req));
     process.on('SIGTERM', () => this.onSignal('SIGTERM'));
     process.on('SIGINT', () => this.onSignal('SIGINT'));
-    process.on('SIGHUP', () => log.warn('SIGHUP: reloading the volfile is not built yet; still serving the current graph'));
+    process.on('SIGHUP', () => void this.reload().catch(() => undefined));
     process.on('SIGUSR1', () => this.dumpToFile());
   }
 
@@ -51,9 +49,28 @@ export class MountDaemon {
         return this.shutdown(true);
       case 'statedump':
         return this.statedump();
+      case 'reload':
+        return this.reload();
       default:
         throw new Error(`unknown command '${req.cmd}'`);
     }
+  }
+
+  /** Reloads the volfile; a failure leaves the current graph serving and says why. */
+  async reload(): Promise<ReloadResult> {
+    const { switcher, volfile, log } = this.opts;
+    try {
+      const r = await switcher.reload();
+      log.info(`reload: ${r.action}, graph ${r.graph}${r.detail ? ` (${r.detail})` : ''}`);
+      return r;
+    } catch (e) {
+      log.error(`reload of ${volfile} failed; still serving graph ${switcher.bridge.active.id}:\n${(e as Error).message}`);
+      throw e;
+    }
+  }
+
+  private get bridge(): Bridge {
+    return this.opts.switcher.bridge;
   }
 
   private onSignal(sig: string): void {
@@ -80,10 +97,12 @@ export class MountDaemon {
   }
 
   private async teardown(): Promise<void> {
-    const { bridge, pidfile, mountpoint, log } = this.opts;
+    const { switcher, pidfile, mountpoint, log } = this.opts;
+    const bridge = this.bridge;
     try {
+      bridge.stopSweeping();
       for (const base of [...bridge.basefds.all()]) await bridge.release(base.path, base.id);
-      await bridge.active.stop(STOP_TIMEOUT_MS);
+      await switcher.stopAll();
     } catch (e) {
       log.error(`teardown: ${(e as Error).message}`);
     }
@@ -93,16 +112,19 @@ export class MountDaemon {
     this.resolveDone();
   }
 
+  /** The mount's state as one JSON document (collecting garbage first when node allows it). */
   statedump(): Record<string, unknown> {
-    const { bridge, volfile, mountpoint } = this.opts;
-    const graphs = [bridge.active];
+    const { switcher, volfile, mountpoint } = this.opts;
+    (globalThis as { gc?: () => void }).gc?.();
+    const mem = process.memoryUsage();
     return {
       pid: process.pid,
       time: new Date().toISOString(),
       volfile,
       mountpoint,
-      ...bridge.dump(),
-      graphs: graphs.map((g) => g.dump()),
+      memory: { rss: mem.rss, heapUsed: mem.heapUsed, afterGc: typeof (globalThis as { gc?: unknown }).gc === 'function' },
+      ...this.bridge.dump(),
+      graphs: switcher.graphs().map((g) => g.dump()),
     };
   }
 

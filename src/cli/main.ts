@@ -13,6 +13,8 @@ const USAGE = `usage:
                                    [--busy-poll-us N]
       serve VOLFILE on MOUNTPOINT in the foreground (logs to stderr); SIGTERM/SIGINT unmount.
       --busy-poll-us: after each request keep polling N µs for the next (default 1000, 0: off)
+  xlstack reload MOUNTPOINT
+      re-read the volfile (same as SIGHUP): options change in place, a new topology switches graphs
   xlstack unmount MOUNTPOINT [--lazy]
       unmount cleanly (refused while busy, unless --lazy)
   xlstack statedump MOUNTPOINT
@@ -24,6 +26,7 @@ const USAGE = `usage:
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   mount: commands.mount,
   unmount: commands.unmount,
+  reload: commands.reload,
   statedump: commands.statedump,
   check: commands.check,
 };

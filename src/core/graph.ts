@@ -41,7 +41,7 @@ async function finiAll(xlators: Xlator[]): Promise<void> {
  */
 export class Graph implements XlatorHost {
   readonly id: number;
-  readonly volfile: Volfile;
+  private currentVolfile: Volfile;
   readonly log: Logger;
   readonly itable: InodeTable;
   /** Translators in definition order: children before parents; the last is the top. */
@@ -60,7 +60,7 @@ export class Graph implements XlatorHost {
 
   constructor(opts: GraphOptions) {
     this.id = opts.id;
-    this.volfile = opts.volfile;
+    this.currentVolfile = opts.volfile;
     this.log = opts.log;
     this.itable = new InodeTable({
       lruLimit: opts.lruLimit ?? 65536,
@@ -73,6 +73,24 @@ export class Graph implements XlatorHost {
   setXlators(list: Xlator[]): void {
     this.xlatorList = list;
     for (const xl of list) this.xlators.set(xl.name, xl);
+  }
+
+  /** The volfile the graph was built from, with the option values of the last reconfigure. */
+  get volfile(): Volfile {
+    return this.currentVolfile;
+  }
+
+  /**
+   * Applies changed option values in place (the volfile changed only options), children
+   * first, as GlusterFS does. `values` are each changed volume's validated options.
+   */
+  async reconfigure(volfile: Volfile, values: ReadonlyMap<string, unknown>): Promise<void> {
+    for (const xl of this.xlatorList) {
+      if (!values.has(xl.name)) continue;
+      await xl.reconfigure(values.get(xl.name));
+      xl.log.info('reconfigured');
+    }
+    this.currentVolfile = volfile;
   }
 
   get top(): Xlator {

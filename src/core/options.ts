@@ -14,6 +14,8 @@ export interface OptionSpec<T> {
   /** The default, written as it would be in a volfile. */
   readonly default?: string;
   readonly aliases: readonly string[];
+  /** false: changing it needs a new graph (a reload builds one); otherwise reconfigure applies it. */
+  readonly reconfigurable: boolean;
   /** Throws an Error whose message says what is wrong with the value. */
   parse(raw: string, ctx: OptionContext): T;
 }
@@ -28,6 +30,7 @@ interface Common {
   readonly description: string;
   readonly default?: string;
   readonly aliases?: readonly string[];
+  readonly reconfigurable?: boolean;
 }
 
 type Parsed<O, T> = OptionSpec<O extends { default: string } ? T : T | undefined>;
@@ -39,6 +42,7 @@ function kind<T, Extra = object>(type: string, parser: (raw: string, o: Extra & 
       description: o.description,
       default: o.default,
       aliases: o.aliases ?? [],
+      reconfigurable: o.reconfigurable ?? true,
       parse: (raw: string, ctx: OptionContext) => parser(raw.trim(), o, ctx),
     }) as Parsed<O, T>;
 }

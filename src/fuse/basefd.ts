@@ -16,6 +16,12 @@ export interface GraphFd {
  */
 export class BaseFd {
   readonly lock = new Mutex();
+  /** Graphs this handle has had an Fd on. */
+  readonly reached = new Set<number>();
+  /** A reopen after a switch failed: the handle answers EBADF until released. */
+  failed = false;
+  /** The graph on which its file could not be found: no use asking it again. */
+  stuckOn?: object;
 
   constructor(
     readonly id: number,
@@ -26,7 +32,9 @@ export class BaseFd {
     /** Last path the kernel used for it (libfuse keeps it current across renames). */
     public path: string,
     public current: GraphFd,
-  ) {}
+  ) {
+    this.reached.add(current.graph.id);
+  }
 }
 
 /** BaseFds by handle. Handles are uint32 and 0 means "none" to fuse-native: they start at 1. */
@@ -44,6 +52,10 @@ export class BaseFdTable {
     this.map.set(base.id, base);
     this.advance();
     return base;
+  }
+
+  find(fh: number): BaseFd | undefined {
+    return this.map.get(fh);
   }
 
   get(fh: number): BaseFd {

@@ -5,6 +5,7 @@ import type { Fd } from '../core/fd';
 import type { Loc } from '../core/fops';
 import type { Frame } from '../core/frame';
 import type { Graph } from '../core/graph';
+import type { Inode } from '../core/inode';
 import type { Logger } from '../core/log';
 import type { Iatt, SetAttr, Statfs } from '../core/types';
 import type { DirEntry, FuseOps, TimeArg } from './adapter';
@@ -12,20 +13,32 @@ import { BaseFd, BaseFdTable, GraphFd } from './basefd';
 import { Resolver } from './resolver';
 
 const READDIR_CHUNK = 128 * 1024;
+
+const held = (g: GraphFd): GraphFd => (g.fd.ref(), g);
 // Not in fs.constants.
 const O_ACCMODE = 0o3;
+/** A reopen on another graph must not create, fail on existence or truncate again. */
+const REOPEN_MASK = ~(constants.O_CREAT | constants.O_EXCL | constants.O_TRUNC);
+
+export interface BridgeOptions {
+  /** After a switch, handles nobody used are moved to the new graph this much later (ms; 0: never). */
+  readonly sweepAfterMs?: number;
+}
 
 /**
  * The FUSE bridge: maps every kernel request onto the active graph. Paths are resolved on
- * the active graph; the kernel's handles name BaseFds, which name the Fd serving them.
+ * the active graph; the kernel's handles name BaseFds, which name the Fd serving them and
+ * move it to the active graph on their first use after a switch.
  */
 export class Bridge implements FuseOps {
   readonly basefds = new BaseFdTable();
   private activeGraph: Graph;
+  private sweepTimer?: NodeJS.Timeout;
 
   constructor(
     graph: Graph,
     readonly log: Logger,
+    private readonly opts: BridgeOptions = {},
   ) {
     this.activeGraph = graph;
     graph.state = 'active';
@@ -33,6 +46,32 @@ export class Bridge implements FuseOps {
 
   get active(): Graph {
     return this.activeGraph;
+  }
+
+  /**
+   * Makes `g` the graph new requests go to, in one step. Nothing waits: each open handle
+   * moves to it on its own first use (or in the sweep, for handles left idle).
+   */
+  activate(g: Graph): void {
+    this.activeGraph = g;
+    g.state = 'active';
+    clearTimeout(this.sweepTimer);
+    if (this.opts.sweepAfterMs) this.sweepTimer = setTimeout(() => void this.sweep(), this.opts.sweepAfterMs).unref();
+  }
+
+  /** Moves every handle still on an older graph, one at a time, as its first use would. */
+  async sweep(): Promise<void> {
+    for (const base of [...this.basefds.all()]) {
+      if (base.current.graph === this.activeGraph || this.basefds.find(base.id) !== base) continue;
+      await this.resolveFd(base).then(
+        (r) => r.fd.unref(),
+        () => undefined,
+      );
+    }
+  }
+
+  stopSweeping(): void {
+    clearTimeout(this.sweepTimer);
   }
 
   // --- how requests reach a graph ---------------------------------------------
@@ -56,7 +95,10 @@ export class Bridge implements FuseOps {
     }
   }
 
-  /** Runs a request on the Fd that serves handle `fh`, in a frame of that Fd's graph. */
+  /**
+   * Runs a request on the Fd that serves handle `fh`, in a frame of that Fd's graph. The
+   * request holds a reference on the Fd, so a migration never closes it underneath.
+   */
   private async onFd<T>(op: string, path: string, fh: number, fn: (fd: Fd, g: Graph, frame: Frame) => Promise<T>): Promise<T> {
     const base = this.basefds.get(fh);
     base.path = path;
@@ -68,12 +110,89 @@ export class Bridge implements FuseOps {
       throw FopError.from(e);
     } finally {
       frame.done();
+      void fd.unref();
     }
   }
 
-  /** The Fd that serves a handle now. */
-  protected async resolveFd(base: BaseFd): Promise<GraphFd> {
+  /**
+   * The Fd that serves a handle now, with a reference the caller drops. A handle whose Fd
+   * is on the active graph is a hit; otherwise it migrates, under its own lock. The
+   * reference is taken in the same step as the choice, so nothing can close it in between.
+   */
+  protected resolveFd(base: BaseFd): Promise<GraphFd> {
+    if (base.current.graph === this.activeGraph) return Promise.resolve(held(base.current));
+    return base.lock.run(async () => held(await this.migrate(base)));
+  }
+
+  /**
+   * Moves a handle to the active graph: flush what the old graph holds for it, find its
+   * inode on the new graph (by GFID, else by path), open a new Fd with the original flags
+   * (minus create/exclusive/truncate), keep it, and drop the old one. A file the new graph
+   * cannot find keeps its old graph until released; a reopen that fails leaves this handle
+   * EBADF from then on (unless the new graph is down, which a later switch may mend).
+   */
+  private async migrate(base: BaseFd): Promise<GraphFd> {
+    const target = this.activeGraph;
+    const from = base.current;
+    if (from.graph === target || base.stuckOn === target) return from;
+    if (base.failed) throw new FopError('EBADF', `handle ${base.id} (${base.path}) could not be reopened after a graph switch`);
+    if (!base.isDir) await this.inFrame(from.graph, 'flush', (frame) => from.graph.top.flush(frame, from.fd));
+    const inode = await this.findOn(target, base);
+    if (!inode) return this.stay(base, target, from);
+    const fd = target.newFd(inode, base.flags & REOPEN_MASK, base.isDir);
+    try {
+      await this.inFrame(target, 'open', (frame) => {
+        const loc = { path: base.path, inode };
+        return base.isDir ? target.top.opendir(frame, loc, fd) : target.top.open(frame, loc, fd);
+      });
+    } catch (e) {
+      await fd.unref();
+      const err = FopError.from(e);
+      if (err.code === 'ENOTCONN') throw err;
+      if (err.code === 'ESTALE' || err.code === 'ENOENT') return this.stay(base, target, from);
+      base.failed = true;
+      this.log.error(`handle ${base.id} (${base.path}): reopen on graph ${target.id} failed (${err.code}); it answers EBADF from now on`);
+      throw new FopError('EBADF', `handle ${base.id} could not be reopened on graph ${target.id}`);
+    }
+    base.current = { graph: target, fd };
+    base.reached.add(target.id);
+    this.log.debug(`handle ${base.id} (${base.path}): graph ${from.graph.id} -> ${target.id}`);
+    void from.fd.unref();
     return base.current;
+  }
+
+  /** The new graph cannot find the handle's file: the old graph keeps serving it until released. */
+  private stay(base: BaseFd, target: Graph, from: GraphFd): GraphFd {
+    base.stuckOn = target;
+    this.log.warn(`handle ${base.id} (${base.path}): GFID ${base.gfid} not found on graph ${target.id}; it stays on graph ${from.graph.id} until released`);
+    return from;
+  }
+
+  /** The inode of a handle on another graph: by GFID first, then by its path, checked by GFID. */
+  private async findOn(g: Graph, base: BaseFd): Promise<Inode | undefined> {
+    const known = g.itable.find(base.gfid);
+    if (known?.type) return known;
+    try {
+      return await this.inFrame(g, 'lookup', async (frame) => g.itable.link(await g.top.lookup(frame, { path: `<gfid:${base.gfid}>`, gfid: base.gfid })));
+    } catch (e) {
+      const code = FopError.from(e).code;
+      if (code !== 'ESTALE' && code !== 'ENOENT') throw e;
+    }
+    try {
+      const byPath = await this.inFrame(g, 'lookup', (frame) => new Resolver(g, frame, true).inode(base.path));
+      return byPath.inode.gfid === base.gfid ? byPath.inode : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async inFrame<T>(g: Graph, op: string, fn: (frame: Frame) => Promise<T>): Promise<T> {
+    const frame = g.frame(op);
+    try {
+      return await fn(frame);
+    } finally {
+      frame.done();
+    }
   }
 
   private addBase(g: Graph, fd: Fd, path: string): number {
@@ -91,6 +210,7 @@ export class Bridge implements FuseOps {
     return this.addBase(g, fd, path);
   }
 
+  /** The handle is closed: release its Fd (any earlier one was released when it moved on). */
   private async closeBase(fh: number): Promise<void> {
     const base = this.basefds.remove(fh);
     await base.lock.run(() => base.current.fd.unref());
@@ -328,6 +448,8 @@ export class Bridge implements FuseOps {
         isDir: b.isDir,
         graph: b.current.graph.id,
         fd: b.current.fd.id,
+        reached: [...b.reached],
+        failed: b.failed,
       })),
     };
   }

@@ -34,7 +34,7 @@ export function isMounted(mountpoint: string): boolean {
     .some((l) => l.split(' ')[1] === abs);
 }
 
-async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+export async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
@@ -73,6 +73,8 @@ export interface MountOptions {
   /** The volfile text; `@BACKING@` is replaced by the backing directory. */
   readonly volfile?: string;
   readonly args?: string[];
+  /** Options for node itself (e.g. --expose-gc). */
+  readonly nodeArgs?: string[];
 }
 
 export const POSIX_VOLFILE = `
@@ -93,7 +95,7 @@ export async function startMount(opts: MountOptions = {}): Promise<TestMount> {
   fs.mkdirSync(backing, { mode: 0o755 });
   fs.writeFileSync(volfile, (opts.volfile ?? POSIX_VOLFILE).replace(/@BACKING@/g, backing));
 
-  const child = spawn(process.execPath, [CLI, 'mount', volfile, mountpoint, ...(opts.args ?? [])], {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI, 'mount', volfile, mountpoint, ...(opts.args ?? [])], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';

@@ -11,6 +11,10 @@ const options = {
     default: 'off',
   }),
   enable: opt.fops({ description: 'fops that may fail (comma-separated); all when unset', aliases: ['error-fops'] }),
+  'drop-replies': opt.bool({
+    description: 'instead of failing, chosen fops never answer: their frame is lost (what a lost reply holds up)',
+    default: 'off',
+  }),
 };
 
 type Options = OptionValues<typeof options>;
@@ -32,8 +36,9 @@ export class ErrorGen extends Xlator<Options> {
 }
 
 Xlator.interceptAll(ErrorGen, async (xl, op, _args, next) => {
-  if (xl.shouldFail(op)) throw new FopError(xl.options['error-no'], `injected by ${xl.name}`);
-  return next();
+  if (!xl.shouldFail(op)) return next();
+  if (xl.options['drop-replies']) return new Promise<never>(() => {});
+  throw new FopError(xl.options['error-no'], `injected by ${xl.name}`);
 });
 
 export default defineTranslator({

@@ -15,7 +15,7 @@ import { GFID_XATTR, HandleStore, META_NAME, readGfid, writeGfid } from './handl
 import { UTIME_NOW, UTIME_OMIT, XATTR_REPLACE, sys } from './sys';
 
 const options = {
-  directory: opt.path({ description: 'the backing directory this volume serves' }),
+  directory: opt.path({ description: 'the backing directory this volume serves', reconfigurable: false }),
   'create-directory': opt.bool({
     description: 'create the backing directory if it does not exist (otherwise that is an error)',
     default: 'off',

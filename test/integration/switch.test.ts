@@ -1,0 +1,132 @@
+// Live graph switching on a real mount: SIGHUP reloads while a process keeps 50 files and
+// directories open and does I/O through them.
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import type { LoadResult } from '../helpers/switch-load-child';
+import { POSIX_VOLFILE, TestMount, startMount, unmountAll, waitFor, within, xlstack } from '../helpers/mount';
+
+const LOAD = path.join(__dirname, '../helpers/switch-load-child.js');
+
+/** Three topologies to cycle through: each reload is a real switch. */
+const TOPOLOGIES = [
+  `${POSIX_VOLFILE}\nvolume top\n    type debug/trace\n    subvolumes test-posix\nend-volume\n`,
+  `${POSIX_VOLFILE}\nvolume top\n    type debug/delay-gen\n    subvolumes test-posix\nend-volume\n`,
+  `${POSIX_VOLFILE}\nvolume mid\n    type debug/delay-gen\n    subvolumes test-posix\nend-volume\nvolume top\n    type debug/trace\n    subvolumes mid\nend-volume\n`,
+];
+
+const children: ChildProcess[] = [];
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await unmountAll();
+});
+
+async function dump(m: TestMount) {
+  const r = await xlstack(['statedump', m.mountpoint]);
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+const switches = (m: TestMount) => (m.log().match(/switched to graph/g) ?? []).length;
+
+/** Writes topology `k` and sends SIGHUP; waits (bounded) for the daemon to switch. */
+async function switchBySighup(m: TestMount, k: number): Promise<void> {
+  const before = switches(m);
+  fs.writeFileSync(m.volfile, TOPOLOGIES[k % TOPOLOGIES.length].replace(/@BACKING@/g, m.backing));
+  process.kill(m.pid, 'SIGHUP');
+  await waitFor(() => switches(m) > before || /reload .* failed/.test(m.log()), 10_000, `switch ${k}`);
+  expect(m.log()).not.toMatch(/reload .* failed/);
+}
+
+function startLoad(m: TestMount, files: number, dirs: number) {
+  const stopFile = path.join(m.dir, 'stop');
+  const child = spawn(process.execPath, [LOAD, JSON.stringify({ root: m.mountpoint, files, dirs, stopFile, maxMs: 300_000 })], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  return {
+    ready: () => waitFor(() => out.startsWith('ready\n') || child.exitCode !== null, 30_000, 'the load to open its files'),
+    async finish(): Promise<LoadResult> {
+      fs.writeFileSync(stopFile, '');
+      await within(new Promise((r) => child.once('exit', r)), 60_000);
+      return JSON.parse(out.split('\n')[1]);
+    },
+  };
+}
+
+test('50 open files and directories doing I/O through 100 SIGHUP switches: no error, every read right, old graphs cleaned', async () => {
+  const m = await startMount({ volfile: TOPOLOGIES[0] });
+  const load = startLoad(m, 40, 10);
+  await load.ready();
+  for (let k = 1; k <= 100; k++) await switchBySighup(m, k);
+  const result = await load.finish();
+  expect(result.errors).toEqual([]);
+  expect(result.mismatches).toEqual([]);
+  expect(result.rounds).toBeGreaterThan(10);
+  // Handles left idle after the last switch move in the sweep; then only the active graph is alive.
+  let d = await dump(m);
+  const end = Date.now() + 15_000;
+  while (d.graphs.length > 1 && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 200));
+    d = await dump(m);
+  }
+  expect(d.activeGraph).toBe(101);
+  expect(d.graphs.map((g: { id: number }) => g.id)).toEqual([101]);
+  expect(m.log()).not.toMatch(/ERROR/);
+});
+
+test('a bad volfile on SIGHUP: the mount keeps serving and the log names file, line and problem', async () => {
+  const m = await startMount({ volfile: TOPOLOGIES[0] });
+  fs.writeFileSync(m.volfile, `${TOPOLOGIES[0].replace(/@BACKING@/g, m.backing)}\nvolume broken\n    type debug/trace\n    subvolumes nowhere\nend-volume\n`);
+  process.kill(m.pid, 'SIGHUP');
+  await waitFor(() => /reload .* failed/.test(m.log()), 10_000, 'the reload to fail');
+  expect(m.log()).toContain(`${m.volfile}:14: unknown subvolume 'nowhere'`);
+  expect(m.log()).toMatch(/still serving graph 1/);
+  fs.writeFileSync(path.join(m.mountpoint, 'still'), 'serving');
+  expect(fs.readFileSync(path.join(m.mountpoint, 'still'), 'utf8')).toBe('serving');
+  expect((await dump(m)).activeGraph).toBe(1);
+});
+
+test('an options-only reload keeps the graph and takes effect; xlstack reload says what it did', async () => {
+  const m = await startMount({ volfile: TOPOLOGIES[0] });
+  const history = async () => (await dump(m)).graphs[0].xlators.find((x: { name: string }) => x.name === 'top').history as string[];
+  fs.writeFileSync(path.join(m.mountpoint, 'quiet'), 'not traced');
+  expect(await history()).toEqual([]);
+  fs.writeFileSync(m.volfile, TOPOLOGIES[0].replace(/@BACKING@/g, m.backing).replace('type debug/trace\n', 'type debug/trace\n    option log-history on\n'));
+  const r = await xlstack(['reload', m.mountpoint]);
+  expect(r.stdout).toBe('reconfigured: graph 1 (options of top)\n');
+  fs.writeFileSync(path.join(m.mountpoint, 'loud'), 'traced');
+  const d = await dump(m);
+  expect(d.activeGraph).toBe(1);
+  expect(d.graphs).toHaveLength(1);
+  expect((await history()).some((l) => l.includes('/loud'))).toBe(true);
+  expect((await xlstack(['reload', m.mountpoint])).stdout).toBe('unchanged: graph 1\n');
+});
+
+test('memory stays flat over 500 switches with open files (heap after GC)', async () => {
+  const m = await startMount({ volfile: TOPOLOGIES[0], nodeArgs: ['--expose-gc'] });
+  const load = startLoad(m, 8, 2);
+  await load.ready();
+  const settled = async () => {
+    const end = Date.now() + 15_000;
+    let d = await dump(m);
+    while (d.graphs.length > 1 && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 200));
+      d = await dump(m);
+    }
+    return d.memory as { heapUsed: number; rss: number; afterGc: boolean };
+  };
+  for (let k = 1; k <= 50; k++) await switchBySighup(m, k); // warm up: JIT, caches, pools
+  const before = await settled();
+  const N = 500;
+  for (let k = 51; k <= 50 + N; k++) await switchBySighup(m, k);
+  const after = await settled();
+  const result = await load.finish();
+  expect(result.errors).toEqual([]);
+  expect(result.mismatches).toEqual([]);
+  expect(before.afterGc).toBe(true);
+  const perSwitchMB = (after.heapUsed - before.heapUsed) / N / 2 ** 20;
+  const rssPerSwitchMB = (after.rss - before.rss) / N / 2 ** 20;
+  process.stdout.write(`memory over ${N} switches: heap ${(before.heapUsed / 2 ** 20).toFixed(1)} -> ${(after.heapUsed / 2 ** 20).toFixed(1)} MB (${perSwitchMB.toFixed(4)} MB/switch), rss ${(before.rss / 2 ** 20).toFixed(1)} -> ${(after.rss / 2 ** 20).toFixed(1)} MB (${rssPerSwitchMB.toFixed(4)} MB/switch)\n`);
+  expect(perSwitchMB).toBeLessThan(0.05);
+}, 300_000);
