@@ -14,7 +14,8 @@ import { Resolver } from './resolver';
 
 const READDIR_CHUNK = 128 * 1024;
 
-const held = (g: GraphFd): GraphFd => (g.fd.ref(), g);
+/** The GraphFd with a reference taken for the caller. */
+export const held = (g: GraphFd): GraphFd => (g.fd.ref(), g);
 // Not in fs.constants.
 const O_ACCMODE = 0o3;
 /** A reopen on another graph must not create, fail on existence or truncate again. */
@@ -131,45 +132,71 @@ export class Bridge implements FuseOps {
    * cannot find keeps its old graph until released; a reopen that fails leaves this handle
    * EBADF from then on (unless the new graph is down, which a later switch may mend).
    */
-  private async migrate(base: BaseFd): Promise<GraphFd> {
+  protected async migrate(base: BaseFd): Promise<GraphFd> {
     const target = this.activeGraph;
     const from = base.current;
     if (from.graph === target || base.stuckOn === target) return from;
     if (base.failed) throw new FopError('EBADF', `handle ${base.id} (${base.path}) could not be reopened after a graph switch`);
-    if (!base.isDir) await this.inFrame(from.graph, 'flush', (frame) => from.graph.top.flush(frame, from.fd));
+    await this.flushOld(base, from);
     const inode = await this.findOn(target, base);
-    if (!inode) return this.stay(base, target, from);
+    const fd = inode && (await this.reopen(target, base, inode));
+    if (!fd) return this.stay(base, target, from);
+    base.current = { graph: target, fd };
+    base.reached.add(target.id);
+    this.log.debug(`handle ${base.id} (${base.path}): graph ${from.graph.id} -> ${target.id}`);
+    this.dropOld(from);
+    return base.current;
+  }
+
+  /** What the old graph holds back for a file (write-behind) must reach storage before the new Fd serves. */
+  protected async flushOld(base: BaseFd, from: GraphFd): Promise<void> {
+    if (!base.isDir) await this.inFrame(from.graph, 'flush', (frame) => from.graph.top.flush(frame, from.fd));
+  }
+
+  /**
+   * Opens the handle's file on the target graph with its original flags (minus
+   * create/exclusive/truncate). Undefined: the graph cannot find it. A failure on a graph
+   * whose children are down is passed on (a later switch may mend it); any other makes the
+   * handle EBADF for good. A failed open leaves nothing behind.
+   */
+  protected async reopen(target: Graph, base: BaseFd, inode: Inode): Promise<Fd | undefined> {
     const fd = target.newFd(inode, base.flags & REOPEN_MASK, base.isDir);
     try {
       await this.inFrame(target, 'open', (frame) => {
         const loc = { path: base.path, inode };
         return base.isDir ? target.top.opendir(frame, loc, fd) : target.top.open(frame, loc, fd);
       });
+      return fd;
     } catch (e) {
-      await fd.unref();
+      await this.discard(fd);
       const err = FopError.from(e);
       if (err.code === 'ENOTCONN') throw err;
-      if (err.code === 'ESTALE' || err.code === 'ENOENT') return this.stay(base, target, from);
+      if (err.code === 'ESTALE' || err.code === 'ENOENT') return undefined;
       base.failed = true;
       this.log.error(`handle ${base.id} (${base.path}): reopen on graph ${target.id} failed (${err.code}); it answers EBADF from now on`);
       throw new FopError('EBADF', `handle ${base.id} could not be reopened on graph ${target.id}`);
     }
-    base.current = { graph: target, fd };
-    base.reached.add(target.id);
-    this.log.debug(`handle ${base.id} (${base.path}): graph ${from.graph.id} -> ${target.id}`);
+  }
+
+  /** An Fd that never served: release whatever its open left on the translators. */
+  protected discard(fd: Fd): Promise<void> {
+    return fd.unref();
+  }
+
+  /** The handle moved on: drop its reference on the old Fd (requests still on it keep theirs). */
+  protected dropOld(from: GraphFd): void {
     void from.fd.unref();
-    return base.current;
   }
 
   /** The new graph cannot find the handle's file: the old graph keeps serving it until released. */
-  private stay(base: BaseFd, target: Graph, from: GraphFd): GraphFd {
+  protected stay(base: BaseFd, target: Graph, from: GraphFd): GraphFd {
     base.stuckOn = target;
     this.log.warn(`handle ${base.id} (${base.path}): GFID ${base.gfid} not found on graph ${target.id}; it stays on graph ${from.graph.id} until released`);
     return from;
   }
 
   /** The inode of a handle on another graph: by GFID first, then by its path, checked by GFID. */
-  private async findOn(g: Graph, base: BaseFd): Promise<Inode | undefined> {
+  protected async findOn(g: Graph, base: BaseFd): Promise<Inode | undefined> {
     const known = g.itable.find(base.gfid);
     if (known?.type) return known;
     try {
@@ -186,7 +213,7 @@ export class Bridge implements FuseOps {
     }
   }
 
-  private async inFrame<T>(g: Graph, op: string, fn: (frame: Frame) => Promise<T>): Promise<T> {
+  protected async inFrame<T>(g: Graph, op: string, fn: (frame: Frame) => Promise<T>): Promise<T> {
     const frame = g.frame(op);
     try {
       return await fn(frame);
@@ -195,7 +222,7 @@ export class Bridge implements FuseOps {
     }
   }
 
-  private addBase(g: Graph, fd: Fd, path: string): number {
+  protected addBase(g: Graph, fd: Fd, path: string): number {
     return this.basefds.add((id) => new BaseFd(id, fd.inode.gfid, fd.flags, fd.isDir, path, { graph: g, fd })).id;
   }
 
@@ -211,7 +238,7 @@ export class Bridge implements FuseOps {
   }
 
   /** The handle is closed: release its Fd (any earlier one was released when it moved on). */
-  private async closeBase(fh: number): Promise<void> {
+  protected async closeBase(fh: number): Promise<void> {
     const base = this.basefds.remove(fh);
     await base.lock.run(() => base.current.fd.unref());
   }
@@ -333,19 +360,34 @@ export class Bridge implements FuseOps {
   create(path: string, mode: number, flags: number): Promise<number> {
     return this.onActive('create', async (r, g, frame) => {
       const { parent, name } = await r.entry(path);
-      const inode = g.itable.get(uuidv4());
-      const fd = g.newFd(inode, flags | constants.O_CREAT, false);
       try {
-        return await this.openFd(g, fd, path, async () => g.itable.link(await g.top.create(frame, { path, parent, name, inode }, mode, fd), parent, name));
+        return this.addBase(g, await this.createOn(g, frame, { path, parent, name }, mode, flags | constants.O_CREAT), path);
       } catch (e) {
-        g.itable.forget(inode);
         // The name appeared since the kernel's lookup: open what is there, as open(O_CREAT) does.
         if (FopError.from(e).code !== 'EEXIST') throw e;
         const existing = await r.lookup(parent, name, path);
-        const fd2 = g.newFd(existing.inode, flags, false);
-        return this.openFd(g, fd2, path, () => g.top.open(frame, { path, inode: existing.inode }, fd2));
+        const fd = g.newFd(existing.inode, flags, false);
+        return this.openFd(g, fd, path, () => g.top.open(frame, { path, inode: existing.inode }, fd));
       }
     });
+  }
+
+  /**
+   * Creates and opens a file. Its GFID is chosen here, so its inode is in the table before
+   * the fop is sent: whoever looks the new name up meanwhile finds that same inode, and the
+   * fd's inode never needs to change.
+   */
+  protected async createOn(g: Graph, frame: Frame, at: Loc, mode: number, flags: number): Promise<Fd> {
+    const inode = g.itable.get(uuidv4());
+    const fd = g.newFd(inode, flags, false);
+    try {
+      g.itable.link(await g.top.create(frame, { ...at, inode }, mode, fd), at.parent, at.name);
+      return fd;
+    } catch (e) {
+      await fd.unref();
+      g.itable.forget(inode);
+      throw e;
+    }
   }
 
   read(path: string, fh: number, size: number, offset: number): Promise<Buffer> {

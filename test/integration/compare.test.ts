@@ -17,9 +17,17 @@ volume test-trace
 end-volume
 `;
 
+const WRITE_BEHIND_VOLFILE = `${POSIX_VOLFILE}
+volume test-wb
+    type performance/write-behind
+    subvolumes test-posix
+end-volume
+`;
+
 const stacks: [string, string][] = [
   ['storage/posix alone', POSIX_VOLFILE],
   ['debug/trace over storage/posix', TRACED_VOLFILE],
+  ['performance/write-behind over storage/posix', WRITE_BEHIND_VOLFILE],
 ];
 
 describe.each(stacks)('%s', (_name, volfile) => {

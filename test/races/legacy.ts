@@ -1,0 +1,258 @@
+// Test-only variants of the bridge and the switcher that do what older designs did. Each
+// flaw is one design choice (most with a GlusterFS bug behind it); a race test runs the
+// same schedule on the real bridge and on a variant with the flaw, and shows that the
+// variant fails (hangs, leaks or corrupts) where the real one does not.
+import { v4 as uuidv4 } from 'uuid';
+import { FopError } from '../../src/core/errors';
+import { Fd } from '../../src/core/fd';
+import type { Loc } from '../../src/core/fops';
+import type { Frame } from '../../src/core/frame';
+import type { Graph } from '../../src/core/graph';
+import { Inode } from '../../src/core/inode';
+import type { Logger } from '../../src/core/log';
+import { defineTranslator } from '../../src/core/registry';
+import { Xlator } from '../../src/core/xlator';
+import type { BaseFd, GraphFd } from '../../src/fuse/basefd';
+import { Bridge, BridgeOptions, held } from '../../src/fuse/bridge';
+import { Resolver } from '../../src/fuse/resolver';
+import { GraphSwitcher, ReloadResult, SwitcherOptions } from '../../src/fuse/switcher';
+
+export type BridgeFlaw =
+  /** 2012: one fd per open, its inode and per-translator state moved to the new graph in place. */
+  | 'swap-inode-on-migrate'
+  /** fuse_create_cbk: the fd takes whatever inode the table links for the new name. */
+  | 'swap-inode-on-create'
+  /** Migration without the handle's own lock. */
+  | 'no-basefd-lock'
+  /** Reopen on the new graph without flushing what the old graph holds back. */
+  | 'no-flush-on-migrate'
+  /** Reopen by the path the file was opened with, not by GFID. */
+  | 'migrate-by-path'
+  /** Any failed migration makes the handle EBADF for good, even on a graph whose children are down. */
+  | 'fail-forever'
+  /** #4841: a failed reopen keeps the new fd it made. */
+  | 'leak-failed-reopen'
+  /** #4836: close releases only the fd made at open, never the one the handle migrated to. */
+  | 'release-first-fd-only'
+  /** Eager migration at switch time only (GlusterFS before 811654ddf7): no migration on first use. */
+  | 'eager-only';
+
+export class LegacyBridge extends Bridge {
+  private readonly openedAs = new Map<number, string>();
+  private readonly first = new Map<number, Fd>();
+
+  constructor(
+    graph: Graph,
+    log: Logger,
+    opts: BridgeOptions,
+    private readonly flaws: ReadonlySet<BridgeFlaw>,
+  ) {
+    super(graph, log, opts);
+  }
+
+  private has(f: BridgeFlaw): boolean {
+    return this.flaws.has(f);
+  }
+
+  override activate(g: Graph): void {
+    super.activate(g);
+    // Eager migration: every handle known right now is moved, in the background.
+    if (this.has('eager-only')) for (const base of [...this.basefds.all()]) void this.migrate(base).catch(() => undefined);
+  }
+
+  protected override resolveFd(base: BaseFd): Promise<GraphFd> {
+    if (this.has('eager-only')) return Promise.resolve(held(base.current));
+    if (!this.has('no-basefd-lock')) return super.resolveFd(base);
+    if (base.current.graph === this.active) return Promise.resolve(held(base.current));
+    return this.migrate(base).then(held);
+  }
+
+  protected override async migrate(base: BaseFd): Promise<GraphFd> {
+    try {
+      return this.has('swap-inode-on-migrate') ? await this.migrateInPlace(base) : await super.migrate(base);
+    } catch (e) {
+      if (this.has('fail-forever')) base.failed = true;
+      throw e;
+    }
+  }
+
+  /** The 2012 design: the same fd object is pointed at the new graph's inode. */
+  private async migrateInPlace(base: BaseFd): Promise<GraphFd> {
+    const target = this.active;
+    const from = base.current;
+    if (from.graph === target) return from;
+    const inode = await this.findOn(target, base);
+    if (!inode) throw new FopError('EBADF', 'not found on the new graph');
+    const fd = from.fd;
+    (fd as { inode: Inode }).inode = inode;
+    from.graph.fds.delete(fd);
+    target.fds.add(fd);
+    base.current = { graph: target, fd };
+    await this.inFrame(target, 'open', (frame) => target.top.open(frame, { path: base.path, inode }, fd));
+    // The old graph's state for this fd goes now, whatever is still in flight on it.
+    for (const xl of from.graph.xlators.values()) {
+      if (!fd.ctx.has(xl)) continue;
+      await xl.release(fd);
+      fd.ctx.delete(xl);
+    }
+    return base.current;
+  }
+
+  protected override async flushOld(base: BaseFd, from: GraphFd): Promise<void> {
+    if (!this.has('no-flush-on-migrate')) await super.flushOld(base, from);
+  }
+
+  protected override async findOn(g: Graph, base: BaseFd): Promise<Inode | undefined> {
+    if (!this.has('migrate-by-path')) return super.findOn(g, base);
+    const path = this.openedAs.get(base.id)!;
+    try {
+      return (await this.inFrame(g, 'lookup', (frame) => new Resolver(g, frame, true).inode(path))).inode;
+    } catch {
+      base.failed = true;
+      throw new FopError('EBADF', `${path} is gone from graph ${g.id}`);
+    }
+  }
+
+  protected override discard(fd: Fd): Promise<void> {
+    return this.has('leak-failed-reopen') ? Promise.resolve() : super.discard(fd);
+  }
+
+  protected override dropOld(from: GraphFd): void {
+    if (!this.has('release-first-fd-only')) super.dropOld(from);
+  }
+
+  protected override addBase(g: Graph, fd: Fd, path: string): number {
+    const id = super.addBase(g, fd, path);
+    this.openedAs.set(id, path);
+    this.first.set(id, fd);
+    return id;
+  }
+
+  protected override async closeBase(fh: number): Promise<void> {
+    if (!this.has('release-first-fd-only') && !this.has('no-basefd-lock')) return super.closeBase(fh);
+    const base = this.basefds.remove(fh);
+    await (this.has('release-first-fd-only') ? this.first.get(fh)! : base.current.fd).unref();
+  }
+
+  protected override async createOn(g: Graph, frame: Frame, at: Loc, mode: number, flags: number): Promise<Fd> {
+    if (!this.has('swap-inode-on-create')) return super.createOn(g, frame, at, mode, flags);
+    // An inode the table does not know yet: it is linked when the reply comes.
+    const fresh = new Inode(uuidv4(), g.itable);
+    const fd = g.newFd(fresh, flags, false);
+    const linked = g.itable.link(await g.top.create(frame, { ...at, inode: fresh }, mode, fd), at.parent, at.name);
+    if (linked !== fresh) (fd as { inode: Inode }).inode = linked;
+    return fd;
+  }
+}
+
+export type SwitcherFlaw =
+  /** GlusterFS's handle_graph_switch: the switch waits until the old graph has nothing in flight. */
+  | 'switch-barrier'
+  /** Every graph that comes up becomes active, in the order they come up. */
+  | 'no-supersede';
+
+export class LegacySwitcher extends GraphSwitcher {
+  constructor(
+    opts: SwitcherOptions,
+    private readonly flaws: ReadonlySet<SwitcherFlaw>,
+  ) {
+    super(opts);
+  }
+
+  override reload(): Promise<ReloadResult> {
+    return this.flaws.has('no-supersede') ? this.reloadNow() : super.reload();
+  }
+
+  protected override async activate(g: Graph, reason: string): Promise<void> {
+    if (this.flaws.has('switch-barrier')) {
+      const old = this.bridge.active;
+      await new Promise<void>((resolve) => {
+        const check = () => (old.pendingFrames === 0 ? resolve() : setTimeout(check, 5).unref());
+        check();
+      });
+    }
+    return super.activate(g, reason);
+  }
+}
+
+/**
+ * A lock taken and released through a pointer (GlusterFS's LOCK(&fd->inode->lock)):
+ * unlocking a lock nobody holds is silently ignored, as a plain mutex would misbehave.
+ */
+export class PointerLock {
+  private holder = false;
+  private readonly waiters: (() => void)[] = [];
+
+  get isHeld(): boolean {
+    return this.holder;
+  }
+
+  async lock(): Promise<void> {
+    if (!this.holder) {
+      this.holder = true;
+      return;
+    }
+    await new Promise<void>((r) => this.waiters.push(r));
+  }
+
+  unlock(): void {
+    if (!this.holder) return;
+    const next = this.waiters.shift();
+    if (next) next();
+    else this.holder = false;
+  }
+}
+
+/**
+ * test/inode-serializer: a translator that serializes requests per file the way GlusterFS
+ * translators do, by locking `fd.inode` on the way down and unlocking `fd.inode` on the way
+ * up (the pointer is read twice). Its release takes the same lock; its drain waits for
+ * every lock to be free.
+ */
+export class InodeSerializer extends Xlator {
+  readonly locks = new Map<Inode, PointerLock>();
+
+  lockOf(inode: Inode): PointerLock {
+    let l = this.locks.get(inode);
+    if (!l) this.locks.set(inode, (l = new PointerLock()));
+    return l;
+  }
+
+  heldLocks(): string[] {
+    return [...this.locks].filter(([, l]) => l.isHeld).map(([i]) => i.gfid);
+  }
+
+  override async release(fd: Fd): Promise<void> {
+    await this.lockOf(fd.inode).lock();
+    fd.ctx.delete(this);
+    this.lockOf(fd.inode).unlock();
+  }
+
+  protected override async drain(): Promise<void> {
+    while (this.heldLocks().length) await new Promise((r) => setTimeout(r, 5).unref());
+  }
+
+  override dump(): Record<string, unknown> {
+    return { heldLocks: this.heldLocks() };
+  }
+}
+
+Xlator.interceptAll(InodeSerializer, async (xl, _op, args, next) => {
+  const fd = args[1];
+  if (!(fd instanceof Fd)) return next();
+  fd.ctx.set(xl, true);
+  await xl.lockOf(fd.inode).lock();
+  try {
+    return await next();
+  } finally {
+    xl.lockOf(fd.inode).unlock();
+  }
+});
+
+export const inodeSerializer = defineTranslator({
+  type: 'test/inode-serializer',
+  description: 'serializes requests per file by locking through fd.inode (test only)',
+  options: {},
+  subvolumes: { min: 1, max: 1 },
+  create: (init) => new InodeSerializer(init),
+});

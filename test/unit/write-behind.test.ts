@@ -1,0 +1,581 @@
+// performance/write-behind: writes acknowledged at once and written out behind the
+// application's back, on every trigger, in order, with errors reported to the right fd.
+// Driven in-process through the bridge (no FUSE); storage is a real storage/posix.
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { buildGraph } from '../../src/core/builder';
+import type { Fd } from '../../src/core/fd';
+import type { Graph } from '../../src/core/graph';
+import { Logger } from '../../src/core/log';
+import { Registry } from '../../src/core/registry';
+import { parseVolfile } from '../../src/core/volfile';
+import type { Xlator } from '../../src/core/xlator';
+import { Bridge } from '../../src/fuse/bridge';
+import { WriteBehind } from '../../xlators/performance/write-behind';
+
+const { O_RDWR, O_RDONLY, O_WRONLY, O_SYNC, O_TRUNC } = fs.constants;
+
+// --- helpers ----------------------------------------------------------------------------
+
+interface Layer {
+  readonly name: string;
+  readonly type: string;
+  readonly options?: Record<string, string>;
+}
+
+interface Setup {
+  readonly dir: string;
+  readonly graph: Graph;
+  readonly bridge: Bridge;
+  readonly wb: WriteBehind;
+  readonly logs: string[];
+  /** The backing file's content now ('' when it does not exist). */
+  backing(name?: string): string;
+}
+
+const temps: string[] = [];
+const running: { graph: Graph; bridge: Bridge }[] = [];
+
+/** posix at the bottom, `middle` layers (bottom-up) above it, write-behind on top. */
+function volfileText(dir: string, wbOptions: Record<string, string>, middle: Layer[]): string {
+  const vol = (name: string, type: string, opts: Record<string, string>, sub?: string) =>
+    `volume ${name}\n type ${type}\n` +
+    Object.entries(opts)
+      .map(([k, v]) => ` option ${k} ${v}\n`)
+      .join('') +
+    (sub ? ` subvolumes ${sub}\n` : '') +
+    'end-volume\n';
+  let text = vol('p', 'storage/posix', { directory: dir });
+  let below = 'p';
+  for (const l of middle) {
+    text += vol(l.name, l.type, l.options ?? {}, below);
+    below = l.name;
+  }
+  return text + vol('wb', 'performance/write-behind', wbOptions, below);
+}
+
+async function setup(wbOptions: Record<string, string> = { 'flush-after': '0' }, middle: Layer[] = []): Promise<Setup> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-wb-'));
+  temps.push(dir);
+  const logs: string[] = [];
+  const vol = parseVolfile(volfileText(dir, wbOptions, middle), 'test.vol');
+  const graph = buildGraph(vol, { id: 1, registry: new Registry(), log: Logger.create('error', (l) => logs.push(l)) });
+  expect(await graph.start(5000)).toBe('up');
+  const bridge = new Bridge(graph, Logger.create('error', (l) => logs.push(l)));
+  running.push({ graph, bridge });
+  const wb = graph.xlators.get('wb') as WriteBehind;
+  expect(wb).toBeInstanceOf(WriteBehind);
+  const backing = (name = 'f') => {
+    try {
+      return fs.readFileSync(path.join(dir, name), 'latin1');
+    } catch {
+      return '';
+    }
+  };
+  return { dir, graph, bridge, wb, logs, backing };
+}
+
+afterEach(async () => {
+  for (const { graph, bridge } of running.splice(0)) {
+    for (const b of [...bridge.basefds.all()]) await within(bridge.release(b.path, b.id)).catch(() => undefined);
+    await within(graph.stop(5000));
+  }
+  for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
+}
+
+/** Waits (bounded) until `cond` holds. */
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** 'OK' or the error code a call failed with. */
+async function errCode(p: Promise<unknown>): Promise<string> {
+  try {
+    await within(p);
+    return 'OK';
+  } catch (e) {
+    return String((e as { code?: unknown }).code ?? (e as Error).message);
+  }
+}
+
+const B = (s: string) => Buffer.from(s, 'latin1');
+
+/** The Fd a bridge handle is served by now. */
+const fdOf = (s: Setup, fh: number): Fd => s.bridge.basefds.get(fh).current.fd;
+
+interface WbDump {
+  'cache-size': number;
+  'flush-after': number;
+  peakQueuedBytes: number;
+  timers: number;
+  inodes: { gfid: string; queuedBytes: number; queuedWrites: number; oldestAgeMs: number; writingOut: boolean; blockedWriters: number }[];
+  pendingErrors: { fd: number; gfid: string; error?: string }[];
+}
+const dumpOf = (s: Setup) => s.wb.dump() as unknown as WbDump;
+
+/** The writes debug/trace `tr` saw reach the storage, as "<n bytes>, offset" strings. */
+const tracedWrites = (s: Setup): string[] =>
+  ((s.graph.xlators.get('tr')!.dump() as { history: string[] }).history)
+    .filter((l) => / write\(/.test(l))
+    .map((l) => /write\(#\d+, fd=\d+\([^)]*\), (<\d+ bytes>), (\d+)\)/.exec(l)!.slice(1, 3).join(' @'));
+
+const TRACE: Layer = { name: 'tr', type: 'debug/trace', options: { 'log-history': 'on', 'include-ops': 'write' } };
+const ERRORS: Layer = { name: 'eg', type: 'debug/error-gen', options: { enable: 'write', 'error-no': 'ENOSPC' } };
+
+async function setFailure(s: Setup, percent: number): Promise<void> {
+  const eg = s.graph.xlators.get('eg') as Xlator;
+  await eg.reconfigure({ ...(eg.options as object), failure: percent });
+}
+
+// --- tests --------------------------------------------------------------------------------
+
+describe('writes are acknowledged before storage has them', () => {
+  test('a write returns its length at once; the backing file keeps the old content until a trigger', async () => {
+    const s = await setup();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    expect(await s.bridge.write('/f', fh, B('hello'), 0)).toBe(5);
+    expect(await s.bridge.write('/f', fh, B(' world'), 5)).toBe(6);
+    expect(s.backing()).toBe('');
+    const d = dumpOf(s);
+    expect(d.inodes).toHaveLength(1);
+    expect(d.inodes[0]).toMatchObject({ gfid: fdOf(s, fh).inode.gfid, queuedBytes: 11, queuedWrites: 1 });
+    // flush-after 0: no timer writes it out behind the test's back.
+    expect(d.timers).toBe(0);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.backing()).toBe('');
+    await s.bridge.flush('/f', fh);
+    expect(s.backing()).toBe('hello world');
+    expect(dumpOf(s).inodes).toHaveLength(0);
+  });
+
+  test('the data is copied: the caller may reuse its buffer as soon as write returns', async () => {
+    const s = await setup();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    const buf = B('first');
+    await s.bridge.write('/f', fh, buf, 0);
+    buf.write('XXXXX');
+    await s.bridge.write('/f', fh, buf, 10);
+    await s.bridge.flush('/f', fh);
+    expect(s.backing()).toBe('first\0\0\0\0\0XXXXX');
+  });
+});
+
+describe('each trigger writes the queue out', () => {
+  const triggers: [string, (s: Setup, fh: number) => Promise<unknown>][] = [
+    ['flush', (s, fh) => s.bridge.flush('/f', fh)],
+    ['fsync', (s, fh) => s.bridge.fsync('/f', fh, false)],
+    ['fdatasync', (s, fh) => s.bridge.fsync('/f', fh, true)],
+    ['release', (s, fh) => s.bridge.release('/f', fh)],
+    ['read (same fd)', (s, fh) => s.bridge.read('/f', fh, 100, 0)],
+    ['read (another fd)', async (s) => {
+      const fh2 = await s.bridge.open('/f', O_RDONLY);
+      await s.bridge.read('/f', fh2, 100, 0);
+      await s.bridge.release('/f', fh2);
+    }],
+    ['getattr', (s) => s.bridge.getattr('/f')],
+    ['fstat', (s, fh) => s.graph.top.fstat(s.graph.frame('fstat'), fdOf(s, fh))],
+    ['stat', (s, fh) => s.graph.top.stat(s.graph.frame('stat'), { path: '/f', inode: fdOf(s, fh).inode })],
+    ['fsetattr', (s, fh) => s.graph.top.fsetattr(s.graph.frame('fsetattr'), fdOf(s, fh), { mode: 0o600 })],
+    ['chmod (setattr)', (s) => s.bridge.chmod('/f', 0o600)],
+    ['getxattr', (s) => errCode(s.bridge.getxattr('/f', 'user.none'))],
+    ['setxattr', (s) => s.bridge.setxattr('/f', 'user.x', B('1'), 0)],
+    ['listxattr', (s) => s.bridge.listxattr('/f')],
+    ['removexattr', (s) => errCode(s.bridge.removexattr('/f', 'user.none'))],
+    ['open (another fd)', async (s) => s.bridge.release('/f', await s.bridge.open('/f', O_RDONLY))],
+    ['lookup by parent and name', (s) => s.graph.top.lookup(s.graph.frame('lookup'), { path: '/f', parent: s.graph.itable.root, name: 'f' })],
+    ['nameless lookup', (s, fh) => s.graph.top.lookup(s.graph.frame('lookup'), { path: '/f', gfid: fdOf(s, fh).inode.gfid })],
+    ['graph stop (drain)', (s) => s.graph.stop(5000)],
+  ];
+
+  test.each(triggers)('%s', async (_name, trigger) => {
+    const s = await setup();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, B('abc'), 0);
+    await s.bridge.write('/f', fh, B('xyz'), 10);
+    expect(s.backing()).toBe('');
+    await within(trigger(s, fh));
+    expect(s.backing()).toBe('abc\0\0\0\0\0\0\0xyz');
+  });
+
+  test('truncate and ftruncate come after the writes queued before them', async () => {
+    const s = await setup();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, B('hello world'), 0);
+    await s.bridge.truncate('/f', 5);
+    expect(s.backing()).toBe('hello');
+    await s.bridge.write('/f', fh, B('HELLO'), 0);
+    await s.bridge.ftruncate('/f', fh, 3);
+    expect(s.backing()).toBe('HEL');
+    await s.bridge.flush('/f', fh);
+    expect(s.backing()).toBe('HEL');
+  });
+
+  test('an O_TRUNC open comes after the writes queued before it', async () => {
+    const s = await setup();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, B('old data'), 0);
+    const fh2 = await s.bridge.open('/f', O_WRONLY | O_TRUNC);
+    await s.bridge.flush('/f', fh);
+    expect(s.backing()).toBe('');
+    await s.bridge.release('/f', fh2);
+  });
+
+  test('size: writes past cache-size start a write-out; up to it they stay queued', async () => {
+    const s = await setup({ 'cache-size': '8KB', 'flush-after': '0' });
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, Buffer.alloc(4096, 'a'), 0);
+    await s.bridge.write('/f', fh, Buffer.alloc(4096, 'b'), 4096);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(s.backing()).toBe(''); // exactly at the limit: nothing written yet
+    await s.bridge.write('/f', fh, B('c'), 8192);
+    await until(() => s.backing().length === 8193, 'the write-out after passing cache-size');
+    expect(s.backing()).toBe('a'.repeat(4096) + 'b'.repeat(4096) + 'c');
+    await until(() => dumpOf(s).inodes.length === 0, 'the queue to empty');
+  });
+
+  test('window-size is an alias of cache-size', async () => {
+    const s = await setup({ 'window-size': '8KB' });
+    expect(s.wb.options['cache-size']).toBe(8192);
+    expect(s.wb.options['flush-after']).toBe(1); // default: 1 second
+  });
+
+  test('time: data older than flush-after is written out by a timer', async () => {
+    const s = await setup({ 'flush-after': '0.05' });
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    const t0 = Date.now();
+    await s.bridge.write('/f', fh, B('later'), 0);
+    expect(s.backing()).toBe('');
+    expect(dumpOf(s).timers).toBe(1);
+    await until(() => s.backing() === 'later', 'the flush-after timer', 2000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(45);
+    await until(() => dumpOf(s).inodes.length === 0, 'the queue to empty');
+    expect(dumpOf(s).timers).toBe(0);
+    // A later write gets a timer of its own.
+    await s.bridge.write('/f', fh, B('LATER'), 0);
+    await until(() => s.backing() === 'LATER', 'the second timer', 2000);
+  });
+
+  test('time: only data old enough is due; newer data waits for its own deadline', async () => {
+    const s = await setup({ 'flush-after': '0.2' });
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, B('A'), 0);
+    await new Promise((r) => setTimeout(r, 120));
+    await s.bridge.write('/f', fh, B('B'), 5); // not contiguous: a request of its own
+    await until(() => s.backing() === 'A', 'the first deadline', 2000);
+    expect(dumpOf(s).inodes[0]).toMatchObject({ queuedWrites: 1, queuedBytes: 1 });
+    await until(() => s.backing() === 'A\0\0\0\0B', 'the second deadline', 2000);
+  });
+
+  test('reconfiguring cache-size under what is queued starts a write-out', async () => {
+    const s = await setup({ 'flush-after': '0' });
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, Buffer.alloc(16384, 'z'), 0);
+    expect(s.backing()).toBe('');
+    await s.wb.reconfigure({ ...s.wb.options, 'cache-size': 4096 });
+    await until(() => s.backing().length === 16384, 'the write-out after reconfigure');
+    expect(dumpOf(s)['cache-size']).toBe(4096);
+  });
+});
+
+describe('aggregation and order', () => {
+  test('contiguous writes of one fd reach storage as one write', async () => {
+    const s = await setup({ 'flush-after': '0' }, [TRACE]);
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    for (let i = 0; i < 16; i++) await s.bridge.write('/f', fh, Buffer.alloc(256, 97 + i), i * 256);
+    expect(tracedWrites(s)).toEqual([]);
+    await s.bridge.flush('/f', fh);
+    expect(tracedWrites(s)).toEqual(['<4096 bytes> @0']);
+    expect(s.backing()).toBe([...Array(16).keys()].map((i) => String.fromCharCode(97 + i).repeat(256)).join(''));
+  });
+
+  test('writes that are not contiguous, or come from another fd, are not merged', async () => {
+    const s = await setup({ 'flush-after': '0' }, [TRACE]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    const b = await s.bridge.open('/f', O_RDWR);
+    await s.bridge.write('/f', a, B('aa'), 0);
+    await s.bridge.write('/f', a, B('aa'), 4); // gap
+    await s.bridge.write('/f', b, B('bb'), 6); // contiguous, but another fd
+    await s.bridge.write('/f', a, B('cc'), 8); // contiguous with b's write, not with a's last
+    await s.bridge.flush('/f', a);
+    expect(tracedWrites(s)).toEqual(['<2 bytes> @0', '<2 bytes> @4', '<2 bytes> @6', '<2 bytes> @8']);
+    expect(s.backing()).toBe('aa\0\0aabbcc');
+  });
+
+  test('overlapping writes from two fds land in arrival order', async () => {
+    const s = await setup({ 'flush-after': '0' }, [TRACE]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    const b = await s.bridge.open('/f', O_RDWR);
+    await s.bridge.write('/f', a, B('AAAA'), 0);
+    await s.bridge.write('/f', b, B('BBBB'), 2);
+    // Contiguous with a's first write: merging it into that one would reorder it before b's.
+    await s.bridge.write('/f', a, B('CC'), 4);
+    await s.bridge.write('/f', b, B('D'), 0);
+    expect(s.backing()).toBe('');
+    await s.bridge.fsync('/f', b, false);
+    expect(s.backing()).toBe('DABBCC');
+    expect(tracedWrites(s)).toEqual(['<4 bytes> @0', '<4 bytes> @2', '<2 bytes> @4', '<1 bytes> @0']);
+  });
+
+  test('an O_SYNC fd writes through, after what other fds queued before', async () => {
+    const s = await setup({ 'flush-after': '0' }, [TRACE]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', a, B('aaaa'), 0);
+    const sync = await s.bridge.open('/f', O_RDWR | O_SYNC);
+    expect(s.backing()).toBe('aaaa'); // the open wrote the queue out
+    await s.bridge.write('/f', a, B('bbbb'), 0);
+    expect(await s.bridge.write('/f', sync, B('S'), 1)).toBe(1);
+    expect(s.backing()).toBe('bSbb');
+    expect(await s.bridge.write('/f', sync, B('T'), 2)).toBe(1);
+    expect(s.backing()).toBe('bSTb');
+    expect(dumpOf(s).inodes).toHaveLength(0);
+  });
+
+  test('an O_SYNC file created so writes through from its first write', async () => {
+    const s = await setup();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR | O_SYNC);
+    await s.bridge.write('/f', fh, B('now'), 0);
+    expect(s.backing()).toBe('now');
+  });
+});
+
+describe('what the application sees while writes are queued', () => {
+  test('reads see queued data, through the same fd and through another', async () => {
+    const s = await setup();
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', a, B('hello'), 0);
+    expect((await s.bridge.read('/f', a, 100, 0)).toString()).toBe('hello');
+    await s.bridge.write('/f', a, B('HE'), 0);
+    const b = await s.bridge.open('/f', O_RDONLY);
+    await s.bridge.write('/f', a, B('LLO'), 2);
+    expect((await s.bridge.read('/f', b, 100, 0)).toString()).toBe('HELLO');
+    await s.bridge.write('/f', a, B('!'), 5);
+    expect((await s.bridge.read('/f', b, 100, 3)).toString()).toBe('LO!');
+  });
+
+  test('getattr reports the size the queued writes give the file', async () => {
+    const s = await setup();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, Buffer.alloc(1000, 1), 0);
+    await s.bridge.write('/f', fh, Buffer.alloc(10, 2), 5000);
+    expect(fs.statSync(path.join(s.dir, 'f')).size).toBe(0);
+    expect((await s.bridge.getattr('/f')).size).toBe(5010);
+    await s.bridge.write('/f', fh, Buffer.alloc(10, 3), 9990);
+    const iatt = await s.graph.top.lookup(s.graph.frame('lookup'), { path: '/f', parent: s.graph.itable.root, name: 'f' });
+    expect(iatt.size).toBe(10000);
+    await s.bridge.write('/f', fh, Buffer.alloc(1, 3), 19999);
+    expect((await s.graph.top.fstat(s.graph.frame('fstat'), fdOf(s, fh))).size).toBe(20000);
+  });
+
+  test('a lookup of another name does not write anything out', async () => {
+    const s = await setup();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, B('data'), 0);
+    const g = await s.bridge.create('/g', 0o644, O_RDWR);
+    expect((await s.bridge.getattr('/g')).size).toBe(0);
+    expect(s.backing()).toBe('');
+    await s.bridge.release('/g', g);
+    // Releasing another file's fd leaves this file's queue alone too.
+    expect(s.backing()).toBe('');
+    expect(dumpOf(s).inodes[0].queuedBytes).toBe(4);
+  });
+});
+
+describe('background write errors', () => {
+  test('a failed write-out is returned by flush, exactly once', async () => {
+    const s = await setup({ 'flush-after': '0' }, [ERRORS]);
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    expect(await s.bridge.write('/f', fh, B('lost'), 0)).toBe(4);
+    expect(await errCode(s.bridge.flush('/f', fh))).toBe('ENOSPC');
+    expect(dumpOf(s).pendingErrors).toEqual([]);
+    expect(await errCode(s.bridge.flush('/f', fh))).toBe('OK');
+    expect(s.backing()).toBe('');
+    await s.bridge.release('/f', fh);
+    expect(s.logs.filter((l) => l.includes('ERROR'))).toEqual([]);
+  });
+
+  test('the error goes to the fd that wrote, not to the fd whose fop caused the write-out', async () => {
+    const s = await setup({ 'flush-after': '0' }, [ERRORS]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    const b = await s.bridge.open('/f', O_RDWR);
+    await s.bridge.write('/f', a, B('aaaa'), 0);
+    // b's read writes a's data out; it fails; b is not told.
+    expect(await errCode(s.bridge.read('/f', b, 10, 0))).toBe('OK');
+    expect(await errCode(s.bridge.fsync('/f', b, false))).toBe('OK');
+    expect(await errCode(s.bridge.flush('/f', b))).toBe('OK');
+    const d = dumpOf(s);
+    expect(d.pendingErrors).toEqual([{ fd: fdOf(s, a).id, gfid: fdOf(s, a).inode.gfid, error: 'ENOSPC' }]);
+    // a's next fop gets it, once.
+    expect(await errCode(s.bridge.read('/f', a, 10, 0))).toBe('ENOSPC');
+    expect(await errCode(s.bridge.read('/f', a, 10, 0))).toBe('OK');
+    expect(await errCode(s.bridge.flush('/f', a))).toBe('OK');
+  });
+
+  test('the next fop on the fd returns it: write, fsync, ftruncate, fstat', async () => {
+    const fops: [string, (s: Setup, fh: number) => Promise<unknown>][] = [
+      ['write', (s, fh) => s.bridge.write('/f', fh, B('x'), 100)],
+      ['fsync', (s, fh) => s.bridge.fsync('/f', fh, false)],
+      ['ftruncate', (s, fh) => s.bridge.ftruncate('/f', fh, 0)],
+      ['fstat', (s, fh) => s.graph.top.fstat(s.graph.frame('fstat'), fdOf(s, fh))],
+    ];
+    for (const [name, fop] of fops) {
+      const s = await setup({ 'flush-after': '0' }, [ERRORS]);
+      const a = await s.bridge.create('/f', 0o644, O_RDWR);
+      const b = await s.bridge.open('/f', O_RDONLY);
+      await s.bridge.write('/f', a, B('aaaa'), 0);
+      await s.bridge.read('/f', b, 10, 0); // the write-out fails, behind a's back
+      await setFailure(s, 0);
+      expect([name, await errCode(fop(s, a))]).toEqual([name, 'ENOSPC']);
+      expect([name, await errCode(fop(s, a))]).toEqual([name, 'OK']);
+      expect([name, await errCode(s.bridge.flush('/f', a))]).toEqual([name, 'OK']);
+    }
+  });
+
+  test('a write that fails behind a later write is reported by that write; the later data still lands', async () => {
+    const s = await setup({ 'flush-after': '0' }, [ERRORS]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', a, B('lost'), 0);
+    await s.bridge.fsync('/f', await s.bridge.open('/f', O_RDONLY), false);
+    await setFailure(s, 0);
+    expect(await errCode(s.bridge.write('/f', a, B('kept'), 4))).toBe('ENOSPC');
+    expect(await s.bridge.write('/f', a, B('kept'), 4)).toBe(4);
+    expect(await errCode(s.bridge.flush('/f', a))).toBe('OK');
+    expect(s.backing()).toBe('\0\0\0\0kept');
+  });
+
+  test('a timer-driven write-out that fails is reported by the next fop', async () => {
+    const s = await setup({ 'flush-after': '0.03' }, [ERRORS]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', a, B('lost'), 0);
+    await until(() => dumpOf(s).pendingErrors.length === 1, 'the timer write-out to fail', 2000);
+    await setFailure(s, 0);
+    expect(await errCode(s.bridge.read('/f', a, 10, 0))).toBe('ENOSPC');
+    expect(await errCode(s.bridge.flush('/f', a))).toBe('OK');
+  });
+
+  test('an fd released with its error unreported is logged at error level', async () => {
+    const s = await setup({ 'flush-after': '0' }, [ERRORS]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', a, B('lost'), 0);
+    const id = fdOf(s, a).id;
+    expect(s.logs.filter((l) => l.includes('ERROR'))).toEqual([]);
+    await s.bridge.release('/f', a);
+    const errors = s.logs.filter((l) => l.includes('ERROR'));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toContain(`fd ${id}`);
+    expect(errors[0]).toContain('ENOSPC');
+    expect(dumpOf(s).pendingErrors).toEqual([]);
+  });
+
+  test('an error reported before release is not logged again', async () => {
+    const s = await setup({ 'flush-after': '0' }, [ERRORS]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', a, B('lost'), 0);
+    expect(await errCode(s.bridge.fsync('/f', a, false))).toBe('ENOSPC');
+    await s.bridge.release('/f', a);
+    expect(s.logs.filter((l) => l.includes('ERROR'))).toEqual([]);
+  });
+});
+
+describe('bounds and lifetime', () => {
+  test('under a flood of writes, queued bytes never exceed cache-size plus one write', async () => {
+    const LIMIT = 8192;
+    const SIZE = 1024;
+    const N = 200;
+    const s = await setup({ 'cache-size': `${LIMIT}`, 'flush-after': '0' }, [
+      { name: 'dg', type: 'debug/delay-gen', options: { enable: 'write', 'delay-percentage': '100', 'delay-duration': '1000' } },
+    ]);
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    let maxSeen = 0;
+    let maxBlocked = 0;
+    const sample = () => {
+      for (const i of dumpOf(s).inodes) {
+        maxSeen = Math.max(maxSeen, i.queuedBytes);
+        maxBlocked = Math.max(maxBlocked, i.blockedWriters);
+      }
+    };
+    // Every other block of a fd, then the rest from another fd: no merging across the flood.
+    const b = await s.bridge.open('/f', O_RDWR);
+    const writes = [...Array(N).keys()].map((i) =>
+      s.bridge.write('/f', i % 2 ? b : fh, Buffer.alloc(SIZE, 65 + (i % 26)), i * SIZE).then((n) => (sample(), n)),
+    );
+    sample();
+    expect(await within(Promise.all(writes), 20_000)).toEqual(Array(N).fill(SIZE));
+    await s.bridge.flush('/f', fh);
+    expect(maxBlocked).toBeGreaterThan(0); // the flood did have to wait
+    expect(maxSeen).toBeGreaterThan(LIMIT - SIZE);
+    expect(maxSeen).toBeLessThanOrEqual(LIMIT + SIZE);
+    expect(dumpOf(s).peakQueuedBytes).toBeLessThanOrEqual(LIMIT + SIZE);
+    const want = [...Array(N).keys()].map((i) => String.fromCharCode(65 + (i % 26)).repeat(SIZE)).join('');
+    expect(s.backing()).toBe(want);
+  });
+
+  test('a pending flush-after timer never keeps the process alive, and none is left after stop', async () => {
+    const s = await setup({ 'flush-after': '30' });
+    const timeouts = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timeouts();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, B('held'), 0);
+    expect(dumpOf(s).timers).toBe(1);
+    expect(timeouts()).toBe(before); // unref'd
+    await within(s.graph.stop(5000));
+    expect(s.backing()).toBe('held');
+    expect(dumpOf(s).timers).toBe(0);
+    expect(dumpOf(s).inodes).toHaveLength(0);
+  });
+
+  test('emptying a queue clears its timer', async () => {
+    const s = await setup({ 'flush-after': '30' });
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', fh, B('x'), 0);
+    expect(dumpOf(s).timers).toBe(1);
+    await s.bridge.flush('/f', fh);
+    expect(dumpOf(s).timers).toBe(0);
+  });
+
+  test('writes after the graph started going down go straight through', async () => {
+    const s = await setup({ 'flush-after': '30' });
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    const fd = fdOf(s, fh);
+    await s.bridge.write('/f', fh, B('queued'), 0);
+    await within(s.graph.stop(5000));
+    expect(s.backing()).toBe('queued');
+    // Nothing would write a queue out any more: the write reaches storage before it returns.
+    expect(await s.graph.top.write(s.graph.frame('write'), fd, B('LATE'), 0)).toBe(4);
+    expect(s.backing()).toBe('LATEed');
+    expect(dumpOf(s).inodes).toHaveLength(0);
+    expect(dumpOf(s).timers).toBe(0);
+  });
+
+  test('the statedump shows queued bytes, writes, oldest age and pending errors per fd', async () => {
+    const s = await setup({ 'flush-after': '0' }, [ERRORS]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.write('/f', a, B('1234'), 0);
+    await s.bridge.write('/f', a, B('56'), 10);
+    await new Promise((r) => setTimeout(r, 20));
+    let d = dumpOf(s);
+    expect(d['cache-size']).toBe(1024 * 1024);
+    expect(d['flush-after']).toBe(0);
+    expect(d.inodes).toEqual([
+      { gfid: fdOf(s, a).inode.gfid, queuedBytes: 6, queuedWrites: 2, oldestAgeMs: expect.any(Number), writingOut: false, blockedWriters: 0 },
+    ]);
+    expect(d.inodes[0].oldestAgeMs).toBeGreaterThanOrEqual(15);
+    await s.bridge.getattr('/f'); // writes out; both fail
+    d = dumpOf(s);
+    expect(d.inodes).toEqual([]);
+    expect(d.pendingErrors).toEqual([{ fd: fdOf(s, a).id, gfid: fdOf(s, a).inode.gfid, error: 'ENOSPC' }]);
+  });
+});

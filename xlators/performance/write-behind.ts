@@ -1,0 +1,483 @@
+import { constants } from 'fs';
+import { FopError } from '../../src/core/errors';
+import type { Fd } from '../../src/core/fd';
+import type { Loc } from '../../src/core/fops';
+import type { Frame } from '../../src/core/frame';
+import { OptionValues, opt } from '../../src/core/options';
+import { defineTranslator } from '../../src/core/registry';
+import type { Gfid, Iatt, SetAttr } from '../../src/core/types';
+import { Xlator } from '../../src/core/xlator';
+
+const options = {
+  'cache-size': opt.size({
+    description:
+      'bytes of writes a file may have queued; past it the queue is written out and further writes wait until it is back under (memory stays bounded)',
+    default: '1MB',
+    aliases: ['window-size'],
+    min: 0,
+  }),
+  'flush-after': opt.time({
+    description: 'queued writes older than this (in seconds) are written out; 0: no timer, data waits for another trigger',
+    default: '1',
+    min: 0,
+  }),
+};
+
+type Options = OptionValues<typeof options>;
+
+/** Writes on fds opened with these flags go straight through. */
+const WRITE_THROUGH = constants.O_SYNC | constants.O_DSYNC | constants.O_DIRECT;
+/** Contiguous writes of one fd are merged into one write of at most this size. */
+const AGGREGATE_MAX = 128 * 1024;
+
+/** One write (or several merged contiguous writes of one fd) waiting to go down. */
+interface Req {
+  /** Position in arrival order (global, increasing). */
+  readonly seq: number;
+  readonly fd: Fd;
+  readonly offset: number;
+  /** Copies of the application's buffers, in order. */
+  readonly chunks: Buffer[];
+  length: number;
+  /** When its first byte was queued (ms since epoch). */
+  readonly queuedAt: number;
+}
+
+/** The write-behind state of one file (inode), keyed by GFID. */
+interface InodeQueue {
+  readonly gfid: Gfid;
+  /** Writes not yet handed to the child, in arrival order. */
+  readonly reqs: Req[];
+  /** The write the child is serving now. */
+  inflight?: Req;
+  /** Bytes queued or in flight. */
+  bytes: number;
+  /** Seq of the last write queued, and of the last one the child finished. */
+  lastSeq: number;
+  doneSeq: number;
+  /** Every write with a seq up to this is to be written out now. */
+  target: number;
+  /** A write-out loop is running. */
+  running: boolean;
+  /** Fops waiting for the writes up to `seq` to be written out. */
+  readonly waiters: { readonly seq: number; readonly resolve: () => void }[];
+  /** Writes waiting (in order) for the queue to drop under cache-size. */
+  readonly blocked: (() => void)[];
+  /** A waiting write was let in and has not queued its data yet (1 at most). */
+  waking: number;
+  timer?: NodeJS.Timeout;
+}
+
+/** Per-fd state (fd.ctx), so release is called for every fd that wrote here. */
+interface FdCtx {
+  /** A background write of this fd failed and nobody was told yet. */
+  error?: FopError;
+}
+
+/**
+ * performance/write-behind: acknowledges writes at once and writes them out behind the
+ * application's back. Writes are copied and queued per inode, in arrival order; contiguous
+ * writes of one fd are merged. A queue is written out, one write at a time and in order,
+ * when it grows past cache-size (writers then wait: backpressure), when its oldest data is
+ * older than flush-after, on fsync/flush/release, before any other fop that would see the
+ * file's data or size, and when the graph goes down. A failed background write is reported,
+ * once, by the next fop on the fd that wrote it (or by its flush); one still unreported when
+ * the fd is released is logged.
+ */
+export class WriteBehind extends Xlator<Options> {
+  private readonly queues = new Map<Gfid, InodeQueue>();
+  /** Fds holding an unreported error (for statedumps). */
+  private readonly errored = new Set<Fd>();
+  private seq = 0;
+  /** The graph is going down: no more caching, writes go through. */
+  private down = false;
+  /** Most bytes any one inode ever had queued (for statedumps and tests). */
+  private peakBytes = 0;
+
+  override async reconfigure(options: Options): Promise<void> {
+    await super.reconfigure(options);
+    for (const q of [...this.queues.values()]) {
+      if (q.bytes > this.limit) this.startWriteOut(q, q.lastSeq);
+      this.admit(q);
+      clearTimeout(q.timer);
+      q.timer = undefined;
+      this.armTimer(q);
+    }
+  }
+
+  override async fini(): Promise<void> {
+    for (const q of this.queues.values()) {
+      clearTimeout(q.timer);
+      q.timer = undefined;
+    }
+  }
+
+  protected override async drain(): Promise<void> {
+    this.down = true;
+    await Promise.all([...this.queues.keys()].map((gfid) => this.writeOut(gfid)));
+    for (const q of this.queues.values()) {
+      clearTimeout(q.timer);
+      q.timer = undefined;
+    }
+  }
+
+  override async release(fd: Fd): Promise<void> {
+    try {
+      await this.writeOut(fd.inode.gfid);
+    } finally {
+      const ctx = fd.ctx.get(this) as FdCtx | undefined;
+      fd.ctx.delete(this);
+      this.errored.delete(fd);
+      if (ctx?.error) {
+        this.log.error(`fd ${fd.id} (${fd.inode.gfid}) released with an unreported write error, data was lost: ${ctx.error.message}`);
+      }
+    }
+  }
+
+  override dump(): Record<string, unknown> {
+    const now = Date.now();
+    return {
+      'cache-size': this.limit,
+      'flush-after': this.options['flush-after'],
+      peakQueuedBytes: this.peakBytes,
+      timers: [...this.queues.values()].filter((q) => q.timer).length,
+      inodes: [...this.queues.values()].map((q) => {
+        const oldest = q.inflight ?? q.reqs[0];
+        return {
+          gfid: q.gfid,
+          queuedBytes: q.bytes,
+          queuedWrites: q.reqs.length + (q.inflight ? 1 : 0),
+          oldestAgeMs: oldest ? now - oldest.queuedAt : 0,
+          writingOut: q.running,
+          blockedWriters: q.blocked.length,
+        };
+      }),
+      pendingErrors: [...this.errored].map((fd) => ({
+        fd: fd.id,
+        gfid: fd.inode.gfid,
+        error: (fd.ctx.get(this) as FdCtx | undefined)?.error?.code,
+      })),
+    };
+  }
+
+  // --- fops -------------------------------------------------------------------------
+
+  override async write(frame: Frame, fd: Fd, data: Buffer, offset: number): Promise<number> {
+    const gfid = fd.inode.gfid;
+    this.ctx(fd);
+    this.takeError(fd);
+    if (this.down || (fd.flags & WRITE_THROUGH) !== 0) {
+      // Through, but after what is queued: order matters for overlapping ranges.
+      await this.writeOut(gfid);
+      this.takeError(fd);
+      return this.wind('write', frame, fd, data, offset);
+    }
+    if (data.length === 0) return 0;
+    // The queue is not deleted while writers wait on it or are being let in.
+    const q = this.queue(gfid);
+    if (q.bytes > this.limit || q.blocked.length || q.waking) {
+      // Backpressure: wait, in line with the other waiting writers, until the queue is at
+      // most cache-size. Writers are let in one at a time, in arrival order, and the check
+      // and the enqueue below run in one step (no await in between), so at most one
+      // write's worth ever overshoots.
+      this.startWriteOut(q, q.lastSeq);
+      await new Promise<void>((resolve) => q.blocked.push(resolve));
+      q.waking--;
+      while (q.bytes > this.limit) {
+        this.startWriteOut(q, q.lastSeq);
+        await new Promise<void>((resolve) => q.blocked.unshift(resolve));
+        q.waking--;
+      }
+    }
+    try {
+      // An error that came while this write waited: this write is the next fop on the fd.
+      this.takeError(fd);
+      if (this.down) {
+        await this.writeOut(gfid);
+        this.takeError(fd);
+        return await this.wind('write', frame, fd, data, offset);
+      }
+      this.enqueue(q, fd, data, offset);
+    } finally {
+      this.admit(q);
+    }
+    return data.length;
+  }
+
+  override async read(frame: Frame, fd: Fd, size: number, offset: number): Promise<Buffer> {
+    await this.beforeFdFop(fd);
+    return this.wind('read', frame, fd, size, offset);
+  }
+
+  override async flush(frame: Frame, fd: Fd): Promise<void> {
+    await this.writeOut(fd.inode.gfid);
+    // The child is told of the close even when a write failed (it may hold state for the fd).
+    let childErr: unknown;
+    try {
+      await this.wind('flush', frame, fd);
+    } catch (e) {
+      childErr = e;
+    }
+    this.takeError(fd);
+    if (childErr) throw childErr;
+  }
+
+  override async fsync(frame: Frame, fd: Fd, datasync: boolean): Promise<void> {
+    await this.beforeFdFop(fd);
+    return this.wind('fsync', frame, fd, datasync);
+  }
+
+  override async ftruncate(frame: Frame, fd: Fd, size: number): Promise<Iatt> {
+    await this.beforeFdFop(fd);
+    return this.wind('ftruncate', frame, fd, size);
+  }
+
+  override async fstat(frame: Frame, fd: Fd): Promise<Iatt> {
+    await this.beforeFdFop(fd);
+    return this.wind('fstat', frame, fd);
+  }
+
+  override async fsetattr(frame: Frame, fd: Fd, attr: SetAttr): Promise<Iatt> {
+    await this.beforeFdFop(fd);
+    return this.wind('fsetattr', frame, fd, attr);
+  }
+
+  override async open(frame: Frame, loc: Loc, fd: Fd): Promise<void> {
+    // An O_TRUNC open must not be overtaken by older queued writes.
+    await this.writeOut(gfidOf(loc));
+    await this.wind('open', frame, loc, fd);
+    this.ctx(fd);
+  }
+
+  override async create(frame: Frame, loc: Loc, mode: number, fd: Fd): Promise<Iatt> {
+    const iatt = await this.wind('create', frame, loc, mode, fd);
+    this.ctx(fd);
+    return iatt;
+  }
+
+  override async lookup(frame: Frame, loc: Loc): Promise<Iatt> {
+    await this.writeOut(gfidOf(loc));
+    const iatt = await this.wind('lookup', frame, loc);
+    if (!this.hasQueued(iatt.gfid)) return iatt;
+    // Found by name: its queued writes go out first, so the size is right.
+    await this.writeOut(iatt.gfid);
+    return this.wind('lookup', frame, loc);
+  }
+
+  override async stat(frame: Frame, loc: Loc): Promise<Iatt> {
+    await this.writeOut(gfidOf(loc));
+    return this.wind('stat', frame, loc);
+  }
+
+  override async truncate(frame: Frame, loc: Loc, size: number): Promise<Iatt> {
+    await this.writeOut(gfidOf(loc));
+    return this.wind('truncate', frame, loc, size);
+  }
+
+  override async setattr(frame: Frame, loc: Loc, attr: SetAttr): Promise<Iatt> {
+    await this.writeOut(gfidOf(loc));
+    return this.wind('setattr', frame, loc, attr);
+  }
+
+  override async getxattr(frame: Frame, loc: Loc, name: string): Promise<Buffer> {
+    await this.writeOut(gfidOf(loc));
+    return this.wind('getxattr', frame, loc, name);
+  }
+
+  override async setxattr(frame: Frame, loc: Loc, name: string, value: Buffer, flags: number): Promise<void> {
+    await this.writeOut(gfidOf(loc));
+    return this.wind('setxattr', frame, loc, name, value, flags);
+  }
+
+  override async listxattr(frame: Frame, loc: Loc): Promise<string[]> {
+    await this.writeOut(gfidOf(loc));
+    return this.wind('listxattr', frame, loc);
+  }
+
+  override async removexattr(frame: Frame, loc: Loc, name: string): Promise<void> {
+    await this.writeOut(gfidOf(loc));
+    return this.wind('removexattr', frame, loc, name);
+  }
+
+  // --- fd state and errors -------------------------------------------------------------
+
+  private ctx(fd: Fd): FdCtx {
+    let ctx = fd.ctx.get(this) as FdCtx | undefined;
+    if (!ctx) {
+      ctx = {};
+      fd.ctx.set(this, ctx);
+    }
+    return ctx;
+  }
+
+  /** Writes out the file's queue, then reports (once) a background error of this fd. */
+  private async beforeFdFop(fd: Fd): Promise<void> {
+    await this.writeOut(fd.inode.gfid);
+    this.takeError(fd);
+  }
+
+  /** Throws, and forgets, the unreported background error of `fd`, if any. */
+  private takeError(fd: Fd): void {
+    const ctx = fd.ctx.get(this) as FdCtx | undefined;
+    const err = ctx?.error;
+    if (!ctx || !err) return;
+    ctx.error = undefined;
+    this.errored.delete(fd);
+    throw err;
+  }
+
+  private recordError(fd: Fd, err: FopError, req: Req): void {
+    const ctx = this.ctx(fd);
+    this.log.warn(`background write of ${req.length} bytes at ${req.offset} on fd ${fd.id} (${fd.inode.gfid}) failed: ${err.message}`);
+    // The first error is the one to report; later ones of the same fd add nothing.
+    if (ctx.error) return;
+    ctx.error = err;
+    this.errored.add(fd);
+  }
+
+  // --- queues ---------------------------------------------------------------------------
+
+  private get limit(): number {
+    return this.options['cache-size'];
+  }
+
+  private queue(gfid: Gfid): InodeQueue {
+    let q = this.queues.get(gfid);
+    if (!q) {
+      q = { gfid, reqs: [], bytes: 0, lastSeq: 0, doneSeq: 0, target: 0, running: false, waiters: [], blocked: [], waking: 0 };
+      this.queues.set(gfid, q);
+    }
+    return q;
+  }
+
+  private hasQueued(gfid: Gfid | undefined): boolean {
+    const q = gfid === undefined ? undefined : this.queues.get(gfid);
+    return q !== undefined && q.lastSeq > q.doneSeq;
+  }
+
+  /** Lets the first waiting writer in if there is room (and nobody is being let in). */
+  private admit(q: InodeQueue): void {
+    if (q.blocked.length && !q.waking && q.bytes <= this.limit) {
+      q.waking++;
+      q.blocked.shift()!();
+    }
+    this.maybeDelete(q);
+  }
+
+  private enqueue(q: InodeQueue, fd: Fd, data: Buffer, offset: number): void {
+    const tail = q.reqs[q.reqs.length - 1];
+    if (tail && tail.fd === fd && tail.offset + tail.length === offset && tail.length + data.length <= AGGREGATE_MAX) {
+      tail.chunks.push(Buffer.from(data));
+      tail.length += data.length;
+    } else {
+      const req: Req = { seq: ++this.seq, fd, offset, chunks: [Buffer.from(data)], length: data.length, queuedAt: Date.now() };
+      q.reqs.push(req);
+      q.lastSeq = req.seq;
+    }
+    q.bytes += data.length;
+    if (q.bytes > this.peakBytes) this.peakBytes = q.bytes;
+    if (q.bytes > this.limit) this.startWriteOut(q, q.lastSeq);
+    else this.armTimer(q);
+  }
+
+  /** Writes out everything the file has queued now; settles when that is done (errors go to their fds). */
+  private writeOut(gfid: Gfid | undefined): Promise<void> {
+    const q = gfid === undefined ? undefined : this.queues.get(gfid);
+    if (!q || q.lastSeq <= q.doneSeq) return Promise.resolve();
+    const seq = q.lastSeq;
+    return new Promise<void>((resolve) => {
+      q.waiters.push({ seq, resolve });
+      this.startWriteOut(q, seq);
+    });
+  }
+
+  /** Marks the writes up to `seq` for writing out and makes sure the loop runs. */
+  private startWriteOut(q: InodeQueue, seq: number): void {
+    if (seq > q.target) q.target = seq;
+    if (q.running || !q.reqs.length || q.reqs[0].seq > q.target) return;
+    q.running = true;
+    void this.run(q);
+  }
+
+  /** The write-out loop of one file: one write at a time, in order, in a background frame. */
+  private async run(q: InodeQueue): Promise<void> {
+    const frame = this.host.frame('write');
+    try {
+      while (q.reqs.length && q.reqs[0].seq <= q.target) {
+        const req = q.reqs.shift()!;
+        q.inflight = req;
+        let err: FopError | undefined;
+        try {
+          const data = req.chunks.length === 1 ? req.chunks[0] : Buffer.concat(req.chunks, req.length);
+          const n = await this.wind('write', frame, req.fd, data, req.offset);
+          if (n !== req.length) err = new FopError('EIO', `short write: ${n} of ${req.length} bytes`);
+        } catch (e) {
+          err = FopError.from(e);
+        }
+        q.inflight = undefined;
+        q.bytes -= req.length;
+        q.doneSeq = req.seq;
+        if (err) this.recordError(req.fd, err, req);
+        this.settleWaiters(q);
+        this.admit(q);
+      }
+    } finally {
+      q.running = false;
+      frame.done();
+      this.settleWaiters(q);
+      this.armTimer(q);
+      this.maybeDelete(q);
+    }
+  }
+
+  private settleWaiters(q: InodeQueue): void {
+    for (let i = 0; i < q.waiters.length; ) {
+      if (q.waiters[i].seq <= q.doneSeq) q.waiters.splice(i, 1)[0].resolve();
+      else i++;
+    }
+  }
+
+  /** One unref'd timer per queue, for when its oldest write reaches flush-after. */
+  private armTimer(q: InodeQueue): void {
+    const after = this.options['flush-after'] * 1000;
+    if (!q.reqs.length) {
+      clearTimeout(q.timer);
+      q.timer = undefined;
+      return;
+    }
+    if (this.down || after <= 0 || q.timer || q.running) return;
+    const delay = Math.max(0, q.reqs[0].queuedAt + after - Date.now());
+    q.timer = setTimeout(() => this.expire(q), delay);
+    q.timer.unref();
+  }
+
+  private expire(q: InodeQueue): void {
+    q.timer = undefined;
+    if (this.queues.get(q.gfid) !== q) return;
+    // Everything old enough (1 ms of slack for timer granularity).
+    const cutoff = Date.now() - this.options['flush-after'] * 1000 + 1;
+    let seq = 0;
+    for (const r of q.reqs) if (r.queuedAt <= cutoff) seq = r.seq;
+    this.startWriteOut(q, seq);
+    this.armTimer(q);
+  }
+
+  private maybeDelete(q: InodeQueue): void {
+    if (q.reqs.length || q.inflight || q.running || q.waiters.length || q.blocked.length || q.waking) return;
+    clearTimeout(q.timer);
+    q.timer = undefined;
+    if (this.queues.get(q.gfid) === q) this.queues.delete(q.gfid);
+  }
+}
+
+function gfidOf(loc: Loc): Gfid | undefined {
+  return loc.inode?.gfid ?? loc.gfid;
+}
+
+export default defineTranslator({
+  type: 'performance/write-behind',
+  description: 'acknowledges writes at once and writes them out in the background, aggregated and in order',
+  options,
+  subvolumes: { min: 1, max: 1 },
+  create: (init) => new WriteBehind(init),
+});
