@@ -135,7 +135,9 @@ function statOf(a: Iatt) {
     gid: a.gid,
     size: a.size,
     dev: 0,
-    nlink: a.nlink,
+    // fuse-native turns a link count of 0 into 1 (`nlink || 1`); 2^32 is truthy and wraps
+    // to 0 in the 32-bit array it is written to.
+    nlink: a.nlink === 0 ? 2 ** 32 : a.nlink,
     ino: ino32(a.ino),
     rdev: a.rdev,
     blksize: a.blksize,
@@ -168,19 +170,26 @@ const idOf = (id: number): number | undefined => (id === 0xffffffff ? undefined 
 
 type Cb = (code: number, ...rest: unknown[]) => void;
 
+/** How long rmdir waits for hidden files whose release is on its way. */
+const HIDDEN_RELEASE_WAIT_MS = 250;
+
 /**
- * A directory whose only entries are hidden unlinked files is empty to the user: remove
- * them and retry. (Their data stays reachable through the open handles until release.)
+ * A file closed just before its directory is removed may still be hidden: the kernel sends
+ * the release (on which libfuse removes the hidden name) after close returns. If a
+ * directory holds nothing but hidden files, wait a little for those releases. (Removing the
+ * hidden names ourselves would cut libfuse's path to handles that are still open.)
  */
 async function rmdirPastHidden(ops: FuseOps, path: string): Promise<void> {
-  try {
-    return await ops.rmdir(path);
-  } catch (e) {
-    if (FopError.from(e).code !== 'ENOTEMPTY') throw e;
-    const names = (await ops.readdir(path)).map((d) => d.name).filter((n) => n !== '.' && n !== '..');
-    if (names.length === 0 || !names.every((n) => HIDDEN.test(n))) throw e;
-    for (const n of names) await ops.unlink(`${path}/${n}`);
-    return ops.rmdir(path);
+  const end = Date.now() + HIDDEN_RELEASE_WAIT_MS;
+  for (;;) {
+    try {
+      return await ops.rmdir(path);
+    } catch (e) {
+      if (FopError.from(e).code !== 'ENOTEMPTY' || Date.now() > end) throw e;
+      const names = (await ops.readdir(path)).map((d) => d.name).filter((n) => n !== '.' && n !== '..');
+      if (!names.every((n) => HIDDEN.test(n))) throw e;
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 }
 

@@ -37,9 +37,12 @@ export class BaseFd {
   }
 }
 
+const NONE: ReadonlySet<BaseFd> = new Set();
+
 /** BaseFds by handle. Handles are uint32 and 0 means "none" to fuse-native: they start at 1. */
 export class BaseFdTable {
   private readonly map = new Map<number, BaseFd>();
+  private readonly byGfid = new Map<Gfid, Set<BaseFd>>();
   private next = 1;
 
   get size(): number {
@@ -50,8 +53,16 @@ export class BaseFdTable {
     while (this.map.has(this.next)) this.advance();
     const base = make(this.next);
     this.map.set(base.id, base);
+    let same = this.byGfid.get(base.gfid);
+    if (!same) this.byGfid.set(base.gfid, (same = new Set()));
+    same.add(base);
     this.advance();
     return base;
+  }
+
+  /** The open handles of one file or directory. */
+  withGfid(gfid: Gfid): ReadonlySet<BaseFd> {
+    return this.byGfid.get(gfid) ?? NONE;
   }
 
   find(fh: number): BaseFd | undefined {
@@ -67,6 +78,9 @@ export class BaseFdTable {
   remove(fh: number): BaseFd {
     const base = this.get(fh);
     this.map.delete(fh);
+    const same = this.byGfid.get(base.gfid)!;
+    same.delete(base);
+    if (same.size === 0) this.byGfid.delete(base.gfid);
     return base;
   }
 

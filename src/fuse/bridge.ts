@@ -7,10 +7,10 @@ import type { Frame } from '../core/frame';
 import type { Graph } from '../core/graph';
 import type { Inode } from '../core/inode';
 import type { Logger } from '../core/log';
-import type { Iatt, SetAttr, Statfs } from '../core/types';
+import type { Gfid, Iatt, SetAttr, Statfs } from '../core/types';
 import type { DirEntry, FuseOps, TimeArg } from './adapter';
 import { BaseFd, BaseFdTable, GraphFd } from './basefd';
-import { Resolver } from './resolver';
+import { InodeTarget, Resolver } from './resolver';
 
 const READDIR_CHUNK = 128 * 1024;
 
@@ -245,12 +245,41 @@ export class Bridge implements FuseOps {
 
   // --- attributes ----------------------------------------------------------------
 
+  /** The attributes of `path`, fresh from the active graph (fuse-native sends fstat this way too). */
   getattr(path: string): Promise<Iatt> {
-    return this.onActive('getattr', (r) => r.attributes(path));
+    return this.onActive('getattr', async (r) => {
+      const iatt = await r.attributes(path);
+      // Writes an older graph still holds back for the file change what it should say.
+      return (await this.catchUp(iatt.gfid)) ? r.attributes(path) : iatt;
+    });
+  }
+
+  /**
+   * Before the active graph answers about a file, its handles still on older graphs move
+   * to it, which flushes what those graphs hold back (write-behind). Says whether any did.
+   */
+  protected async catchUp(gfid: Gfid): Promise<boolean> {
+    let moved = false;
+    for (const base of [...this.basefds.withGfid(gfid)]) {
+      if (base.current.graph === this.activeGraph) continue;
+      moved = true;
+      await this.resolveFd(base).then(
+        (r) => r.fd.unref(),
+        () => undefined,
+      );
+    }
+    return moved;
+  }
+
+  /** An existing object by path, on the active graph, once older graphs have caught up on it. */
+  private async existing(r: Resolver, path: string): Promise<InodeTarget> {
+    const t = await r.inode(path);
+    await this.catchUp(t.inode.gfid);
+    return t;
   }
 
   access(path: string, mask: number): Promise<void> {
-    return this.onActive('access', async (r, g, frame) => g.top.access(frame, (await r.inode(path)).loc, mask));
+    return this.onActive('access', async (r, g, frame) => g.top.access(frame, (await this.existing(r, path)).loc, mask));
   }
 
   statfs(path: string): Promise<Statfs> {
@@ -258,12 +287,12 @@ export class Bridge implements FuseOps {
   }
 
   readlink(path: string): Promise<string> {
-    return this.onActive('readlink', async (r, g, frame) => g.top.readlink(frame, (await r.inode(path)).loc));
+    return this.onActive('readlink', async (r, g, frame) => g.top.readlink(frame, (await this.existing(r, path)).loc));
   }
 
   private setattr(op: string, path: string, attr: SetAttr): Promise<void> {
     return this.onActive(op, async (r, g, frame) => {
-      await g.top.setattr(frame, (await r.inode(path)).loc, attr);
+      await g.top.setattr(frame, (await this.existing(r, path)).loc, attr);
     });
   }
 
@@ -281,7 +310,7 @@ export class Bridge implements FuseOps {
 
   truncate(path: string, size: number): Promise<void> {
     return this.onActive('truncate', async (r, g, frame) => {
-      await g.top.truncate(frame, (await r.inode(path)).loc, size);
+      await g.top.truncate(frame, (await this.existing(r, path)).loc, size);
     });
   }
 
@@ -350,7 +379,7 @@ export class Bridge implements FuseOps {
 
   open(path: string, flags: number): Promise<number> {
     return this.onActive('open', async (r, g, frame) => {
-      const { inode, loc } = await r.inode(path);
+      const { inode, loc } = await this.existing(r, path);
       if (inode.isDir && (flags & O_ACCMODE) !== constants.O_RDONLY) throw new FopError('EISDIR');
       const fd = g.newFd(inode, flags, false);
       return this.openFd(g, fd, path, () => g.top.open(frame, loc, fd));
@@ -462,19 +491,19 @@ export class Bridge implements FuseOps {
   // --- extended attributes -------------------------------------------------------------
 
   getxattr(path: string, name: string): Promise<Buffer> {
-    return this.onActive('getxattr', async (r, g, frame) => g.top.getxattr(frame, (await r.inode(path)).loc, name));
+    return this.onActive('getxattr', async (r, g, frame) => g.top.getxattr(frame, (await this.existing(r, path)).loc, name));
   }
 
   setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
-    return this.onActive('setxattr', async (r, g, frame) => g.top.setxattr(frame, (await r.inode(path)).loc, name, value, flags));
+    return this.onActive('setxattr', async (r, g, frame) => g.top.setxattr(frame, (await this.existing(r, path)).loc, name, value, flags));
   }
 
   listxattr(path: string): Promise<string[]> {
-    return this.onActive('listxattr', async (r, g, frame) => g.top.listxattr(frame, (await r.inode(path)).loc));
+    return this.onActive('listxattr', async (r, g, frame) => g.top.listxattr(frame, (await this.existing(r, path)).loc));
   }
 
   removexattr(path: string, name: string): Promise<void> {
-    return this.onActive('removexattr', async (r, g, frame) => g.top.removexattr(frame, (await r.inode(path)).loc, name));
+    return this.onActive('removexattr', async (r, g, frame) => g.top.removexattr(frame, (await this.existing(r, path)).loc, name));
   }
 
   // --- statedump ---------------------------------------------------------------------------

@@ -868,6 +868,29 @@ async function listingAfterRelease(dir: string): Promise<{ listing: Json; fuseHi
   }
 }
 
+/** A directory open while it is renamed (and its old name reused) keeps working through its fd. */
+async function directoryHandles(root: string): Promise<StepValue> {
+  const d = await freshDir(root, 'directory-handles');
+  const dir = path.join(d, 'dir');
+  await fsp.mkdir(dir);
+  await fsp.writeFile(path.join(dir, 'inside'), 'x');
+  const fh = await fsp.open(dir, 'r');
+  try {
+    const rename = await code(() => fsp.rename(dir, path.join(d, 'moved')));
+    await fsp.writeFile(dir, 'a file under the old name');
+    const fsync = await code(() => fh.sync());
+    const fstat = await attempt(async () => {
+      const st = await fh.stat();
+      return { isDirectory: st.isDirectory(), nlink: st.nlink };
+    });
+    const fchmod = await code(() => fh.chmod(0o750));
+    const movedMode = await attempt(async () => modeStr((await fsp.stat(path.join(d, 'moved'))).mode));
+    return { rename, fsync, fstat, fchmod, movedMode, listing: await sortedListing(d), inside: await sortedListing(path.join(d, 'moved')) };
+  } finally {
+    await fh.close();
+  }
+}
+
 async function unlinkOpenFile(root: string): Promise<StepValue> {
   const d = await freshDir(root, 'unlink-open-file');
   await fsp.writeFile(path.join(d, 'keep'), 'kept');
@@ -883,7 +906,14 @@ async function unlinkOpenFile(root: string): Promise<StepValue> {
     const statByName = await code(() => fsp.stat(f));
     const writeAfterUnlink = await code(() => fh.write(' and after', 21));
     const readAfterWrite = await readAt(fh, 0, 100);
-    openPhase = { unlink, readAfterUnlink, fstatNlink, statByName, writeAfterUnlink, readAfterWrite };
+    // changing attributes through the fd brings fresh ones from the filesystem: still unlinked
+    const ftruncate = await code(() => fh.truncate(31));
+    const fchmod = await code(() => fh.chmod(0o640));
+    const afterAttrChanges = await attempt(async () => {
+      const st = await fh.stat();
+      return { nlink: st.nlink, size: st.size, mode: modeStr(st.mode) };
+    });
+    openPhase = { unlink, readAfterUnlink, fstatNlink, statByName, writeAfterUnlink, readAfterWrite, ftruncate, fchmod, afterAttrChanges };
   } finally {
     await fh.close();
   }
@@ -1135,6 +1165,7 @@ export const STEPS: { readonly [name: string]: Step } = {
   utimes,
   xattrs,
   'unlink-open-file': unlinkOpenFile,
+  'directory-handles': directoryHandles,
   'special-files': specialFiles,
   statfs,
   'error-cases': errorCases,
@@ -1150,7 +1181,7 @@ export const STEPS: { readonly [name: string]: Step } = {
 export const DEFAULT_STEPS: readonly string[] = [
   'nested-mkdir', 'create-write-read', 'pwrite-sparse', 'append', 'truncate', 'open-errors', 'rename',
   'hardlinks', 'symlinks', 'readdir-large', 'readdir-types', 'chmod', 'chown', 'utimes', 'xattrs',
-  'unlink-open-file', 'special-files', 'statfs', 'error-cases',
+  'unlink-open-file', 'directory-handles', 'special-files', 'statfs', 'error-cases',
 ];
 /** Run as root before NONROOT_STEPS: builds root/p. */
 export const PREPARE_NONROOT_STEP = 'prepare-nonroot';

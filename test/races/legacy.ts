@@ -35,7 +35,9 @@ export type BridgeFlaw =
   /** #4836: close releases only the fd made at open, never the one the handle migrated to. */
   | 'release-first-fd-only'
   /** Eager migration at switch time only (GlusterFS before 811654ddf7): no migration on first use. */
-  | 'eager-only';
+  | 'eager-only'
+  /** The new graph answers path requests about a file whose writes an older graph still holds. */
+  | 'no-catch-up';
 
 export class LegacyBridge extends Bridge {
   private readonly openedAs = new Map<number, string>();
@@ -96,6 +98,10 @@ export class LegacyBridge extends Bridge {
       fd.ctx.delete(xl);
     }
     return base.current;
+  }
+
+  protected override catchUp(gfid: string): Promise<boolean> {
+    return this.has('no-catch-up') ? Promise.resolve(false) : super.catchUp(gfid);
   }
 
   protected override async flushOld(base: BaseFd, from: GraphFd): Promise<void> {

@@ -447,3 +447,26 @@ describe('15. a close racing the handle\'s migration', () => {
     expect(r.fdsOn2).toBeGreaterThan(0);
   });
 });
+
+describe('16. a path request after a switch away from write-behind, while the old graph still holds a write', () => {
+  const V1 = POSIX + layer('top', 'performance/write-behind', 'posix', '    option flush-after 60\n');
+
+  async function schedule(opts: StackOptions) {
+    const s = await stack(V1, opts);
+    const fh = await createFile(s.bridge, '/f', '');
+    await s.bridge.write('/f', fh, Buffer.alloc(4096, 7), 0); // acknowledged, held back in graph 1
+    await s.reload(TRACE_OVER_POSIX);
+    const size = ((await s.bridge.getattr('/f')) as Iatt).size; // what the kernel would cache
+    const other = await s.bridge.open('/f', O_RDWR);
+    const readByOther = (await s.bridge.read('/f', other, 8192, 0)).length;
+    return { size, readByOther };
+  }
+
+  test('real bridge: the file\'s handles on the old graph move first, so the new graph answers with the data', async () => {
+    expect(await schedule({})).toEqual({ size: 4096, readByOther: 4096 });
+  });
+
+  test('older design (no-catch-up): the new graph answers from storage, and the written data is invisible', async () => {
+    expect(await schedule({ flaws: ['no-catch-up'] })).toEqual({ size: 0, readByOther: 0 });
+  });
+});

@@ -247,6 +247,9 @@ describe('root workload on two plain directories', () => {
       statByName: 'ENOENT',
       writeAfterUnlink: 'ok',
       readAfterWrite: { bytesRead: 31, text: 'written before unlink and after' },
+      ftruncate: 'ok',
+      fchmod: 'ok',
+      afterAttrChanges: { nlink: 0, size: 31, mode: '0100640' },
       reopenByName: 'ENOENT',
       listingAfterClose: ['keep'],
       fuseHiddenRemainsAfterClose: false,
@@ -255,6 +258,18 @@ describe('root workload on two plain directories', () => {
       newByName: 'new content',
       listingAtEnd: ['keep', 'replaced'],
       fuseHiddenRemainsAtEnd: false,
+    });
+  });
+
+  test('a directory handle across a rename of its directory', () => {
+    expect(resultOf(first, 'directory-handles')).toEqual({
+      rename: 'ok',
+      fsync: 'ok',
+      fstat: { isDirectory: true, nlink: 2 },
+      fchmod: 'ok',
+      movedMode: '0040750',
+      listing: ['dir', 'moved'],
+      inside: ['inside'],
     });
   });
 

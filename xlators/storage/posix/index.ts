@@ -41,12 +41,16 @@ interface FileCtx {
 
 interface DirCtx {
   readonly kind: 'dir';
-  readonly path: string;
+  /** The directory itself, whatever happens to its name (renamed, removed) while open. */
+  readonly osfd: number;
   readonly atRoot: boolean;
   dir?: fs.Dir;
   /** Cookie of the last entry handed out. */
   pos: number;
 }
+
+/** A path that reaches an open directory through its fd (the kernel follows it to the inode). */
+const byFd = (osfd: number) => `/proc/self/fd/${osfd}`;
 
 const lstat = (p: string) => fs.lstatSync(p, { bigint: true });
 /** Writes up to this size go straight to the page cache: cheaper than a thread-pool hand-off. */
@@ -108,8 +112,9 @@ export class Posix extends Xlator<Options> {
     if (ctx?.kind === 'file') {
       fs.closeSync(ctx.osfd);
       this.store?.closed(fd.inode.gfid);
-    } else if (ctx?.dir) {
-      await ctx.dir.close().catch(() => undefined);
+    } else if (ctx?.kind === 'dir') {
+      await ctx.dir?.close().catch(() => undefined);
+      fs.closeSync(ctx.osfd);
     }
   }
 
@@ -299,9 +304,7 @@ export class Posix extends Xlator<Options> {
   }
 
   override async fstat(_frame: Frame, fd: Fd): Promise<Iatt> {
-    const ctx = this.ctx(fd);
-    if (ctx.kind === 'dir') return this.iatt(lstat(ctx.path), fd.inode.gfid);
-    return this.iatt(fs.fstatSync(ctx.osfd, { bigint: true }), fd.inode.gfid);
+    return this.iatt(fs.fstatSync(this.ctx(fd).osfd, { bigint: true }), fd.inode.gfid);
   }
 
   override async access(frame: Frame, loc: Loc, mask: number): Promise<void> {
@@ -503,9 +506,8 @@ export class Posix extends Xlator<Options> {
 
   override async opendir(_frame: Frame, loc: Loc, fd: Fd): Promise<void> {
     const gfid = this.gfidOf(loc);
-    const p = this.handles.dirPath(gfid);
-    if (!fs.lstatSync(p).isDirectory()) throw new FopError('ENOTDIR');
-    fd.ctx.set(this, { kind: 'dir', path: p, atRoot: gfid === ROOT_GFID, pos: 0 } satisfies DirCtx);
+    const osfd = fs.openSync(this.handles.dirPath(gfid), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | O_NOFOLLOW);
+    fd.ctx.set(this, { kind: 'dir', osfd, atRoot: gfid === ROOT_GFID, pos: 0 } satisfies DirCtx);
   }
 
   override async readdir(_frame: Frame, fd: Fd, size: number, offset: number): Promise<Dirent[]> {
@@ -518,7 +520,7 @@ export class Posix extends Xlator<Options> {
       const e = await ctx.dir!.read();
       if (!e) break;
       if (ctx.atRoot && e.name === META_NAME) continue;
-      out.push(direntOf(ctx.path, e, ++ctx.pos));
+      out.push(direntOf(byFd(ctx.osfd), e, ++ctx.pos));
       budget -= 24 + Buffer.byteLength(e.name);
     }
     return out;
@@ -527,7 +529,7 @@ export class Posix extends Xlator<Options> {
   /** Reopens the listing and skips `offset` entries: cookies are positions. */
   private async rewind(ctx: DirCtx, offset: number): Promise<void> {
     await ctx.dir?.close().catch(() => undefined);
-    ctx.dir = await fs.promises.opendir(ctx.path, { bufferSize: 128 });
+    ctx.dir = await fs.promises.opendir(byFd(ctx.osfd), { bufferSize: 128 });
     ctx.pos = 0;
     while (ctx.pos < offset) {
       const e = await ctx.dir.read();
@@ -539,12 +541,7 @@ export class Posix extends Xlator<Options> {
   override async fsyncdir(_frame: Frame, fd: Fd, _datasync: boolean): Promise<void> {
     const ctx = this.ctx(fd);
     if (ctx.kind !== 'dir') throw new FopError('ENOTDIR');
-    const osfd = fs.openSync(ctx.path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-    try {
-      await new Promise<void>((res, rej) => fs.fsync(osfd, (e) => (e ? rej(e) : res())));
-    } finally {
-      fs.closeSync(osfd);
-    }
+    await new Promise<void>((res, rej) => fs.fsync(ctx.osfd, (e) => (e ? rej(e) : res())));
   }
 
   // --- fops: extended attributes ----------------------------------------------------------
