@@ -2,74 +2,33 @@
 // objects. Needs root: trusted.* xattrs, chown, mknod.
 
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
-import { buildGraph } from '../../src/core/builder';
 import { FopError } from '../../src/core/errors';
 import type { Fd } from '../../src/core/fd';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
 import { Logger } from '../../src/core/log';
-import { Registry } from '../../src/core/registry';
 import { Caller, Dirent, Iatt } from '../../src/core/types';
-import { parseVolfile } from '../../src/core/volfile';
 import { Bridge } from '../../src/fuse/bridge';
+import { cleanupGraphs, errCode, lookup, lookupInode, startGraph, tempDir, within } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, O_WRONLY, R_OK, W_OK, X_OK, F_OK } = fs.constants;
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK } = fs.constants;
 const makedev = (major: number, minor: number) => (major << 8) | minor;
 const USER: Caller = { uid: 1000, gid: 1000, groups: [], pid: 1 };
 
-// --- helpers (each posix-*.test.ts carries its own: only test files may be added) ---------
+// --- helpers -------------------------------------------------------------------
 
-const temps: string[] = [];
-const running: Graph[] = [];
 
-function tempDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-posix-fops-'));
-  temps.push(d);
-  return d;
-}
 
-async function startGraph(dir: string, id = 1): Promise<Graph> {
-  const vol = parseVolfile(`volume p\n type storage/posix\n option directory ${dir}\nend-volume\n`, 'test.vol');
-  const graph = buildGraph(vol, { id, registry: new Registry(), log: Logger.create('error') });
-  running.push(graph);
-  expect(await graph.start(5000)).toBe('up');
-  return graph;
-}
 
-afterEach(async () => {
-  for (const g of running.splice(0)) await g.stop(5000);
-  for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+afterEach(cleanupGraphs);
 
-function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
-}
 
 /** 'OK' or the error code a fop failed with. */
-async function errCode(p: Promise<unknown>): Promise<string> {
-  try {
-    await within(p);
-    return 'OK';
-  } catch (e) {
-    return String((e as { code?: unknown }).code ?? (e as Error).message);
-  }
-}
 
-function lookup(g: Graph, parent: Inode, name: string): Promise<Iatt> {
-  return g.top.lookup(g.frame('lookup'), { path: name, parent, name });
-}
 
-async function lookupInode(g: Graph, parent: Inode, name: string): Promise<Inode> {
-  return g.itable.link(await lookup(g, parent, name), parent, name);
-}
 
 /** Creates parent/name (open, on an fd the caller must unref). */
 async function create(g: Graph, parent: Inode, name: string, mode: number, caller?: Caller, flags = O_RDWR): Promise<{ iatt: Iatt; fd: Fd; inode: Inode }> {

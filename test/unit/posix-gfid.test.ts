@@ -3,85 +3,34 @@
 // Needs root: trusted.* xattrs.
 
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
-import { buildGraph } from '../../src/core/builder';
 import type { Fd } from '../../src/core/fd';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
 import { Logger } from '../../src/core/log';
-import { Registry } from '../../src/core/registry';
-import { Iatt, ROOT_GFID } from '../../src/core/types';
-import { parseVolfile } from '../../src/core/volfile';
+import { ROOT_GFID } from '../../src/core/types';
 import { Bridge } from '../../src/fuse/bridge';
 import { sys } from '../../xlators/storage/posix/sys';
+import { cleanupGraphs, errCode, handlePath, hex, lookup, lookupInode, nameless, readAll, startGraph, stopGraph, tempDir, writeFile } from '../helpers/graphs';
 
-const { O_RDWR, O_RDONLY, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO } = fs.constants;
+const { O_RDWR, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO } = fs.constants;
 
-// --- helpers (each posix-*.test.ts carries its own: only test files may be added) ---------
+// --- helpers -------------------------------------------------------------------
 
-const temps: string[] = [];
-const running: Graph[] = [];
 
-function tempDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-posix-gfid-'));
-  temps.push(d);
-  return d;
-}
 
-async function startGraph(dir: string, id = 1): Promise<Graph> {
-  const vol = parseVolfile(`volume p\n type storage/posix\n option directory ${dir}\nend-volume\n`, 'test.vol');
-  const graph = buildGraph(vol, { id, registry: new Registry(), log: Logger.create('error') });
-  running.push(graph);
-  expect(await graph.start(5000)).toBe('up');
-  return graph;
-}
 
-async function stopGraph(g: Graph): Promise<void> {
-  const i = running.indexOf(g);
-  if (i >= 0) running.splice(i, 1);
-  await g.stop(5000);
-}
 
-afterEach(async () => {
-  for (const g of running.splice(0)) await g.stop(5000);
-  for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+afterEach(cleanupGraphs);
 
-function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
-}
 
 /** 'OK' or the error code a fop failed with. */
-async function errCode(p: Promise<unknown>): Promise<string> {
-  try {
-    await within(p);
-    return 'OK';
-  } catch (e) {
-    return String((e as { code?: unknown }).code ?? (e as Error).message);
-  }
-}
 
-const hex = (gfid: string) => gfid.replace(/-/g, '');
-const handlePath = (dir: string, gfid: string) => path.join(dir, '.xlstack', 'handles', gfid.slice(0, 2), gfid);
 const storedGfid = (p: string) => sys.getxattr(p, 'trusted.gfid');
 
-function lookup(g: Graph, parent: Inode, name: string): Promise<Iatt> {
-  return g.top.lookup(g.frame('lookup'), { path: name, parent, name });
-}
 
-async function lookupInode(g: Graph, parent: Inode, name: string): Promise<Inode> {
-  return g.itable.link(await lookup(g, parent, name), parent, name);
-}
 
-function nameless(g: Graph, gfid: string): Promise<Iatt> {
-  return g.top.lookup(g.frame('lookup'), { path: `<gfid:${gfid}>`, gfid });
-}
 
 /** Walks a path by lookups, returning the inode. */
 async function walk(g: Graph, p: string): Promise<Inode> {
@@ -90,23 +39,7 @@ async function walk(g: Graph, p: string): Promise<Inode> {
   return cur;
 }
 
-async function readAll(b: Bridge, p: string): Promise<string> {
-  const fh = await b.open(p, O_RDONLY);
-  try {
-    return (await b.read(p, fh, 4096, 0)).toString();
-  } finally {
-    await b.release(p, fh);
-  }
-}
 
-async function writeFile(b: Bridge, p: string, data: string): Promise<void> {
-  const fh = await b.create(p, 0o644, O_RDWR);
-  try {
-    expect(await b.write(p, fh, Buffer.from(data), 0)).toBe(Buffer.byteLength(data));
-  } finally {
-    await b.release(p, fh);
-  }
-}
 
 // --- tests ---------------------------------------------------------------------------
 

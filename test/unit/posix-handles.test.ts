@@ -3,75 +3,33 @@
 // graphs serving one backing directory at once. Needs root: trusted.* xattrs.
 
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
-import { buildGraph } from '../../src/core/builder';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
 import { Logger } from '../../src/core/log';
-import { Registry } from '../../src/core/registry';
-import { Dirent, Iatt, ROOT_GFID } from '../../src/core/types';
-import { parseVolfile } from '../../src/core/volfile';
+import { Dirent, ROOT_GFID } from '../../src/core/types';
 import { Bridge } from '../../src/fuse/bridge';
 import { sys } from '../../xlators/storage/posix/sys';
+import { cleanupGraphs, errCode, handlePath, lookup, nameless, readAll, startGraph, stopGraph, tempDir, writeFile } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, S_IFMT, S_IFDIR, S_IFREG, S_IFIFO } = fs.constants;
 
-// --- helpers (each posix-*.test.ts carries its own: only test files may be added) ---------
+// --- helpers -------------------------------------------------------------------
 
-const temps: string[] = [];
-const running: Graph[] = [];
 
-function tempDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-posix-handles-'));
-  temps.push(d);
-  return d;
-}
 
-async function startGraph(dir: string, id = 1): Promise<Graph> {
-  const vol = parseVolfile(`volume p\n type storage/posix\n option directory ${dir}\nend-volume\n`, 'test.vol');
-  const graph = buildGraph(vol, { id, registry: new Registry(), log: Logger.create('error') });
-  running.push(graph);
-  expect(await graph.start(5000)).toBe('up');
-  return graph;
-}
 
-afterEach(async () => {
-  for (const g of running.splice(0)) await g.stop(5000);
-  for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+afterEach(cleanupGraphs);
 
-function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
-}
 
 /** 'OK' or the error code a fop failed with. */
-async function errCode(p: Promise<unknown>): Promise<string> {
-  try {
-    await within(p);
-    return 'OK';
-  } catch (e) {
-    return String((e as { code?: unknown }).code ?? (e as Error).message);
-  }
-}
 
-const handlePath = (dir: string, gfid: string) => path.join(dir, '.xlstack', 'handles', gfid.slice(0, 2), gfid);
 const hasHandle = (dir: string, gfid: string) => fs.lstatSync(handlePath(dir, gfid), { throwIfNoEntry: false }) !== undefined;
 const dirHandleTarget = (parent: string, name: string) => `../${parent.slice(0, 2)}/${parent}/${name}`;
 const tmpListing = (dir: string) => fs.readdirSync(path.join(dir, '.xlstack', 'tmp'));
 
-function lookup(g: Graph, parent: Inode, name: string): Promise<Iatt> {
-  return g.top.lookup(g.frame('lookup'), { path: name, parent, name });
-}
 
-function nameless(g: Graph, gfid: string): Promise<Iatt> {
-  return g.top.lookup(g.frame('lookup'), { path: `<gfid:${gfid}>`, gfid });
-}
 
 async function readdirAll(g: Graph, inode: Inode): Promise<Dirent[]> {
   const fd = g.newFd(inode, O_RDONLY, true);
@@ -90,23 +48,7 @@ async function readdirAll(g: Graph, inode: Inode): Promise<Dirent[]> {
   }
 }
 
-async function writeFile(b: Bridge, p: string, data: string): Promise<void> {
-  const fh = await b.create(p, 0o644, O_RDWR);
-  try {
-    await b.write(p, fh, Buffer.from(data), 0);
-  } finally {
-    await b.release(p, fh);
-  }
-}
 
-async function readAll(b: Bridge, p: string): Promise<string> {
-  const fh = await b.open(p, O_RDONLY);
-  try {
-    return (await b.read(p, fh, 4096, 0)).toString();
-  } finally {
-    await b.release(p, fh);
-  }
-}
 
 function newBridge(g: Graph): Bridge {
   return new Bridge(g, Logger.create('error'));
@@ -397,8 +339,7 @@ describe('handles live exactly as long as their object', () => {
     expect((await lookup(g, c, 'f')).gfid).toBe(gf);
     expect(await readAll(b, '/other/b2/c/f')).toBe('deep');
     // and the same after a restart (handles on disk, nothing cached)
-    await g.stop(5000);
-    running.splice(running.indexOf(g), 1);
+    await stopGraph(g);
     const g2 = await startGraph(dir, 2);
     expect((await nameless(g2, gc)).ino).toBe(fs.statSync(path.join(dir, 'other/b2/c')).ino);
     expect((await nameless(g2, ga)).ino).toBe(fs.statSync(path.join(dir, 'z')).ino);
@@ -561,8 +502,7 @@ describe('two graphs serving one backing directory at once', () => {
     const gfid = (await b2.getattr('/f')).gfid;
     const fh = await b1.open('/f', O_RDONLY);
     await b2.unlink('/f');
-    await g2.stop(5000);
-    running.splice(running.indexOf(g2), 1);
+    await stopGraph(g2);
     expect((await b1.read('/f', fh, 100, 0)).toString()).toBe('data');
     expect(hasHandle(dir, gfid)).toBe(true);
     await b1.release('/f', fh);

@@ -3,7 +3,6 @@
 // never opened. Needs root: trusted.* xattrs, chown, mknod.
 
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
 import { buildGraph } from '../../src/core/builder';
@@ -11,70 +10,28 @@ import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
 import { Logger } from '../../src/core/log';
 import { Registry } from '../../src/core/registry';
-import { Iatt, ROOT_GFID } from '../../src/core/types';
+import { ROOT_GFID } from '../../src/core/types';
 import { parseVolfile } from '../../src/core/volfile';
 import { Bridge } from '../../src/fuse/bridge';
 import { sys } from '../../xlators/storage/posix/sys';
+import { cleanupGraphs, errCode, handlePath, hex, lookup, lookupInode, nameless, startGraph, tempDir, within } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, O_NONBLOCK, S_IFMT, S_IFDIR, S_IFLNK, S_IFIFO, S_IFCHR, S_IFREG } = fs.constants;
 const makedev = (major: number, minor: number) => (major << 8) | minor;
 
-// --- helpers (each posix-*.test.ts carries its own: only test files may be added) ---------
+// --- helpers -------------------------------------------------------------------
 
-const temps: string[] = [];
-const running: Graph[] = [];
 
-function tempDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-posix-safety-'));
-  temps.push(d);
-  return d;
-}
 
-async function startGraph(dir: string, id = 1): Promise<Graph> {
-  const vol = parseVolfile(`volume p\n type storage/posix\n option directory ${dir}\nend-volume\n`, 'test.vol');
-  const graph = buildGraph(vol, { id, registry: new Registry(), log: Logger.create('error') });
-  running.push(graph);
-  expect(await graph.start(5000)).toBe('up');
-  return graph;
-}
 
-afterEach(async () => {
-  for (const g of running.splice(0)) await g.stop(5000);
-  for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+afterEach(cleanupGraphs);
 
-function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
-}
 
 /** 'OK' or the error code a fop failed with. */
-async function errCode(p: Promise<unknown>): Promise<string> {
-  try {
-    await within(p);
-    return 'OK';
-  } catch (e) {
-    return String((e as { code?: unknown }).code ?? (e as Error).message);
-  }
-}
 
-const hex = (gfid: string) => gfid.replace(/-/g, '');
-const handlePath = (dir: string, gfid: string) => path.join(dir, '.xlstack', 'handles', gfid.slice(0, 2), gfid);
 
-function lookup(g: Graph, parent: Inode, name: string): Promise<Iatt> {
-  return g.top.lookup(g.frame('lookup'), { path: name, parent, name });
-}
 
-async function lookupInode(g: Graph, parent: Inode, name: string): Promise<Inode> {
-  return g.itable.link(await lookup(g, parent, name), parent, name);
-}
 
-function nameless(g: Graph, gfid: string): Promise<Iatt> {
-  return g.top.lookup(g.frame('lookup'), { path: `<gfid:${gfid}>`, gfid });
-}
 
 /** Every entry-creating fop on (parent, name), each with a fresh GFID: their error codes. */
 async function createAll(g: Graph, parent: Inode, name: string): Promise<Record<string, string>> {
@@ -460,7 +417,6 @@ describe('the backing directory must be a volume root', () => {
 
     const vol = parseVolfile(`volume inner\n type storage/posix\n option directory ${sub}\nend-volume\n`, 'inner.vol');
     const g2 = buildGraph(vol, { id: 2, registry: new Registry(), log: Logger.create('error') });
-    running.push(g2);
     await expect(within(g2.start(5000))).rejects.toThrow(/not the root of a volume.*GFID/);
     // nothing was changed in the subdirectory
     expect(sys.getxattr(sub, 'trusted.gfid')).toEqual(Buffer.from(hex(subGfid), 'hex'));

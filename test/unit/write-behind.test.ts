@@ -14,6 +14,7 @@ import { parseVolfile } from '../../src/core/volfile';
 import type { Xlator } from '../../src/core/xlator';
 import { Bridge } from '../../src/fuse/bridge';
 import { WriteBehind } from '../../xlators/performance/write-behind';
+import { errCode, within } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, O_WRONLY, O_SYNC, O_TRUNC } = fs.constants;
 
@@ -85,13 +86,6 @@ afterEach(async () => {
   for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
-function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
-}
 
 /** Waits (bounded) until `cond` holds. */
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -103,14 +97,6 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
 }
 
 /** 'OK' or the error code a call failed with. */
-async function errCode(p: Promise<unknown>): Promise<string> {
-  try {
-    await within(p);
-    return 'OK';
-  } catch (e) {
-    return String((e as { code?: unknown }).code ?? (e as Error).message);
-  }
-}
 
 const B = (s: string) => Buffer.from(s, 'latin1');
 
