@@ -11,7 +11,6 @@ export class Fd {
   readonly id = nextFdId++;
   readonly ctx = new Map<object, unknown>();
   private refs = 1;
-  private released?: Promise<void>;
 
   constructor(
     readonly inode: Inode,
@@ -38,7 +37,6 @@ export class Fd {
   unref(): Promise<void> {
     if (this.refs <= 0) throw new Error(`fd ${this.id}: unref below zero`);
     if (--this.refs > 0) return Promise.resolve();
-    this.released = this.onRelease(this).finally(() => this.inode.unref());
-    return this.released;
+    return this.onRelease(this).finally(() => this.inode.unref());
   }
 }

@@ -97,9 +97,7 @@ class BusyPoll {
 }
 
 const O_RDWR = 2;
-const ENOSYS = 38;
 const ERANGE = 34;
-const ENODATA = 61;
 /** libfuse2's largest write; big_writes + max_write let writes arrive in pieces this big. */
 const MAX_WRITE = 128 * 1024;
 /**
@@ -326,7 +324,7 @@ class XlFuse extends Fuse {
         value.copy(valueBuf);
         signal(value.length, valueBuf.buffer);
       },
-      (e) => signal(errnoOf(e) || -ENODATA, valueBuf.buffer),
+      (e) => signal(errnoOf(e), valueBuf.buffer),
     );
   }
 
@@ -340,7 +338,7 @@ class XlFuse extends Fuse {
         packed.copy(listBuf);
         signal(packed.length, listBuf.buffer);
       },
-      (e) => signal(errnoOf(e) || -ENOSYS, listBuf.buffer),
+      (e) => signal(errnoOf(e), listBuf.buffer),
     );
   }
 }

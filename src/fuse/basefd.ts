@@ -21,7 +21,7 @@ export class BaseFd {
   /** A reopen after a switch failed: the handle answers EBADF until released. */
   failed = false;
   /** The graph on which its file could not be found: no use asking it again. */
-  stuckOn?: object;
+  stuckOn?: Graph;
 
   constructor(
     readonly id: number,
