@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# npm run bench: xlstack's default stack against a plain directory, bindfs and
+# npm run bench: xlstack's default stack and its client/server stack over loopback
+# (volfiles/brick.vol + volfiles/client.vol) against a plain directory, bindfs and
 # bindfs -o big_writes, all on the same run (../shared/bench/compare.sh), then ratios;
 # then a held fd doing I/O while the graph switches K times (graph-switch-stall.sh).
 # Env: BENCH_SCRIPTS (default ../shared/bench next to this repository), plus compare.sh's
@@ -15,16 +16,18 @@ done
 
 W=$(mktemp -d /tmp/xlstack-bench.XXXXXX)
 chmod 755 "$W"
-mkdir -p "$W"/{plain,bindfs-src,bindfs,bindfs-bw-src,bindfs-bw,xl-back,xl}
-XL_PID=
+mkdir -p "$W"/{plain,bindfs-src,bindfs,bindfs-bw-src,bindfs-bw,xl-back,xl,brick-back,xlnet}
+XL_PID= BRICK_PID= NET_PID=
 
 cleanup() {
   set +e
-  [ -n "$XL_PID" ] && node "$ROOT/dist/src/cli/main.js" unmount "$W/xl" >/dev/null 2>&1
-  for m in "$W/xl" "$W/bindfs" "$W/bindfs-bw"; do
+  for m in "$W/xl" "$W/xlnet"; do
+    mountpoint -q "$m" && node "$ROOT/dist/src/cli/main.js" unmount "$m" >/dev/null 2>&1
+  done
+  for m in "$W/xl" "$W/xlnet" "$W/bindfs" "$W/bindfs-bw"; do
     mountpoint -q "$m" && fusermount -uz "$m"
   done
-  [ -n "$XL_PID" ] && kill "$XL_PID" 2>/dev/null
+  for pid in $XL_PID $NET_PID $BRICK_PID; do kill "$pid" 2>/dev/null; done
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -39,10 +42,23 @@ XL_PID=$!
 for _ in $(seq 100); do mountpoint -q "$W/xl" && break; sleep 0.1; done
 mountpoint -q "$W/xl" || { echo "bench: xlstack did not mount:" >&2; cat "$W/xlstack.log" >&2; exit 1; }
 
+# The shipped brick and client volfiles, on a scratch directory and a port of their own.
+PORT=${BENCH_BRICK_PORT:-24119}
+sed -e "s|option directory .*|option directory $W/brick-back|" -e "s|listen-port .*|listen-port $PORT|" "$ROOT/volfiles/brick.vol" >"$W/brick.vol"
+sed -e "s|remote-port .*|remote-port $PORT|" "$ROOT/volfiles/client.vol" >"$W/client.vol"
+node "$ROOT/dist/src/cli/main.js" brick "$W/brick.vol" 2>"$W/brick.log" &
+BRICK_PID=$!
+for _ in $(seq 100); do grep -q ' up (pid' "$W/brick.log" && break; sleep 0.1; done
+node "$ROOT/dist/src/cli/main.js" mount "$W/client.vol" "$W/xlnet" 2>"$W/xlnet.log" &
+NET_PID=$!
+for _ in $(seq 100); do mountpoint -q "$W/xlnet" && break; sleep 0.1; done
+mountpoint -q "$W/xlnet" || { echo "bench: the client/server stack did not mount:" >&2; cat "$W/brick.log" "$W/xlnet.log" >&2; exit 1; }
+
 OUTDIR=${OUTDIR:-$W/out}
 export OUTDIR
-"$BENCH/compare.sh" plain="$W/plain" bindfs="$W/bindfs" bindfs_bw="$W/bindfs-bw" xlstack="$W/xl"
+"$BENCH/compare.sh" plain="$W/plain" bindfs="$W/bindfs" bindfs_bw="$W/bindfs-bw" xlstack="$W/xl" xlstack_net="$W/xlnet"
 python3 "$ROOT/bench/ratios.py" "$OUTDIR" xlstack bindfs bindfs_bw plain
+python3 "$ROOT/bench/ratios.py" "$OUTDIR" xlstack_net bindfs bindfs_bw xlstack
 
 # Graph switches under a held fd: the volfile alternates between two topologies (a
 # delay-gen layer that delays nothing is added on top and removed) and `xlstack reload`
@@ -54,5 +70,5 @@ echo "graph switches under a held fd (K=${K:-20}):"
 K=${K:-20} RSS_PID=$XL_PID GS_LOG="$W/xlstack.log" "$BENCH/graph-switch-stall.sh" "$W/xl" \
   "cp $W/topo-\$((GS_ITER % 2)).vol $W/bench.vol && node $ROOT/dist/src/cli/main.js reload $W/xl"
 echo
-echo "xlstack log (warnings and errors):"
-grep -E ' (WARN|ERROR) ' "$W/xlstack.log" || echo "(none)"
+echo "xlstack logs (warnings and errors):"
+grep -E ' (WARN|ERROR) ' "$W/xlstack.log" "$W/xlnet.log" "$W/brick.log" || echo "(none)"

@@ -1,5 +1,6 @@
 import * as path from 'path';
-import { checkVolfile } from '../core/builder';
+import * as fs from 'fs';
+import { buildGraph, checkVolfile } from '../core/builder';
 import { LOG_LEVELS, LogLevel, Logger } from '../core/log';
 import { Registry } from '../core/registry';
 import { readVolfile } from '../core/volfile';
@@ -100,6 +101,35 @@ export async function statedump(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { positionals: ['mountpoint'] });
   const dump = await callControl(controlSocket(args.positionals[0]), { cmd: 'statedump' }, CONTROL_TIMEOUT_MS);
   process.stdout.write(JSON.stringify(dump, null, 2) + '\n');
+  return 0;
+}
+
+/**
+ * Serves a volfile's graph with no mount: a brick, whose protocol/server translator
+ * listens for clients. SIGTERM/SIGINT take the graph down gracefully.
+ */
+export async function brick(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { flags: ['passthrough-unknown'], options: ['pidfile', 'log-level'], positionals: ['volfile'] });
+  const volfilePath = path.resolve(args.positionals[0]);
+  const log = logger(args);
+  const graph = buildGraph(readVolfile(volfilePath), { id: 1, registry: new Registry(), log, passthroughUnknown: args.flags.has('passthrough-unknown') });
+  const status = await graph.start(START_TIMEOUT_MS);
+  if (status !== 'up') {
+    await graph.stop(STOP_TIMEOUT_MS);
+    throw new Error(`brick ${volfilePath} did not come up (${status === 'down' ? 'its storage is down' : 'no answer'})`);
+  }
+  const pidfile = args.options.get('pidfile');
+  if (pidfile) fs.writeFileSync(pidfile, `${process.pid}\n`);
+  log.info(`brick ${volfilePath} up (pid ${process.pid})`);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info(`${sig}: taking the brick down`);
+      void graph.stop(STOP_TIMEOUT_MS).finally(resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  if (pidfile) fs.rmSync(pidfile, { force: true });
   return 0;
 }
 

@@ -6,6 +6,7 @@ import type { FuseMount } from '../fuse/adapter';
 import type { Bridge } from '../fuse/bridge';
 import type { GraphSwitcher, ReloadResult } from '../fuse/switcher';
 import { ControlRequest, serveControl } from './control';
+import { mountAt } from './preflight';
 import { controlSocket, ensureRuntimeDir } from './runtime';
 
 export interface DaemonOptions {
@@ -16,6 +17,9 @@ export interface DaemonOptions {
   readonly mount: FuseMount;
   readonly log: Logger;
 }
+
+/** How often the daemon checks that its mount is still there (umount from outside ends it). */
+const MOUNT_CHECK_MS = 2000;
 
 /**
  * The process serving one mount: its pidfile, its control socket, its signals, and an
@@ -39,6 +43,19 @@ export class MountDaemon {
     process.on('SIGINT', () => this.onSignal('SIGINT'));
     process.on('SIGHUP', () => void this.reload().catch(() => undefined));
     process.on('SIGUSR1', () => this.dumpToFile());
+    const check = setInterval(() => this.mounted() || this.unmountedFromOutside(check), MOUNT_CHECK_MS);
+  }
+
+  private mounted(): boolean {
+    return mountAt(this.opts.mountpoint)?.fstype === 'fuse.xlstack';
+  }
+
+  /** Someone ran umount (or fusermount -u) on the mount: nothing more will come; stop serving. */
+  private unmountedFromOutside(check: NodeJS.Timeout): void {
+    clearInterval(check);
+    if (this.shuttingDown) return;
+    this.opts.log.warn(`${this.opts.mountpoint} was unmounted from outside; shutting down`);
+    this.shuttingDown = this.teardown();
   }
 
   private async command(req: ControlRequest): Promise<unknown> {
@@ -86,7 +103,10 @@ export class MountDaemon {
   shutdown(lazy: boolean): Promise<void> {
     if (this.shuttingDown) return this.shuttingDown;
     const { mount, log } = this.opts;
-    const unmounted = mount.unmount(lazy);
+    // Already unmounted from outside: fusermount fails, and there is nothing left to refuse.
+    const unmounted = mount.unmount(lazy).catch((e) => {
+      if (this.mounted()) throw e;
+    });
     this.shuttingDown = unmounted.then(() => {
       log.info(`unmounted ${this.opts.mountpoint}${lazy ? ' (lazily)' : ''}`);
       void this.teardown();

@@ -19,6 +19,8 @@ const USAGE = `usage:
       unmount cleanly (refused while busy, unless --lazy)
   xlstack statedump MOUNTPOINT
       print the mount's state (graphs, inodes, fds, handles) as JSON
+  xlstack brick VOLFILE [--pidfile FILE] [--log-level LEVEL]
+      serve a brick: the volfile's protocol/server listens for protocol/client peers
   xlstack check VOLFILE [--passthrough-unknown]
       check a volfile without mounting it
 `;
@@ -29,6 +31,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   reload: commands.reload,
   statedump: commands.statedump,
   check: commands.check,
+  brick: commands.brick,
 };
 
 async function main(argv: string[]): Promise<number> {

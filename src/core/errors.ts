@@ -17,6 +17,8 @@ export function isErrnoCode(code: string): code is ErrnoCode {
 export class FopError extends Error {
   readonly code: ErrnoCode;
   readonly errno: number;
+  /** The message without its code (what travels to a peer, which adds the code back). */
+  readonly detail?: string;
 
   constructor(code: ErrnoCode, message?: string) {
     // An errno is an answer, not a bug: a stack trace would cost more than most fops.
@@ -27,6 +29,7 @@ export class FopError extends Error {
     this.name = 'FopError';
     this.code = code;
     this.errno = constants.errno[code];
+    this.detail = message;
   }
 
   static fromErrno(errno: number, message?: string): FopError {

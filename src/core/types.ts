@@ -4,6 +4,11 @@ import { constants } from 'fs';
 export type Gfid = string;
 
 export const ROOT_GFID: Gfid = '00000000-0000-0000-0000-000000000001';
+
+const GFID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** A GFID in canonical form (lowercase hex, dashes): nothing else is taken for one. */
+export const isGfid = (s: unknown): s is Gfid => typeof s === 'string' && GFID_RE.test(s);
 export const NULL_GFID: Gfid = '00000000-0000-0000-0000-000000000000';
 
 export interface Timespec {

@@ -3,17 +3,22 @@ import { XlEvent } from './events';
 import type { Fd } from './fd';
 import { FOP_NAMES, FopArgs, FopName, FopResult, Fops } from './fops';
 import type { Frame } from './frame';
-import type { Inode } from './inode';
+import type { Inode, InodeTable } from './inode';
 import type { Logger } from './log';
+import type { Caller } from './types';
 
 /** What a translator may ask of the graph it belongs to. */
 export interface XlatorHost {
   readonly id: number;
   readonly log: Logger;
+  /** The graph's inodes (a server finds the inodes of the GFIDs its clients send here). */
+  readonly itable: InodeTable;
   /** An event reached a translator without parents: the graph handles it. */
   topEvent(event: XlEvent, from: Xlator): void;
-  /** A frame for a translator's own background work, counted on this graph. */
-  frame(op: string): Frame;
+  /** A frame counted on this graph: for background work, or for a request from a remote caller. */
+  frame(op: string, caller?: Caller): Frame;
+  /** A new fd on an inode of this graph (a server opening files for its clients). */
+  newFd(inode: Inode, flags: number, isDir: boolean): Fd;
 }
 
 export interface XlatorInit<V> {

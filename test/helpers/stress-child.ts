@@ -26,6 +26,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as fsp from 'fs/promises';
 import * as path from 'path';
+import { Rng } from './rng';
 
 const C = fs.constants;
 
@@ -34,46 +35,6 @@ export const SHARED_NAMES = Array.from({ length: 12 }, (_, i) => `f${i}`);
 export const PRIVATE_NAMES = ['q0', 'q1', 'q2', 'q3'] as const;
 export const sharedRoot = (root: string) => path.join(root, 'shared');
 export const privateDir = (root: string, index: number) => path.join(root, 'private', `c${index}`);
-
-// ---------------------------------------------------------------------------------------
-// PRNG
-
-/** mulberry32: a tiny seedable PRNG, good enough to pick operations. */
-export class Rng {
-  private state: number;
-
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-
-  /** Uniform integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-
-  weighted<K extends string>(weights: Readonly<Record<K, number>>): K {
-    const entries = Object.entries(weights) as [K, number][];
-    let x = this.next() * entries.reduce((s, [, w]) => s + w, 0);
-    for (const [k, w] of entries) if ((x -= w) < 0) return k;
-    return entries[entries.length - 1][0];
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 // Arguments and report

@@ -1,6 +1,6 @@
 // The xlstack command as a user runs it: clear errors that leave nothing mounted, clean
 // unmounts on signals and on `xlstack unmount`, statedumps, and recovery from a killed daemon.
-import { ChildProcess, spawn } from 'child_process';
+import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -192,6 +192,21 @@ describe('shutting down', () => {
     const r = await xlstack(['unmount', tempDir()]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('is not mounted');
+  });
+
+  test('a mount unmounted from outside (fusermount -u) ends its daemon; a later SIGTERM is no obstacle', async () => {
+    const pidfile = path.join(tempDir(), 'pid');
+    const m = await startMount({ args: ['--pidfile', pidfile] });
+    const r = spawnSync('fusermount', ['-u', m.mountpoint], { timeout: 10_000 });
+    expect(r.status).toBe(0);
+    await exitsCleanly(m, pidfile);
+    expect(m.log()).toContain('unmounted from outside');
+
+    // Unmounted from outside and signalled before the daemon noticed: it still exits.
+    const m2 = await startMount({ args: ['--pidfile', pidfile] });
+    expect(spawnSync('fusermount', ['-u', m2.mountpoint], { timeout: 10_000 }).status).toBe(0);
+    process.kill(m2.pid, 'SIGTERM');
+    await exitsCleanly(m2, pidfile);
   });
 
   test('a daemon killed with SIGKILL leaves no mount behind', async () => {

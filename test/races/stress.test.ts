@@ -12,7 +12,8 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { PRIVATE_NAMES, Rng, SHARED_DIRS, StressArgs, StressReport, privateDir, sharedRoot } from '../helpers/stress-child';
+import { PRIVATE_NAMES, SHARED_DIRS, StressArgs, StressReport, privateDir, sharedRoot } from '../helpers/stress-child';
+import { Rng } from '../helpers/rng';
 import { POSIX_VOLFILE, TestMount, startMount, unmountAll, waitFor, within, xlstack } from '../helpers/mount';
 
 const CHILD = path.join(__dirname, '../helpers/stress-child.js');

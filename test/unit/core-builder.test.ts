@@ -240,7 +240,7 @@ describe('buildGraph', () => {
       '  option bogus 1', //                    12
       'end-volume', //                          13
       'volume x', //                            14
-      '  type protocol/client', //              15
+      '  type storage/bd', //                   15
       '  subvolumes tr', //                     16
       'end-volume', //                          17
       'volume brick', //                        18
@@ -256,7 +256,7 @@ describe('buildGraph', () => {
     expectProblem(err.problems[1], 10, "'include-ops'", 'zap');
     expectProblem(err.problems[2], 11, 'takes 1 subvolume(s), got 2');
     expectProblem(err.problems[3], 12, "unknown option 'bogus'");
-    expectProblem(err.problems[4], 15, "'protocol/client'");
+    expectProblem(err.problems[4], 15, "'storage/bd'");
     expectProblem(err.problems[5], 20, "'directory'", 'empty path');
     const lines = err.message.split('\n');
     expect(lines).toHaveLength(6);

@@ -31,7 +31,7 @@ describe('Registry.find', () => {
     expect(fs.existsSync(path.join(XLATOR_DIR, 'debug', 'trace.js'))).toBe(true);
   });
 
-  it.each(['features/locks', 'protocol/client', 'debug/io-stats', 'mgmt/glusterd', 'storage/bd', 'nonexistent/thing'])(
+  it.each(['features/bit-rot', 'mount/fuse', 'debug/io-stats', 'mgmt/glusterd', 'storage/bd', 'nonexistent/thing'])(
     'returns undefined for the unknown type %s',
     (type) => {
       expect(registry.find(type)).toBeUndefined();

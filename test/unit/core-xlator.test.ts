@@ -5,6 +5,8 @@ import { Frame, FrameOwner } from '../../src/core/frame';
 import { Logger } from '../../src/core/log';
 import { ROOT_CALLER } from '../../src/core/types';
 import { Xlator, XlatorHost } from '../../src/core/xlator';
+import { Inode, InodeTable } from '../../src/core/inode';
+import { Fd } from '../../src/core/fd';
 
 // --- a fake graph ------------------------------------------------------------------
 
@@ -14,12 +16,16 @@ class FakeHost implements XlatorHost, FrameOwner {
   readonly log = Logger.create('error', (l) => this.logs.push(l));
   readonly events: Array<[XlEvent, string]> = [];
   readonly inFlight = new Set<Frame>();
+  readonly itable = new InodeTable({ lruLimit: 16, entryTimeoutMs: 1000 });
 
   topEvent(event: XlEvent, from: Xlator): void {
     this.events.push([event, from.name]);
   }
   frame(op: string): Frame {
     return new Frame(this, op, ROOT_CALLER);
+  }
+  newFd(inode: Inode, flags: number, isDir: boolean): Fd {
+    return new Fd(inode, flags, isDir, async () => undefined);
   }
   frameStarted(frame: Frame): void {
     this.inFlight.add(frame);

@@ -26,6 +26,10 @@ afterEach(cleanupGraphs);
 /** 'OK' or the error code a fop failed with. */
 
 const hasHandle = (dir: string, gfid: string) => fs.lstatSync(handlePath(dir, gfid), { throwIfNoEntry: false }) !== undefined;
+/** Whether a file that lost its last name while open is parked among the unlinked. */
+const isUnlinked = (dir: string, gfid: string) => fs.lstatSync(path.join(dir, '.xlstack', 'unlinked', gfid), { throwIfNoEntry: false }) !== undefined;
+/** Where a file's data lives: under its handle, among the unlinked, or nowhere any more. */
+const whereIs = (dir: string, gfid: string) => (hasHandle(dir, gfid) ? 'handle' : isUnlinked(dir, gfid) ? 'unlinked' : 'gone');
 const dirHandleTarget = (parent: string, name: string) => `../${parent.slice(0, 2)}/${parent}/${name}`;
 const tmpListing = (dir: string) => fs.readdirSync(path.join(dir, '.xlstack', 'tmp'));
 
@@ -239,7 +243,7 @@ describe('handles live exactly as long as their object', () => {
     expect([hasHandle(dir, sg), hasHandle(dir, pg)]).toEqual([false, false]);
   });
 
-  test('a file unlinked while open keeps its handle (readable by fd and by GFID) until its last release', async () => {
+  test('a file unlinked while open is parked among the unlinked (readable by fd and by GFID) until its last release', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
     const b = newBridge(g);
@@ -249,19 +253,43 @@ describe('handles live exactly as long as their object', () => {
     const fh2 = await b.open('/f', O_RDWR);
     await b.unlink('/f');
     expect(await errCode(b.getattr('/f'))).toBe('ENOENT');
-    expect(hasHandle(dir, gfid)).toBe(true);
+    expect(whereIs(dir, gfid)).toBe('unlinked');
     expect((await b.read('/f', fh1, 100, 0)).toString()).toBe('still here');
     expect(await b.write('/f', fh2, Buffer.from('STILL'), 0)).toBe(5);
     expect((await nameless(g, gfid)).size).toBe(10);
     await b.release('/f', fh1);
-    expect(hasHandle(dir, gfid)).toBe(true);
+    expect(whereIs(dir, gfid)).toBe('unlinked');
     expect((await b.read('/f', fh2, 100, 0)).toString()).toBe('STILL here');
     await b.release('/f', fh2);
-    expect(hasHandle(dir, gfid)).toBe(false);
+    expect(whereIs(dir, gfid)).toBe('gone');
     expect(await errCode(nameless(g, gfid))).toBe('ESTALE');
   });
 
-  test('renaming a file over another removes the replaced file\'s handle (unless it has another name or is open)', async () => {
+  test('starting on a backing directory reclaims files an earlier run left among the unlinked', async () => {
+    const dir = tempDir();
+    await stopGraph(await startGraph(dir));
+    const leftover = path.join(dir, '.xlstack', 'unlinked', '01234567-89ab-4def-8123-456789abcdef');
+    fs.writeFileSync(leftover, 'crashed while open');
+    const g = await startGraph(dir);
+    expect(fs.existsSync(leftover)).toBe(false);
+    expect(fs.readdirSync(path.join(dir, '.xlstack', 'unlinked'))).toEqual([]);
+    await stopGraph(g);
+  });
+
+  test('a file whose names are all gone cannot be linked back by GFID (ENOENT, as link(2) says)', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const b = newBridge(g);
+    await writeFile(b, '/f', 'x');
+    const gfid = (await b.getattr('/f')).gfid;
+    const fh = await b.open('/f', O_RDONLY);
+    await b.unlink('/f');
+    const from = { path: `<gfid:${gfid}>`, gfid };
+    expect(await errCode(g.top.link(g.frame('link'), from, { path: '/back', parent: g.itable.root, name: 'back' }))).toBe('ENOENT');
+    await b.release('/f', fh);
+  });
+
+  test('renaming a file over another removes the replaced file\'s handle (unless it has another name; parks it while open)', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
     const b = newBridge(g);
@@ -284,11 +312,11 @@ describe('handles live exactly as long as their object', () => {
     expect(await readAll(b, '/c2')).toBe('C');
 
     const fh = await b.open('/e', O_RDONLY);
-    await b.rename('/d', '/e'); // e is open: its handle stays until release
-    expect(hasHandle(dir, ge)).toBe(true);
+    await b.rename('/d', '/e'); // e is open: it is parked among the unlinked until release
+    expect(whereIs(dir, ge)).toBe('unlinked');
     expect((await b.read('/e', fh, 10, 0)).toString()).toBe('E');
     await b.release('/e', fh);
-    expect(hasHandle(dir, ge)).toBe(false);
+    expect(whereIs(dir, ge)).toBe('gone');
     expect(hasHandle(dir, gd)).toBe(true);
   });
 
@@ -470,7 +498,7 @@ describe('creation is atomic and never replaces an existing name', () => {
 // --- two graphs on one backing directory ------------------------------------------------------
 
 describe('two graphs serving one backing directory at once', () => {
-  test('a file open on graph 1 and unlinked on graph 2 stays readable; its handle goes with graph 1\'s release', async () => {
+  test('a file open on graph 1 and unlinked on graph 2 stays readable; it is gone with graph 1\'s release', async () => {
     const dir = tempDir();
     const g1 = await startGraph(dir, 1);
     const g2 = await startGraph(dir, 2);
@@ -483,12 +511,12 @@ describe('two graphs serving one backing directory at once', () => {
     const fh = await b1.open('/f', O_RDONLY);
     await b2.unlink('/f');
     expect(await errCode(b2.getattr('/f'))).toBe('ENOENT');
-    expect(hasHandle(dir, gfid)).toBe(true);
+    expect(whereIs(dir, gfid)).toBe('unlinked');
     expect((await b1.read('/f', fh, 100, 0)).toString()).toBe('shared data');
     // still reachable by GFID on both graphs while open
     expect((await nameless(g2, gfid)).size).toBe(11);
     await b1.release('/f', fh);
-    expect(hasHandle(dir, gfid)).toBe(false);
+    expect(whereIs(dir, gfid)).toBe('gone');
     expect(await errCode(nameless(g1, gfid))).toBe('ESTALE');
   });
 
@@ -504,9 +532,9 @@ describe('two graphs serving one backing directory at once', () => {
     await b2.unlink('/f');
     await stopGraph(g2);
     expect((await b1.read('/f', fh, 100, 0)).toString()).toBe('data');
-    expect(hasHandle(dir, gfid)).toBe(true);
+    expect(whereIs(dir, gfid)).toBe('unlinked');
     await b1.release('/f', fh);
-    expect(hasHandle(dir, gfid)).toBe(false);
+    expect(whereIs(dir, gfid)).toBe('gone');
   });
 
   test('a directory renamed on graph 2 is found by GFID on graph 1 at its new place', async () => {

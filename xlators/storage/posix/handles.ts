@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FopError } from '../../../src/core/errors';
-import { Gfid, ROOT_GFID } from '../../../src/core/types';
+import { Gfid, ROOT_GFID, isGfid } from '../../../src/core/types';
 import { XATTR_CREATE, sys } from './sys';
 
 export const GFID_XATTR = 'trusted.gfid';
@@ -12,11 +12,10 @@ const MAX_DEPTH = 4096;
 /** How many file handles are remembered as checked (each check may cost a disk read). */
 const VERIFIED_MAX = 65536;
 
-const GFID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 // Not uuid's parse/stringify: they reject GFIDs that are not RFC 4122 uuids, like the root's.
 export function gfidBytes(gfid: Gfid): Buffer {
-  if (!GFID_RE.test(gfid)) throw new FopError('EINVAL', `bad GFID ${JSON.stringify(gfid)}`);
+  if (!isGfid(gfid)) throw new FopError('EINVAL', `bad GFID ${JSON.stringify(gfid)}`);
   return Buffer.from(gfid.replace(/-/g, ''), 'hex');
 }
 
@@ -56,6 +55,8 @@ export class HandleStore {
   readonly meta: string;
   readonly tmp: string;
   private readonly handles: string;
+  /** Handles of files that lost their last name while open (GlusterFS's .glusterfs/unlink). */
+  private readonly unlinked: string;
   private readonly dirs = new Map<Gfid, { parent: Gfid; name: string }>();
   /** Inode numbers of files whose handle is known to be theirs (least recently checked first). */
   private readonly verified = new Map<Gfid, bigint>();
@@ -68,6 +69,7 @@ export class HandleStore {
     this.meta = path.join(root, META_NAME);
     this.handles = path.join(this.meta, 'handles');
     this.tmp = path.join(this.meta, 'tmp');
+    this.unlinked = path.join(this.meta, 'unlinked');
   }
 
   /** The store of a backing directory, shared by everyone in the process who uses it. */
@@ -94,6 +96,9 @@ export class HandleStore {
     }
     if (found === undefined) writeGfid(this.root, ROOT_GFID);
     fs.mkdirSync(this.tmp, { recursive: true, mode: 0o700 });
+    // Files left here by an earlier run had no name and nobody has them open any more.
+    fs.rmSync(this.unlinked, { recursive: true, force: true });
+    fs.mkdirSync(this.unlinked, { mode: 0o700 });
     for (let i = 0; i < 256; i++) fs.mkdirSync(path.join(this.handles, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 });
     this.ensureRootHandle();
   }
@@ -112,7 +117,7 @@ export class HandleStore {
 
   /** A GFID is only ever turned into a path here, after checking it is one (never `../..`). */
   handlePath(gfid: Gfid): string {
-    if (!GFID_RE.test(gfid)) throw new FopError('EINVAL', `bad GFID ${JSON.stringify(gfid)}`);
+    if (!isGfid(gfid)) throw new FopError('EINVAL', `bad GFID ${JSON.stringify(gfid)}`);
     return path.join(this.handles, gfid.slice(0, 2), gfid);
   }
 
@@ -131,7 +136,12 @@ export class HandleStore {
 
   /** A path to operate on for an object: the real path of a directory, the handle of anything else. */
   pathOf(gfid: Gfid, isDir: boolean): string {
-    return isDir || gfid === ROOT_GFID ? this.dirPath(gfid) : this.handlePath(gfid);
+    return isDir || gfid === ROOT_GFID ? this.dirPath(gfid) : this.filePath(gfid);
+  }
+
+  /** Where a non-directory is reached by GFID: its handle, or its place among the unlinked. */
+  filePath(gfid: Gfid): string {
+    return this.orphans.has(gfid) ? path.join(this.unlinked, gfid) : this.handlePath(gfid);
   }
 
   /** The real path of a directory, from the cache or by following handle symlinks. */
@@ -161,7 +171,7 @@ export class HandleStore {
     // whatever its target looks like.
     if (readGfid(h) !== undefined) throw new FopError('ENOTDIR', `GFID ${gfid} is not a directory`);
     const m = /^\.\.\/[0-9a-f]{2}\/([0-9a-f-]{36})\/(.+)$/.exec(target);
-    if (!m || !GFID_RE.test(m[1]) || m[2].includes('/') || m[2] === '..' || m[2] === '.') throw new FopError('ESTALE', `bad directory handle for ${gfid}: ${target}`);
+    if (!m || !isGfid(m[1]) || m[2].includes('/') || m[2] === '..' || m[2] === '.') throw new FopError('ESTALE', `bad directory handle for ${gfid}: ${target}`);
     return { parent: m[1], name: m[2] };
   }
 
@@ -206,23 +216,25 @@ export class HandleStore {
       return;
     }
     this.openCounts.delete(gfid);
-    if (this.orphans.delete(gfid)) this.dropIfNameless(gfid);
+    if (this.orphans.delete(gfid)) fs.rmSync(path.join(this.unlinked, gfid), { force: true });
   }
 
   /**
    * A non-directory lost a name: if only its handle is left, remove that too, or, while the
-   * file is open, when it is closed. (A directory's handle is a symlink: not for those.)
+   * file is open, move it among the unlinked until it is closed (where a restart would
+   * reclaim it). A directory's handle is a symlink: not for those.
    */
   dropIfNameless(gfid: Gfid): void {
     const h = this.handlePath(gfid);
     try {
       if (fs.lstatSync(h).nlink !== 1) return;
+      this.verified.delete(gfid);
       if (this.isOpen(gfid)) {
+        fs.renameSync(h, path.join(this.unlinked, gfid));
         this.orphans.add(gfid);
         return;
       }
       fs.unlinkSync(h);
-      this.verified.delete(gfid);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }

@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
-import { FopError, check } from '../../../src/core/errors';
+import { ErrnoCode, FopError, check } from '../../../src/core/errors';
 import { XlEvent } from '../../../src/core/events';
 import type { Fd } from '../../../src/core/fd';
 import type { Loc } from '../../../src/core/fops';
@@ -150,7 +150,7 @@ export class Posix extends Xlator<Options> {
     if (type) return this.handles.pathOf(gfid, type === S_IFDIR);
     if (gfid === ROOT_GFID || this.handles.dirEntry(gfid)) return this.handles.dirPath(gfid);
     // Type unknown: a handle that is a symlink without a GFID of its own is a directory's.
-    const h = this.handles.handlePath(gfid);
+    const h = this.handles.filePath(gfid);
     let st: fs.Stats;
     try {
       st = fs.lstatSync(h);
@@ -341,8 +341,9 @@ export class Posix extends Xlator<Options> {
   }
 
   override async truncate(_frame: Frame, loc: Loc, size: number): Promise<Iatt> {
+    const p = this.regularFile(loc, 'EINVAL');
     // Through an fd opened without following symlinks: truncate(2) would follow one.
-    const fd = fs.openSync(this.objectPath(loc), O_WRONLY | O_NOFOLLOW | O_NONBLOCK);
+    const fd = fs.openSync(p, O_WRONLY | O_NOFOLLOW | O_NONBLOCK);
     try {
       await ftruncate(fd, size);
       return this.iatt(fs.fstatSync(fd, { bigint: true }), this.gfidOf(loc));
@@ -442,6 +443,7 @@ export class Posix extends Xlator<Options> {
 
   override async link(_frame: Frame, from: Loc, to: Loc): Promise<Iatt> {
     const gfid = this.gfidOf(from);
+    // Not filePath: like link(2) on a file whose names are all gone, that fails with ENOENT.
     const src = this.handles.handlePath(gfid);
     const st = (() => {
       try {
@@ -460,12 +462,20 @@ export class Posix extends Xlator<Options> {
   // --- fops: files ----------------------------------------------------------------
 
   override async open(_frame: Frame, loc: Loc, fd: Fd): Promise<void> {
+    const p = this.regularFile(loc, 'ENXIO');
+    this.attach(fd, fs.openSync(p, (fd.flags & ~STRIPPED_OPEN_FLAGS) | O_NOFOLLOW));
+  }
+
+  /**
+   * The path of a regular file about to be opened. The client's kernel opens fifos, sockets
+   * and devices itself; opening one here could block or act on the brick's own devices.
+   */
+  private regularFile(loc: Loc, otherwise: ErrnoCode): string {
     const p = this.objectPath(loc);
     const st = fs.lstatSync(p);
-    // The client's kernel opens fifos, sockets and devices itself; never open one here.
     if (st.isDirectory()) throw new FopError('EISDIR');
-    if ((st.mode & S_IFMT) !== S_IFREG) throw new FopError(st.isSymbolicLink() ? 'ELOOP' : 'ENXIO', `${loc.path} is not a regular file`);
-    this.attach(fd, fs.openSync(p, (fd.flags & ~STRIPPED_OPEN_FLAGS) | O_NOFOLLOW));
+    if ((st.mode & S_IFMT) !== S_IFREG) throw new FopError(st.isSymbolicLink() ? 'ELOOP' : otherwise, `${loc.path} is not a regular file`);
+    return p;
   }
 
   private attach(fd: Fd, osfd: number): void {

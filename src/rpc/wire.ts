@@ -1,0 +1,129 @@
+// How fops travel between protocol/client and protocol/server: the shape of each fop's
+// arguments on the wire, which fops may be sent again after a reconnect, and the bodies of
+// the frames. Objects (inodes, fds, frames) never travel: GFIDs, names, fd numbers and
+// caller ids do.
+import type { FopName } from '../core/fops';
+import type { Caller, Gfid, SetAttr, Timespec } from '../core/types';
+
+/** A Loc on the wire: GFIDs and names only (the server finds its own inodes). */
+export interface WireLoc {
+  readonly path: string;
+  readonly gfid?: Gfid;
+  readonly parent?: Gfid;
+  readonly name?: string;
+}
+
+/** A new fd to open on the server (open, create, opendir): the reply carries its number. */
+export interface WireNewFd {
+  readonly flags: number;
+}
+
+/** The most a read or readdir may ask for: its answer must fit in one frame. */
+export const MAX_IO = 16 * 1024 * 1024;
+
+/**
+ * loc: a WireLoc; fd: the number of an fd the server opened for this client; newfd: a
+ * WireNewFd; num, str, buf, bool: values of that type; size: a byte count up to MAX_IO;
+ * attr: a SetAttr.
+ */
+export type ArgKind = 'loc' | 'fd' | 'newfd' | 'num' | 'size' | 'str' | 'buf' | 'bool' | 'attr';
+
+/** Arguments of every fop after its frame; `resend`: harmless if it reaches the server twice. */
+export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKind[]; readonly resend: boolean }>> = {
+  lookup: { args: ['loc'], resend: true },
+  stat: { args: ['loc'], resend: true },
+  fstat: { args: ['fd'], resend: true },
+  access: { args: ['loc', 'num'], resend: true },
+  readlink: { args: ['loc'], resend: true },
+  mknod: { args: ['loc', 'num', 'num'], resend: false },
+  mkdir: { args: ['loc', 'num'], resend: false },
+  unlink: { args: ['loc'], resend: false },
+  rmdir: { args: ['loc'], resend: false },
+  symlink: { args: ['str', 'loc'], resend: false },
+  rename: { args: ['loc', 'loc'], resend: false },
+  link: { args: ['loc', 'loc'], resend: false },
+  truncate: { args: ['loc', 'num'], resend: true },
+  ftruncate: { args: ['fd', 'num'], resend: true },
+  open: { args: ['loc', 'newfd'], resend: true },
+  create: { args: ['loc', 'num', 'newfd'], resend: false },
+  read: { args: ['fd', 'size', 'num'], resend: true },
+  // At an explicit offset; the client refuses to resend a write on an O_APPEND fd.
+  write: { args: ['fd', 'buf', 'num'], resend: true },
+  flush: { args: ['fd'], resend: true },
+  fsync: { args: ['fd', 'bool'], resend: true },
+  opendir: { args: ['loc', 'newfd'], resend: true },
+  readdir: { args: ['fd', 'size', 'num'], resend: true },
+  fsyncdir: { args: ['fd', 'bool'], resend: true },
+  statfs: { args: ['loc'], resend: true },
+  setattr: { args: ['loc', 'attr'], resend: true },
+  fsetattr: { args: ['fd', 'attr'], resend: true },
+  getxattr: { args: ['loc', 'str'], resend: true },
+  setxattr: { args: ['loc', 'str', 'buf', 'num'], resend: false },
+  listxattr: { args: ['loc'], resend: true },
+  removexattr: { args: ['loc', 'str'], resend: false },
+};
+
+/** Not a fop: the client is done with an fd (its last reference went). */
+export const RELEASE = 'release';
+
+export interface Request {
+  readonly op: FopName | typeof RELEASE;
+  readonly caller: Caller;
+  readonly args: readonly unknown[];
+}
+
+export type Reply = { readonly ok: true; readonly value?: unknown; readonly fd?: number } | { readonly ok: false; readonly errno: string; readonly message?: string };
+
+export interface Hello {
+  readonly version: number;
+  /** The volume the client wants: the server's subvolume name (remote-subvolume). */
+  readonly volume: string;
+  /** Who is asking (for logs and statedumps). */
+  readonly client: string;
+}
+
+export type Welcome = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+
+// --- checks of what a peer sent (the server trusts nothing) --------------------------------
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Buffer.isBuffer(v);
+const optStr = (v: unknown) => v === undefined || typeof v === 'string';
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
+const isTime = (v: unknown): v is Timespec | 'now' =>
+  v === 'now' || (isObj(v) && isInt(v.sec) && isInt(v.nsec) && (v.nsec as number) >= 0 && (v.nsec as number) < 1e9);
+
+export function isWireLoc(v: unknown): v is WireLoc {
+  return isObj(v) && typeof v.path === 'string' && optStr(v.gfid) && optStr(v.parent) && optStr(v.name);
+}
+
+function isSetAttr(v: unknown): v is SetAttr {
+  if (!isObj(v)) return false;
+  const ids = ['mode', 'uid', 'gid'].every((k) => v[k] === undefined || isInt(v[k]));
+  return ids && (v.atime === undefined || isTime(v.atime)) && (v.mtime === undefined || isTime(v.mtime));
+}
+
+const CHECK: Record<ArgKind, (v: unknown) => boolean> = {
+  loc: isWireLoc,
+  fd: isInt,
+  newfd: (v) => isObj(v) && isInt(v.flags),
+  num: (v) => typeof v === 'number' && Number.isFinite(v),
+  size: (v) => isInt(v) && v >= 0 && v <= MAX_IO,
+  str: (v) => typeof v === 'string',
+  buf: (v) => Buffer.isBuffer(v),
+  bool: (v) => typeof v === 'boolean',
+  attr: isSetAttr,
+};
+
+/** Why a request does not match its fop's arguments, or undefined if it does. */
+export function checkRequest(req: unknown): string | undefined {
+  if (!isObj(req) || typeof req.op !== 'string' || !Array.isArray(req.args)) return 'not a request';
+  const c = req.caller;
+  if (!isObj(c) || !isInt(c.uid) || !isInt(c.gid) || !isInt(c.pid) || !Array.isArray(c.groups) || !c.groups.every(isInt)) return 'bad caller';
+  const args = req.args as unknown[];
+  if (req.op === RELEASE) return args.length === 1 && isInt(args[0]) ? undefined : 'bad release';
+  const wire = Object.prototype.hasOwnProperty.call(FOP_WIRE, req.op) ? FOP_WIRE[req.op as FopName] : undefined;
+  if (!wire) return `unknown op ${JSON.stringify(req.op)}`;
+  if (args.length !== wire.args.length) return `${req.op} takes ${wire.args.length} arguments, got ${args.length}`;
+  const bad = wire.args.findIndex((kind, i) => !CHECK[kind](args[i]));
+  return bad < 0 ? undefined : `${req.op}: argument ${bad + 1} is not a ${wire.args[bad]}`;
+}

@@ -1,0 +1,116 @@
+// Brick processes for tests: `xlstack brick` as a child process on a free port, started,
+// killed (SIGKILL) and restarted at will; every wait bounded; always stopped in the end.
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { CLI, waitFor, within } from './mount';
+
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** A brick volfile: storage/posix over `dir`, served on `port` as volume `brick-posix`. */
+export const brickVolfile = (dir: string, port: number, extra = '') => `volume brick-posix
+    type storage/posix
+    option directory ${dir}
+end-volume
+${extra}
+volume brick-server
+    type protocol/server
+    option listen-port ${port}
+    subvolumes brick-posix
+end-volume
+`;
+
+/** A client volfile for a brick on `port` (tight timeouts: tests must not wait long). */
+export const clientVolfile = (port: number, extra = '', timeouts = '    option ping-timeout 2\n    option frame-timeout 20\n') => `volume remote
+    type protocol/client
+    option remote-port ${port}
+    option remote-subvolume brick-posix
+${timeouts}end-volume
+${extra}`;
+
+export interface TestBrick {
+  readonly dir: string;
+  readonly port: number;
+  readonly volfile: string;
+  /** Everything every incarnation of the brick wrote to stderr. */
+  log(): string;
+  readonly pid: number;
+  /** Starts the brick (again); resolves once it serves. */
+  start(): Promise<void>;
+  kill9(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const live = new Set<TestBrick>();
+
+export async function startBrick(opts: { port?: number; volfile?: (dir: string, port: number) => string } = {}): Promise<TestBrick> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-brick-'));
+  const storage = path.join(dir, 'storage');
+  fs.mkdirSync(storage);
+  const port = opts.port ?? (await freePort());
+  const volfile = path.join(dir, 'brick.vol');
+  fs.writeFileSync(volfile, (opts.volfile ?? brickVolfile)(storage, port));
+  let child: ChildProcess | undefined;
+  let logs = '';
+  const alive = () => !!child && child.exitCode === null && child.signalCode === null;
+  const exited = (c: ChildProcess) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(undefined) : c.once('exit', r)));
+
+  const b: TestBrick = {
+    dir: storage,
+    port,
+    volfile,
+    log: () => logs,
+    get pid() {
+      return child?.pid ?? -1;
+    },
+    async start() {
+      const c = spawn(process.execPath, [CLI, 'brick', volfile], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child = c;
+      const mark = logs.length;
+      c.stderr!.setEncoding('utf8').on('data', (d: string) => (logs += d));
+      await waitFor(() => logs.slice(mark).includes(' up (pid') || c.exitCode !== null, 20_000, 'the brick to come up');
+      if (c.exitCode !== null) throw new Error(`brick exited (${c.exitCode}):\n${logs.slice(mark)}`);
+    },
+    async kill9() {
+      if (!child || !alive()) return;
+      const c = child;
+      c.kill('SIGKILL');
+      await within(exited(c), 10_000);
+    },
+    async stop() {
+      live.delete(b);
+      if (child && alive()) {
+        const c = child;
+        c.kill('SIGTERM');
+        if ((await within(exited(c).then(() => 'exited'), 10_000)) !== 'exited') c.kill('SIGKILL');
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  live.add(b);
+  await b.start();
+  return b;
+}
+
+/** For afterAll: stops every brick a test file started. */
+export async function stopBricks(): Promise<void> {
+  await Promise.all([...live].map((b) => b.stop()));
+}
+
+process.on('exit', () => {
+  for (const b of live) {
+    try {
+      process.kill(b.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+});

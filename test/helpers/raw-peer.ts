@@ -1,0 +1,171 @@
+// A raw protocol peer for tests: a plain TCP socket that speaks (or mangles) the xlstack
+// wire format by hand, so tests can send what protocol/client never would. Every wait is
+// bounded; every connection opened here is destroyed by closeRawConns().
+import * as net from 'net';
+import { Frame, FrameError, FrameReader, Kind, VERSION, encodeFrame } from '../../src/rpc/frame';
+import type { Reply, Welcome } from '../../src/rpc/wire';
+
+export const ROOT_GFID = '00000000-0000-0000-0000-000000000001';
+export const ROOT_CALLER = { uid: 0, gid: 0, groups: [] as number[], pid: 1 };
+
+const live = new Set<RawConn>();
+
+export interface RawConnectOptions {
+  readonly host?: string;
+  readonly localAddress?: string;
+  readonly timeoutMs?: number;
+}
+
+/** One raw connection. Frames the other side sends are parsed; answers are matched by id. */
+export class RawConn {
+  private readonly reader = new FrameReader();
+  private readonly waiting = new Map<number, (f: Frame) => void>();
+  private nextId = 1;
+  private ended?: string;
+  private readonly endedP: Promise<string>;
+  /** Frames that answered no call of ours. */
+  readonly unsolicited: Frame[] = [];
+  /** Set if the other side sent something that is not a frame. */
+  badFrame?: string;
+  bytesSent = 0;
+  framesSent = 0;
+
+  private constructor(readonly socket: net.Socket) {
+    let done!: (r: string) => void;
+    this.endedP = new Promise((r) => (done = r));
+    const end = (why: string) => {
+      if (this.ended !== undefined) return;
+      this.ended = why;
+      live.delete(this);
+      done(why);
+    };
+    socket.on('data', (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = this.reader.push(chunk);
+      } catch (e) {
+        this.badFrame = e instanceof FrameError ? e.message : String(e);
+        socket.destroy();
+        return;
+      }
+      for (const f of frames) {
+        const w = this.waiting.get(f.id);
+        if (w) {
+          this.waiting.delete(f.id);
+          w(f);
+        } else this.unsolicited.push(f);
+      }
+    });
+    socket.on('error', (e) => end(`error: ${e.message}`));
+    socket.on('close', () => end('closed'));
+  }
+
+  static open(port: number, opts: RawConnectOptions = {}): Promise<RawConn> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host: opts.host ?? '127.0.0.1', port, localAddress: opts.localAddress });
+      const timer = setTimeout(() => s.destroy(new Error(`no connection within ${opts.timeoutMs ?? 5000} ms`)), opts.timeoutMs ?? 5000);
+      s.once('error', (e) => (clearTimeout(timer), reject(e)));
+      s.once('connect', () => {
+        clearTimeout(timer);
+        s.removeAllListeners('error');
+        s.setNoDelay(true);
+        const c = new RawConn(s);
+        live.add(c);
+        resolve(c);
+      });
+    });
+  }
+
+  get closed(): boolean {
+    return this.ended !== undefined;
+  }
+
+  get localPort(): number {
+    return this.socket.localPort ?? -1;
+  }
+
+  /** Raw bytes, as they are. False if the connection is gone. */
+  write(bytes: Buffer): boolean {
+    if (this.ended !== undefined || this.socket.destroyed) return false;
+    this.bytesSent += bytes.length;
+    this.socket.write(bytes);
+    return true;
+  }
+
+  /** One frame (counted as sent). */
+  sendFrame(kind: Kind, id: number, body: unknown): boolean {
+    const ok = this.write(encodeFrame(kind, id, body));
+    if (ok) this.framesSent++;
+    return ok;
+  }
+
+  /** Sends a frame and waits (bounded) for the frame with its id; undefined if none came. */
+  async call(kind: Kind, body: unknown, timeoutMs = 5000): Promise<Frame | undefined> {
+    const id = this.nextId++;
+    let timer: NodeJS.Timeout | undefined;
+    const answer = new Promise<Frame | undefined>((resolve) => {
+      this.waiting.set(id, resolve);
+      timer = setTimeout(() => resolve(undefined), timeoutMs);
+      void this.endedP.then(() => setTimeout(() => resolve(undefined), 50));
+    });
+    if (!this.sendFrame(kind, id, body)) {
+      clearTimeout(timer);
+      this.waiting.delete(id);
+      return undefined;
+    }
+    try {
+      return await answer;
+    } finally {
+      clearTimeout(timer);
+      this.waiting.delete(id);
+    }
+  }
+
+  async hello(volume = 'brick-posix', timeoutMs = 5000, version: unknown = VERSION): Promise<Welcome | undefined> {
+    const f = await this.call(Kind.HELLO, { version, volume, client: 'raw-test-peer' }, timeoutMs);
+    return f?.body as Welcome | undefined;
+  }
+
+  /** A REQUEST; the reply's body, or undefined if no reply came (in time). */
+  async request(op: string, args: unknown[], timeoutMs = 5000, caller: unknown = ROOT_CALLER): Promise<Reply | undefined> {
+    const f = await this.call(Kind.REQUEST, { op, caller, args }, timeoutMs);
+    return f?.body as Reply | undefined;
+  }
+
+  /** Waits (at most `ms`) for the connection to end; true if it did. */
+  async waitClosed(ms: number): Promise<boolean> {
+    if (this.ended !== undefined) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const r = await Promise.race([this.endedP.then(() => true), new Promise<boolean>((res) => (timer = setTimeout(() => res(false), ms)))]);
+    clearTimeout(timer);
+    return r;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+/** For afterAll/afterEach: destroys every raw connection still open. */
+export function closeRawConns(): void {
+  for (const c of [...live]) c.destroy();
+}
+
+/** A frame with its fields as given (any version, kind, header length), for mangling. */
+export function rawFrame(fields: { version?: number; kind?: number; id?: number; header?: Buffer | string; headerLength?: number; payload?: Buffer; length?: number }): Buffer {
+  const header = typeof fields.header === 'string' ? Buffer.from(fields.header) : fields.header ?? Buffer.from('null');
+  const payload = fields.payload ?? Buffer.alloc(0);
+  const head = Buffer.alloc(14);
+  head.writeUInt32BE(fields.length ?? 10 + header.length + payload.length, 0);
+  head.writeUInt8(fields.version ?? VERSION, 4);
+  head.writeUInt8(fields.kind ?? Kind.REQUEST, 5);
+  head.writeUInt32BE(fields.id ?? 1, 6);
+  head.writeUInt32BE(fields.headerLength ?? header.length, 10);
+  return Buffer.concat([head, header, payload]);
+}
+
+/** What a reply says, in short: 'OK' or its errno; 'NO REPLY' if none came. */
+export function outcome(r: Reply | undefined): string {
+  if (!r) return 'NO REPLY';
+  return r.ok ? 'OK' : r.errno;
+}
