@@ -8,7 +8,9 @@ import * as path from 'path';
 
 export const CLI = path.resolve(__dirname, '../../src/cli/main.js');
 const READY_TIMEOUT_MS = 20_000;
-const STOP_TIMEOUT_MS = 20_000;
+/** Bounds of a takedown: each unmount attempt, then the daemon's exit (together under a jest hook's 60 s). */
+const UNMOUNT_TIMEOUT_MS = 10_000;
+const EXIT_TIMEOUT_MS = 20_000;
 
 export interface RunResult {
   readonly code: number | null;
@@ -130,9 +132,12 @@ async function takeDown(m: TestMount, child: ChildProcess): Promise<void> {
   if (!live.delete(m)) return;
   try {
     if (alive(child)) {
-      const r = await xlstack(['unmount', m.mountpoint], { timeoutMs: STOP_TIMEOUT_MS });
-      if (r.code !== 0) await xlstack(['unmount', '--lazy', m.mountpoint], { timeoutMs: STOP_TIMEOUT_MS });
-      await within(m.exited, STOP_TIMEOUT_MS);
+      const r = await xlstack(['unmount', m.mountpoint], { timeoutMs: UNMOUNT_TIMEOUT_MS });
+      if (r.code !== 0) await xlstack(['unmount', '--lazy', m.mountpoint], { timeoutMs: UNMOUNT_TIMEOUT_MS });
+      if ((await within(m.exited, EXIT_TIMEOUT_MS)) === undefined) {
+        // Taken down by force below; say why the daemon did not go by itself.
+        process.stderr.write(`xlstack daemon ${m.pid} on ${m.mountpoint} did not exit after unmount (${r.code}: ${r.stderr.trim()}); its log ends:\n${m.log().slice(-4000)}\n`);
+      }
     }
   } finally {
     lastResort(m, child);

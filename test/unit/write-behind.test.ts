@@ -13,10 +13,11 @@ import { Registry } from '../../src/core/registry';
 import { parseVolfile } from '../../src/core/volfile';
 import type { Xlator } from '../../src/core/xlator';
 import { Bridge } from '../../src/fuse/bridge';
+import type { Gate, Hold } from '../../xlators/debug/gate';
 import { WriteBehind } from '../../xlators/performance/write-behind';
 import { errCode, within } from '../helpers/graphs';
 
-const { O_RDWR, O_RDONLY, O_WRONLY, O_SYNC, O_TRUNC } = fs.constants;
+const { O_APPEND, O_RDWR, O_RDONLY, O_WRONLY, O_SYNC, O_TRUNC } = fs.constants;
 
 // --- helpers ----------------------------------------------------------------------------
 
@@ -335,6 +336,98 @@ describe('aggregation and order', () => {
     const fh = await s.bridge.create('/f', 0o644, O_RDWR | O_SYNC);
     await s.bridge.write('/f', fh, B('now'), 0);
     expect(s.backing()).toBe('now');
+  });
+});
+
+describe('several writes in flight', () => {
+  const GATE: Layer = { name: 'g', type: 'debug/gate' };
+  const gateOf = (s: Setup) => s.graph.xlators.get('g') as Gate;
+  /** Holds the next write (at `offset`, if given) before it reaches storage. */
+  const holdWrite = (s: Setup, offset?: number): Hold => gateOf(s).hold('write', 'before', (args) => offset === undefined || args[2] === offset);
+  const writesStarted = (s: Setup) => gateOf(s).calls.get('write') ?? 0;
+
+  test('aggregate-size bounds how much contiguous data one write carries', async () => {
+    const s = await setup({ 'flush-after': '0', 'aggregate-size': '8KB', 'cache-size': '1MB' }, [TRACE]);
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    for (let i = 0; i < 5; i++) await s.bridge.write('/f', fh, Buffer.alloc(4096, 97 + i), i * 4096);
+    await s.bridge.flush('/f', fh);
+    expect(tracedWrites(s)).toEqual(['<8192 bytes> @0', '<8192 bytes> @8192', '<4096 bytes> @16384']);
+    expect(s.backing()).toBe([...Array(5).keys()].map((i) => String.fromCharCode(97 + i).repeat(4096)).join(''));
+  });
+
+  test('writes to different ranges go to storage together, not one after another', async () => {
+    const s = await setup({ 'flush-after': '0', 'aggregate-size': '4KB' }, [GATE]);
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    const held = [0, 4096, 8192].map((o) => holdWrite(s, o));
+    for (let i = 0; i < 3; i++) await s.bridge.write('/f', fh, Buffer.alloc(4096, 97 + i), i * 4096);
+    const flushed = s.bridge.flush('/f', fh);
+    // All three reach the gate while none has finished.
+    await within(Promise.all(held.map((h) => h.reached)));
+    expect(dumpOf(s).inodes[0]).toMatchObject({ queuedWrites: 3, writingOut: true });
+    held[2].release();
+    held[0].release();
+    expect(await Promise.race([flushed.then(() => 'flushed'), new Promise((r) => setTimeout(() => r('waiting'), 50))])).toBe('waiting');
+    held[1].release();
+    await within(flushed);
+    expect(s.backing()).toBe('a'.repeat(4096) + 'b'.repeat(4096) + 'c'.repeat(4096));
+  });
+
+  test('a write waits for an earlier write in flight over the same bytes; the later data wins', async () => {
+    const s = await setup({ 'flush-after': '0' }, [GATE]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    const b = await s.bridge.open('/f', O_RDWR);
+    const first = holdWrite(s, 0);
+    await s.bridge.write('/f', a, B('AAAAAAAA'), 0);
+    await s.bridge.write('/f', b, B('BB'), 6); // overlaps a's write
+    await s.bridge.write('/f', b, B('CC'), 20); // overlaps nothing, but comes after b's first
+    const synced = s.bridge.fsync('/f', a, false);
+    await within(first.reached);
+    await new Promise((r) => setTimeout(r, 50));
+    // Only a's write started: b's overlaps it, and b's second may not overtake b's first.
+    expect(writesStarted(s)).toBe(1);
+    first.release();
+    await within(synced);
+    expect(writesStarted(s)).toBe(3);
+    expect(s.backing()).toBe('AAAAAABB' + '\0'.repeat(12) + 'CC');
+  });
+
+  test('appends are never in flight with another write, so they land in order', async () => {
+    const s = await setup({ 'flush-after': '0' }, [GATE]);
+    const plain = await s.bridge.create('/f', 0o644, O_RDWR);
+    const app = await s.bridge.open('/f', O_WRONLY | O_APPEND);
+    const first = holdWrite(s, 0);
+    await s.bridge.write('/f', plain, B('0123'), 0);
+    // The kernel gives appends the size it knows as their offset; storage appends anyway.
+    await s.bridge.write('/f', app, B('x'), 100);
+    await s.bridge.write('/f', app, B('y'), 200);
+    const synced = s.bridge.fsync('/f', plain, false);
+    await within(first.reached);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(writesStarted(s)).toBe(1);
+    first.release();
+    await within(synced);
+    expect(s.backing()).toBe('0123xy');
+  });
+
+  test('a failed write among several in flight goes to its fd; the others land', async () => {
+    const s = await setup({ 'flush-after': '0', 'aggregate-size': '4KB' }, [ERRORS, GATE]);
+    const a = await s.bridge.create('/f', 0o644, O_RDWR);
+    const b = await s.bridge.open('/f', O_RDWR);
+    const held = [0, 4096, 8192].map((o) => holdWrite(s, o));
+    await s.bridge.write('/f', a, Buffer.alloc(4096, 97), 0);
+    await s.bridge.write('/f', b, Buffer.alloc(4096, 98), 4096);
+    await s.bridge.write('/f', a, Buffer.alloc(4096, 99), 8192);
+    const synced = s.bridge.fsync('/f', a, false);
+    await within(Promise.all(held.map((h) => h.reached)));
+    await setFailure(s, 100);
+    held[1].release();
+    await until(() => dumpOf(s).pendingErrors.length === 1, "b's write to fail");
+    await setFailure(s, 0);
+    held[0].release();
+    held[2].release();
+    await within(synced);
+    expect(await errCode(s.bridge.fsync('/f', b, false))).toBe('ENOSPC');
+    expect(s.backing()).toBe('a'.repeat(4096) + '\0'.repeat(4096) + 'c'.repeat(4096));
   });
 });
 

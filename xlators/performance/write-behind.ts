@@ -16,6 +16,12 @@ const options = {
     aliases: ['window-size'],
     min: 0,
   }),
+  'aggregate-size': opt.size({
+    description: 'contiguous writes of one fd are merged into writes of up to this many bytes (fewer, larger writes for the subvolume)',
+    default: '128KB',
+    min: 4096,
+    max: 16 * 1024 * 1024,
+  }),
   'flush-after': opt.time({
     description: 'queued writes older than this (in seconds) are written out; 0: no timer, data waits for another trigger',
     default: '1',
@@ -27,8 +33,6 @@ type Options = OptionValues<typeof options>;
 
 /** Writes on fds opened with these flags go straight through. */
 const WRITE_THROUGH = constants.O_SYNC | constants.O_DSYNC | constants.O_DIRECT;
-/** Contiguous writes of one fd are merged into one write of at most this size. */
-const AGGREGATE_MAX = 128 * 1024;
 
 /** One write (or several merged contiguous writes of one fd) waiting to go down. */
 interface Req {
@@ -48,8 +52,8 @@ interface InodeQueue {
   readonly gfid: Gfid;
   /** Writes not yet handed to the child, in arrival order. */
   readonly reqs: Req[];
-  /** The write the child is serving now. */
-  inflight?: Req;
+  /** Writes the child is serving now (their ranges never overlap). */
+  readonly inflight: Set<Req>;
   /** Bytes queued or in flight. */
   bytes: number;
   /** Seq of the last write queued, and of the last one the child finished. */
@@ -57,8 +61,6 @@ interface InodeQueue {
   doneSeq: number;
   /** Every write with a seq up to this is to be written out now. */
   target: number;
-  /** A write-out loop is running. */
-  running: boolean;
   /** Fops waiting for the writes up to `seq` to be written out. */
   readonly waiters: { readonly seq: number; readonly resolve: () => void }[];
   /** Writes waiting (in order) for the queue to drop under cache-size. */
@@ -77,8 +79,10 @@ interface FdCtx {
 /**
  * performance/write-behind: acknowledges writes at once and writes them out behind the
  * application's back. Writes are copied and queued per inode, in arrival order; contiguous
- * writes of one fd are merged. A queue is written out, one write at a time and in order,
- * when it grows past cache-size (writers then wait: backpressure), when its oldest data is
+ * writes of one fd are merged up to aggregate-size. A queue is written out in order, several
+ * writes at once as long as their ranges do not overlap (a write waits for every earlier
+ * one it overlaps; an O_APPEND write, whose place only storage knows, waits for all and is
+ * waited for), when it grows past cache-size (writers then wait: backpressure), when its oldest data is
  * older than flush-after, on fsync/flush/release, before any other fop that would see the
  * file's data or size, and when the graph goes down. A failed background write is reported,
  * once, by the next fop on the fd that wrote it (or by its flush); one still unreported when
@@ -142,13 +146,13 @@ export class WriteBehind extends Xlator<Options> {
       peakQueuedBytes: this.peakBytes,
       timers: [...this.queues.values()].filter((q) => q.timer).length,
       inodes: [...this.queues.values()].map((q) => {
-        const oldest = q.inflight ?? q.reqs[0];
+        const oldest = [...q.inflight, ...q.reqs][0];
         return {
           gfid: q.gfid,
           queuedBytes: q.bytes,
-          queuedWrites: q.reqs.length + (q.inflight ? 1 : 0),
+          queuedWrites: q.reqs.length + q.inflight.size,
           oldestAgeMs: oldest ? now - oldest.queuedAt : 0,
-          writingOut: q.running,
+          writingOut: q.inflight.size > 0,
           blockedWriters: q.blocked.length,
         };
       }),
@@ -344,7 +348,7 @@ export class WriteBehind extends Xlator<Options> {
   private queue(gfid: Gfid): InodeQueue {
     let q = this.queues.get(gfid);
     if (!q) {
-      q = { gfid, reqs: [], bytes: 0, lastSeq: 0, doneSeq: 0, target: 0, running: false, waiters: [], blocked: [], waking: 0 };
+      q = { gfid, reqs: [], inflight: new Set(), bytes: 0, lastSeq: 0, doneSeq: 0, target: 0, waiters: [], blocked: [], waking: 0 };
       this.queues.set(gfid, q);
     }
     return q;
@@ -366,7 +370,7 @@ export class WriteBehind extends Xlator<Options> {
 
   private enqueue(q: InodeQueue, fd: Fd, data: Buffer, offset: number): void {
     const tail = q.reqs[q.reqs.length - 1];
-    if (tail && tail.fd === fd && tail.offset + tail.length === offset && tail.length + data.length <= AGGREGATE_MAX) {
+    if (tail && tail.fd === fd && tail.offset + tail.length === offset && tail.length + data.length <= this.options['aggregate-size']) {
       tail.chunks.push(Buffer.from(data));
       tail.length += data.length;
     } else {
@@ -391,43 +395,55 @@ export class WriteBehind extends Xlator<Options> {
     });
   }
 
-  /** Marks the writes up to `seq` for writing out and makes sure the loop runs. */
+  /** Marks the writes up to `seq` for writing out and starts those that may go now. */
   private startWriteOut(q: InodeQueue, seq: number): void {
     if (seq > q.target) q.target = seq;
-    if (q.running || !q.reqs.length || q.reqs[0].seq > q.target) return;
-    q.running = true;
-    void this.run(q);
+    this.pump(q);
   }
 
-  /** The write-out loop of one file: one write at a time, in order, in a background frame. */
-  private async run(q: InodeQueue): Promise<void> {
-    const frame = this.host.frame('write');
-    try {
-      while (q.reqs.length && q.reqs[0].seq <= q.target) {
-        const req = q.reqs.shift()!;
-        q.inflight = req;
-        let err: FopError | undefined;
-        try {
-          const data = req.chunks.length === 1 ? req.chunks[0] : Buffer.concat(req.chunks, req.length);
-          const n = await this.wind('write', frame, req.fd, data, req.offset);
-          if (n !== req.length) err = new FopError('EIO', `short write: ${n} of ${req.length} bytes`);
-        } catch (e) {
-          err = FopError.from(e);
-        }
-        q.inflight = undefined;
-        q.bytes -= req.length;
-        q.doneSeq = req.seq;
-        if (err) this.recordError(req.fd, err, req);
-        this.settleWaiters(q);
-        this.admit(q);
-      }
-    } finally {
-      q.running = false;
-      frame.done();
-      this.settleWaiters(q);
-      this.armTimer(q);
-      this.maybeDelete(q);
+  /** Hands the child, in order, every marked write that overlaps nothing in flight. */
+  private pump(q: InodeQueue): void {
+    while (q.reqs.length && q.reqs[0].seq <= q.target && !this.mustWait(q, q.reqs[0])) {
+      const req = q.reqs.shift()!;
+      q.inflight.add(req);
+      void this.writeOne(q, req);
     }
+  }
+
+  /** Whether `req` must wait for a write in flight: same bytes, or an append on either side. */
+  private mustWait(q: InodeQueue, req: Req): boolean {
+    const appends = (r: Req) => (r.fd.flags & constants.O_APPEND) !== 0;
+    for (const r of q.inflight) {
+      if (appends(r) || appends(req)) return true;
+      if (r.offset < req.offset + req.length && req.offset < r.offset + r.length) return true;
+    }
+    return false;
+  }
+
+  private async writeOne(q: InodeQueue, req: Req): Promise<void> {
+    const frame = this.host.frame('write');
+    let err: FopError | undefined;
+    try {
+      const data = req.chunks.length === 1 ? req.chunks[0] : Buffer.concat(req.chunks, req.length);
+      const n = await this.wind('write', frame, req.fd, data, req.offset);
+      if (n !== req.length) err = new FopError('EIO', `short write: ${n} of ${req.length} bytes`);
+    } catch (e) {
+      err = FopError.from(e);
+    } finally {
+      frame.done();
+    }
+    q.inflight.delete(req);
+    q.bytes -= req.length;
+    // Done: everything before the oldest write still in flight or queued.
+    let oldest = q.reqs.length ? q.reqs[0].seq : q.lastSeq + 1;
+    for (const r of q.inflight) oldest = Math.min(oldest, r.seq);
+    q.doneSeq = oldest - 1;
+    if (err) this.recordError(req.fd, err, req);
+    this.settleWaiters(q);
+    this.admit(q);
+    this.pump(q);
+    if (!q.inflight.size) this.armTimer(q);
+    this.maybeDelete(q);
   }
 
   private settleWaiters(q: InodeQueue): void {
@@ -445,7 +461,7 @@ export class WriteBehind extends Xlator<Options> {
       q.timer = undefined;
       return;
     }
-    if (this.down || after <= 0 || q.timer || q.running) return;
+    if (this.down || after <= 0 || q.timer || q.inflight.size) return;
     const delay = Math.max(0, q.reqs[0].queuedAt + after - Date.now());
     q.timer = setTimeout(() => this.expire(q), delay);
     q.timer.unref();
@@ -463,7 +479,7 @@ export class WriteBehind extends Xlator<Options> {
   }
 
   private maybeDelete(q: InodeQueue): void {
-    if (q.reqs.length || q.inflight || q.running || q.waiters.length || q.blocked.length || q.waking) return;
+    if (q.reqs.length || q.inflight.size || q.waiters.length || q.blocked.length || q.waking) return;
     clearTimeout(q.timer);
     q.timer = undefined;
     if (this.queues.get(q.gfid) === q) this.queues.delete(q.gfid);
