@@ -135,14 +135,15 @@ export class MountDaemon {
   /** The mount's state as one JSON document (collecting garbage first when node allows it). */
   statedump(): Record<string, unknown> {
     const { switcher, volfile, mountpoint } = this.opts;
-    (globalThis as { gc?: () => void }).gc?.();
+    const gc = (globalThis as { gc?: () => void }).gc;
+    gc?.();
     const mem = process.memoryUsage();
     return {
       pid: process.pid,
       time: new Date().toISOString(),
       volfile,
       mountpoint,
-      memory: { rss: mem.rss, heapUsed: mem.heapUsed, afterGc: typeof (globalThis as { gc?: unknown }).gc === 'function' },
+      memory: { rss: mem.rss, heapUsed: mem.heapUsed, afterGc: gc !== undefined },
       ...this.bridge.dump(),
       graphs: switcher.graphs().map((g) => g.dump()),
     };

@@ -1,6 +1,10 @@
+import { constants } from 'fs';
 import type { Inode } from './inode';
 
 let nextFdId = 1;
+
+/** The flags to open an fd's file again with (another graph, a new connection): never create, fail on existence or truncate twice. */
+export const reopenFlags = (flags: number): number => flags & ~(constants.O_CREAT | constants.O_EXCL | constants.O_TRUNC);
 
 /**
  * An open file or directory on one graph. `inode` is fixed for the fd's whole life:

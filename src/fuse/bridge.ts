@@ -1,7 +1,7 @@
 import { constants } from 'fs';
 import { v4 as uuidv4 } from 'uuid';
 import { FopError } from '../core/errors';
-import type { Fd } from '../core/fd';
+import { Fd, reopenFlags } from '../core/fd';
 import type { Loc } from '../core/fops';
 import type { Frame } from '../core/frame';
 import type { Graph } from '../core/graph';
@@ -18,8 +18,6 @@ const READDIR_CHUNK = 128 * 1024;
 export const held = (g: GraphFd): GraphFd => (g.fd.ref(), g);
 // Not in fs.constants.
 const O_ACCMODE = 0o3;
-/** A reopen on another graph must not create, fail on existence or truncate again. */
-const REOPEN_MASK = ~(constants.O_CREAT | constants.O_EXCL | constants.O_TRUNC);
 
 export interface BridgeOptions {
   /** After a switch, handles nobody used are moved to the new graph this much later (ms; 0: never). */
@@ -64,11 +62,16 @@ export class Bridge implements FuseOps {
   async sweep(): Promise<void> {
     for (const base of [...this.basefds.all()]) {
       if (base.current.graph === this.activeGraph || this.basefds.find(base.id) !== base) continue;
-      await this.resolveFd(base).then(
-        (r) => r.fd.unref(),
-        () => undefined,
-      );
+      await this.moveToActive(base);
     }
+  }
+
+  /** Migrates a handle nobody is using now; a failure is its own next user's to see. */
+  private moveToActive(base: BaseFd): Promise<void> {
+    return this.resolveFd(base).then(
+      (r) => r.fd.unref(),
+      () => undefined,
+    );
   }
 
   stopSweeping(): void {
@@ -160,7 +163,7 @@ export class Bridge implements FuseOps {
    * handle EBADF for good. A failed open leaves nothing behind.
    */
   protected async reopen(target: Graph, base: BaseFd, inode: Inode): Promise<Fd | undefined> {
-    const fd = target.newFd(inode, base.flags & REOPEN_MASK, base.isDir);
+    const fd = target.newFd(inode, reopenFlags(base.flags), base.isDir);
     try {
       await this.inFrame(target, 'open', (frame) => {
         const loc = { path: base.path, inode };
@@ -263,10 +266,7 @@ export class Bridge implements FuseOps {
     for (const base of [...this.basefds.withGfid(gfid)]) {
       if (base.current.graph === this.activeGraph) continue;
       moved = true;
-      await this.resolveFd(base).then(
-        (r) => r.fd.unref(),
-        () => undefined,
-      );
+      await this.moveToActive(base);
     }
     return moved;
   }

@@ -16,30 +16,31 @@ export async function freePort(): Promise<number> {
 }
 
 /** A brick volfile: storage/posix over `dir`, served on `port` as volume `brick-posix`. */
-export const brickVolfile = (dir: string, port: number, extra = '') => `volume brick-posix
+export const brickVolfile = (dir: string, port: number, serverOptions = '') => `volume brick-posix
     type storage/posix
     option directory ${dir}
 end-volume
-${extra}
+
 volume brick-server
     type protocol/server
     option listen-port ${port}
-    subvolumes brick-posix
+${serverOptions}    subvolumes brick-posix
 end-volume
 `;
 
-/** A client volfile for a brick on `port` (tight timeouts: tests must not wait long). */
-export const clientVolfile = (port: number, extra = '', timeouts = '    option ping-timeout 2\n    option frame-timeout 20\n') => `volume remote
+/** A client volfile for a brick on `port` (tight timeouts: tests must not wait long), `extra` volumes on top. */
+export const clientVolfile = (port: number, extra = '') => `volume remote
     type protocol/client
     option remote-port ${port}
     option remote-subvolume brick-posix
-${timeouts}end-volume
+    option ping-timeout 2
+    option frame-timeout 20
+end-volume
 ${extra}`;
 
 export interface TestBrick {
   readonly dir: string;
   readonly port: number;
-  readonly volfile: string;
   /** Everything every incarnation of the brick wrote to stderr. */
   log(): string;
   readonly pid: number;
@@ -66,7 +67,6 @@ export async function startBrick(opts: { port?: number; volfile?: (dir: string, 
   const b: TestBrick = {
     dir: storage,
     port,
-    volfile,
     log: () => logs,
     get pid() {
       return child?.pid ?? -1;

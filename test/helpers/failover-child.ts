@@ -21,29 +21,27 @@
 // operation fails, {"type":"paused"} and {"type":"resumed"} (hold, around its pause file),
 // and last {"type":"result",...}. Errors are
 // collected (with times, to match against the test's and the daemon's logs), never thrown.
-// A watchdog reports any single operation pending longer than `hangMs` and exits, so a hang
+// A watchdog reports any single operation pending longer than HANG_MS and exits, so a hang
 // shows up as a result rather than as a test timeout.
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as fsp from 'fs/promises';
 import { Rng } from './rng';
 
+/** One operation pending this long is a hang: report it and exit. */
+const HANG_MS = 30_000;
+
 interface Common {
   readonly file: string;
   readonly stopFile: string;
   /** The child gives up (reporting an error) after this long. */
   readonly maxMs: number;
-  /** One operation pending this long is a hang: report it and exit. */
-  readonly hangMs?: number;
   readonly pauseMs: number;
 }
 
 export interface ReadArgs extends Common {
   readonly mode: 'read';
   readonly chunk: number;
-  readonly direct?: boolean;
-  /** Passes to make even if the stop file is there already (default 1). */
-  readonly minPasses?: number;
 }
 
 export interface WriteArgs extends Common {
@@ -125,11 +123,10 @@ class Run {
   private readonly watchdog: NodeJS.Timeout;
 
   constructor(private readonly args: Common) {
-    const hangMs = args.hangMs ?? 30_000;
     this.watchdog = setInterval(() => {
       const p = this.pending;
-      if (p && Date.now() - p.since > hangMs) this.die(`${p.what}: pending for ${Date.now() - p.since} ms (since ${new Date(p.since).toISOString()}): hang`);
-      if (Date.now() - this.start > args.maxMs + hangMs) this.die(`still running after ${Date.now() - this.start} ms`);
+      if (p && Date.now() - p.since > HANG_MS) this.die(`${p.what}: pending for ${Date.now() - p.since} ms (since ${new Date(p.since).toISOString()}): hang`);
+      if (Date.now() - this.start > args.maxMs + HANG_MS) this.die(`still running after ${Date.now() - this.start} ms`);
     }, 250);
   }
 
@@ -200,14 +197,15 @@ async function readAll(run: Run, what: string, fh: fsp.FileHandle, size: number,
 
 async function read(args: ReadArgs): Promise<ChildResult> {
   const run = new Run(args);
-  const flags = fs.constants.O_RDONLY | (args.direct === false ? 0 : fs.constants.O_DIRECT);
+  // O_DIRECT: every read reaches the daemon (and the brick), never the page cache.
+  const flags = fs.constants.O_RDONLY | fs.constants.O_DIRECT;
   const fh = await run.op('open', () => fsp.open(args.file, flags));
   const passes: Pass[] = [];
   if (fh) {
     say({ type: 'ready' });
     const buf = Buffer.alloc(args.chunk);
     let failures = 0;
-    while (passes.length < (args.minPasses ?? 1) || (!run.stopping && !run.overtime)) {
+    while (passes.length < 1 || (!run.stopping && !run.overtime)) {
       const hash = crypto.createHash('sha256');
       const t0 = Date.now();
       let off = 0;

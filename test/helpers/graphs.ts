@@ -10,7 +10,7 @@ import { Logger } from '../../src/core/log';
 import { Registry } from '../../src/core/registry';
 import type { Iatt } from '../../src/core/types';
 import { parseVolfile } from '../../src/core/volfile';
-import type { Bridge } from '../../src/fuse/bridge';
+import { Bridge } from '../../src/fuse/bridge';
 
 const temps: string[] = [];
 const running: Graph[] = [];
@@ -27,19 +27,19 @@ export const posixVolfile = (dir: string) => `volume p\n type storage/posix\n op
 export async function startGraph(dir: string, id = 1, volfile = posixVolfile(dir)): Promise<Graph> {
   const graph = buildGraph(parseVolfile(volfile, 'test.vol'), { id, registry: new Registry(), log: Logger.create('error') });
   running.push(graph);
-  expect(await graph.start(5000)).toBe('up');
+  expect(await within(graph.start(5000))).toBe('up');
   return graph;
 }
 
 export async function stopGraph(g: Graph): Promise<void> {
   const i = running.indexOf(g);
   if (i >= 0) running.splice(i, 1);
-  await g.stop(5000);
+  await within(g.stop(5000));
 }
 
 /** For afterEach: stops every graph and removes every scratch directory a test made. */
 export async function cleanupGraphs(): Promise<void> {
-  for (const g of running.splice(0)) await g.stop(5000);
+  for (const g of running.splice(0)) await within(g.stop(5000)).catch(() => undefined);
   for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 }
 
@@ -77,6 +77,9 @@ export function nameless(g: Graph, gfid: string): Promise<Iatt> {
 
 export const hex = (gfid: string) => gfid.replace(/-/g, '');
 export const handlePath = (dir: string, gfid: string) => path.join(dir, '.xlstack', 'handles', gfid.slice(0, 2), gfid);
+
+/** A path-based driver for `g` that logs errors only. */
+export const newBridge = (g: Graph): Bridge => new Bridge(g, Logger.create('error'));
 
 export async function writeFile(b: Bridge, p: string, data: string): Promise<void> {
   const fh = await b.create(p, 0o644, fs.constants.O_RDWR);

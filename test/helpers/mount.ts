@@ -69,7 +69,8 @@ export interface TestMount {
   unmount(): Promise<void>;
 }
 
-const live = new Set<TestMount>();
+/** Mounts started and not yet taken down, with their daemon. */
+const live = new Map<TestMount, ChildProcess>();
 
 export interface MountOptions {
   /** The volfile text; `@BACKING@` is replaced by the backing directory. */
@@ -77,6 +78,8 @@ export interface MountOptions {
   readonly args?: string[];
   /** Options for node itself (e.g. --expose-gc). */
   readonly nodeArgs?: string[];
+  /** An existing directory to mount on (default: a fresh one). */
+  readonly mountpoint?: string;
 }
 
 export const POSIX_VOLFILE = `
@@ -90,10 +93,10 @@ end-volume
 export async function startMount(opts: MountOptions = {}): Promise<TestMount> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-it-'));
   fs.chmodSync(dir, 0o755);
-  const mountpoint = path.join(dir, 'mnt');
+  const mountpoint = opts.mountpoint ?? path.join(dir, 'mnt');
   const backing = path.join(dir, 'backing');
   const volfile = path.join(dir, 'test.vol');
-  fs.mkdirSync(mountpoint, { mode: 0o755 });
+  if (!opts.mountpoint) fs.mkdirSync(mountpoint, { mode: 0o755 });
   fs.mkdirSync(backing, { mode: 0o755 });
   fs.writeFileSync(volfile, (opts.volfile ?? POSIX_VOLFILE).replace(/@BACKING@/g, backing));
 
@@ -114,7 +117,7 @@ export async function startMount(opts: MountOptions = {}): Promise<TestMount> {
     exited,
     unmount: () => takeDown(m, child),
   };
-  live.add(m);
+  live.set(m, child);
   try {
     await waitFor(() => isMounted(mountpoint) || !alive(child), READY_TIMEOUT_MS, `${mountpoint} to be mounted`);
     if (!alive(child)) throw new Error(`xlstack mount exited (${child.exitCode}) before serving:\n${log}`);
@@ -145,6 +148,29 @@ async function takeDown(m: TestMount, child: ChildProcess): Promise<void> {
   }
 }
 
+/** A statedump, as `xlstack statedump` prints it (tests read what they need). */
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export type Statedump = Record<string, any> & { activeGraph: number; graphs: (Record<string, any> & { id: number })[] };
+/* eslint-enable @typescript-eslint/no-explicit-any */
+
+/** The mount's statedump (throws if the command fails). */
+export async function statedump(m: TestMount): Promise<Statedump> {
+  const r = await xlstack(['statedump', m.mountpoint], { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`xlstack statedump failed (${r.code}): ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** The statedump once only the active graph is alive (polled at most `ms`; the last one read otherwise). */
+export async function settledStatedump(m: TestMount, ms = 15_000): Promise<Statedump> {
+  const end = Date.now() + ms;
+  let d = await statedump(m);
+  while (d.graphs.length > 1 && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 200));
+    d = await statedump(m);
+  }
+  return d;
+}
+
 /** Whatever happened before: leave nothing mounted and no daemon running. */
 function lastResort(m: TestMount, child: ChildProcess): void {
   if (isMounted(m.mountpoint)) spawnSync('fusermount', ['-uz', m.mountpoint], { timeout: 10_000 });
@@ -153,17 +179,10 @@ function lastResort(m: TestMount, child: ChildProcess): void {
 
 /** For afterAll: takes down every mount a test file started and did not take down. */
 export async function unmountAll(): Promise<void> {
-  await Promise.all([...live].map((m) => m.unmount()));
+  await Promise.all([...live.keys()].map((m) => m.unmount()));
 }
 
 // A test file that dies halfway still leaves nothing mounted.
 process.on('exit', () => {
-  for (const m of live) {
-    if (isMounted(m.mountpoint)) spawnSync('fusermount', ['-uz', m.mountpoint], { timeout: 10_000 });
-    try {
-      process.kill(m.pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  for (const [m, child] of live) lastResort(m, child);
 });

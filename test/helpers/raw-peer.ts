@@ -5,8 +5,8 @@ import * as net from 'net';
 import { Frame, FrameError, FrameReader, Kind, VERSION, encodeFrame } from '../../src/rpc/frame';
 import type { Reply, Welcome } from '../../src/rpc/wire';
 
-export const ROOT_GFID = '00000000-0000-0000-0000-000000000001';
-export const ROOT_CALLER = { uid: 0, gid: 0, groups: [] as number[], pid: 1 };
+export { ROOT_GFID } from '../../src/core/types';
+const ROOT_CALLER = { uid: 0, gid: 0, groups: [] as number[], pid: 1 };
 
 const live = new Set<RawConn>();
 
@@ -27,8 +27,6 @@ export class RawConn {
   readonly unsolicited: Frame[] = [];
   /** Set if the other side sent something that is not a frame. */
   badFrame?: string;
-  bytesSent = 0;
-  framesSent = 0;
 
   private constructor(readonly socket: net.Socket) {
     let done!: (r: string) => void;
@@ -87,16 +85,13 @@ export class RawConn {
   /** Raw bytes, as they are. False if the connection is gone. */
   write(bytes: Buffer): boolean {
     if (this.ended !== undefined || this.socket.destroyed) return false;
-    this.bytesSent += bytes.length;
     this.socket.write(bytes);
     return true;
   }
 
-  /** One frame (counted as sent). */
+  /** One frame. */
   sendFrame(kind: Kind, id: number, body: unknown): boolean {
-    const ok = this.write(encodeFrame(kind, id, body));
-    if (ok) this.framesSent++;
-    return ok;
+    return this.write(encodeFrame(kind, id, body));
   }
 
   /** Sends a frame and waits (bounded) for the frame with its id; undefined if none came. */

@@ -31,7 +31,7 @@ import { Rng } from './rng';
 const C = fs.constants;
 
 export const SHARED_DIRS = ['d0', 'd1', 'd2'] as const;
-export const SHARED_NAMES = Array.from({ length: 12 }, (_, i) => `f${i}`);
+const SHARED_NAMES = Array.from({ length: 12 }, (_, i) => `f${i}`);
 export const PRIVATE_NAMES = ['q0', 'q1', 'q2', 'q3'] as const;
 export const sharedRoot = (root: string) => path.join(root, 'shared');
 export const privateDir = (root: string, index: number) => path.join(root, 'private', `c${index}`);
@@ -567,8 +567,7 @@ class StressChild {
     const h = this.pickFd(this.sharedFds, readable);
     if (!h) return this.sharedOpen();
     const [offset, len] = [this.rng.int(MAX_SIZE), 1 + this.rng.int(16384)];
-    const r = await this.must('fd.read', h.path, () => h.fh.read(Buffer.alloc(len), 0, len, offset));
-    if (r.ok && r.value.bytesRead > len) this.mismatch('fd.read', h.path, `read ${r.value.bytesRead} > ${len} bytes`);
+    await this.must('fd.read', h.path, () => h.fh.read(Buffer.alloc(len), 0, len, offset));
   }
 
   private async fdWrite(): Promise<void> {

@@ -594,7 +594,7 @@ async function symlinks(root: string): Promise<StepValue> {
 }
 
 /** 1000 distinct names of varied shapes: unicode (2-, 3- and 4-byte UTF-8), spaces, dots, long. */
-export function manyNames(count = 1000): string[] {
+function manyNames(count = 1000): string[] {
   const shapes: ((i: number) => string)[] = [
     (i) => `file-${String(i).padStart(4, '0')}`,
     (i) => `é-ü-ß ${i}`,

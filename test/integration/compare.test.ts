@@ -2,9 +2,9 @@
 // results and the same errnos, for root and for an unprivileged user.
 import * as fs from 'fs';
 import * as net from 'net';
-import * as os from 'os';
 import * as path from 'path';
-import { TestMount, POSIX_VOLFILE, startMount, unmountAll } from '../helpers/mount';
+import { TestMount, POSIX_VOLFILE, startMount } from '../helpers/mount';
+import { cleanupScratch, scratchDir } from '../helpers/scratch';
 import { DEFAULT_STEPS, StepResult, compareResults, resultOf, runNonRootWorkload, runWorkload } from '../helpers/workload';
 
 const NOBODY = 65534;
@@ -36,14 +36,11 @@ describe.each(stacks)('%s', (_name, volfile) => {
 
   beforeAll(async () => {
     mnt = await startMount({ volfile });
-    plain = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-plain-'));
+    plain = scratchDir('xlstack-plain-');
     fs.chmodSync(plain, 0o755);
   });
 
-  afterAll(async () => {
-    await unmountAll();
-    fs.rmSync(plain, { recursive: true, force: true });
-  });
+  afterAll(cleanupScratch);
 
   describe('as root', () => {
     let onMount: StepResult[];

@@ -11,7 +11,7 @@ import { v4 as uuidv4 } from 'uuid';
 import { Kind } from '../../src/rpc/frame';
 import type { Reply } from '../../src/rpc/wire';
 import { sys } from '../../xlators/storage/posix/sys';
-import { TestBrick, clientVolfile, startBrick } from '../helpers/brick';
+import { TestBrick, brickVolfile, clientVolfile, startBrick } from '../helpers/brick';
 import { isMounted, xlstack } from '../helpers/mount';
 import { ROOT_GFID, RawConn, closeRawConns, outcome } from '../helpers/raw-peer';
 import { cleanupScratch, pidAlive as alive, scratchDir, track } from '../helpers/scratch';
@@ -31,21 +31,7 @@ describe('a peer outside auth.allow is refused', () => {
   let brick: TestBrick;
 
   beforeAll(async () => {
-    brick = await startBrick({
-      volfile: (dir, port) => `volume brick-posix
-    type storage/posix
-    option directory ${dir}
-end-volume
-
-volume brick-server
-    type protocol/server
-    option listen-port ${port}
-    option transport.address 127.0.0.1
-    option auth.allow 127.0.0.2
-    subvolumes brick-posix
-end-volume
-`,
-    });
+    brick = await startBrick({ volfile: (dir, port) => brickVolfile(dir, port, '    option transport.address 127.0.0.1\n    option auth.allow 127.0.0.2\n') });
   });
 
   afterAll(async () => {
@@ -106,13 +92,9 @@ end-volume
     const vol = path.join(d, 'client.vol');
     fs.writeFileSync(vol, clientVolfile(brick.port));
     const started = Date.now();
-    let r;
-    try {
-      r = await xlstack(['mount', vol, mnt], { timeoutMs: 25_000 });
-    } finally {
-      // whatever happened, leave nothing mounted
-      if (isMounted(mnt)) spawnSync('fusermount', ['-uz', mnt], { timeout: 10_000 });
-    }
+    const r = await xlstack(['mount', vol, mnt], { timeoutMs: 25_000 });
+    // whatever happened (xlstack() never throws), leave nothing mounted
+    if (isMounted(mnt)) spawnSync('fusermount', ['-uz', mnt], { timeout: 10_000 });
     const took = Date.now() - started;
     expect(r.code).not.toBe(0);
     expect(r.code).not.toBeNull(); // it exited by itself, not killed at the timeout

@@ -1,10 +1,11 @@
 // Live graph switching on a real mount: SIGHUP reloads while a process keeps 50 files and
 // directories open and does I/O through them.
-import { ChildProcess, spawn } from 'child_process';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { LoadResult } from '../helpers/switch-load-child';
-import { POSIX_VOLFILE, TestMount, startMount, unmountAll, waitFor, within, xlstack } from '../helpers/mount';
+import { POSIX_VOLFILE, TestMount, settledStatedump, startMount, statedump, waitFor, within, xlstack } from '../helpers/mount';
+import { cleanupScratch, track } from '../helpers/scratch';
 
 const LOAD = path.join(__dirname, '../helpers/switch-load-child.js');
 
@@ -15,17 +16,7 @@ const TOPOLOGIES = [
   `${POSIX_VOLFILE}\nvolume mid\n    type debug/delay-gen\n    subvolumes test-posix\nend-volume\nvolume top\n    type debug/trace\n    subvolumes mid\nend-volume\n`,
 ];
 
-const children: ChildProcess[] = [];
-afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  await unmountAll();
-});
-
-async function dump(m: TestMount) {
-  const r = await xlstack(['statedump', m.mountpoint]);
-  expect(r.code).toBe(0);
-  return JSON.parse(r.stdout);
-}
+afterAll(cleanupScratch);
 
 const switches = (m: TestMount) => (m.log().match(/switched to graph/g) ?? []).length;
 
@@ -40,15 +31,18 @@ async function switchBySighup(m: TestMount, k: number): Promise<void> {
 
 function startLoad(m: TestMount, files: number, dirs: number) {
   const stopFile = path.join(m.dir, 'stop');
-  const child = spawn(process.execPath, [LOAD, JSON.stringify({ root: m.mountpoint, files, dirs, stopFile, maxMs: 300_000 })], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
+  const child = track(spawn(process.execPath, [LOAD, JSON.stringify({ root: m.mountpoint, files, dirs, stopFile, maxMs: 300_000 })], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   return {
-    ready: () => waitFor(() => out.startsWith('ready\n') || child.exitCode !== null, 30_000, 'the load to open its files'),
+    async ready() {
+      await waitFor(() => out.startsWith('ready\n') || child.exitCode !== null || child.signalCode !== null, 30_000, 'the load to open its files');
+      if (!out.startsWith('ready\n')) throw new Error(`the load exited (${child.exitCode ?? child.signalCode}) before opening its files`);
+    },
     async finish(): Promise<LoadResult> {
       fs.writeFileSync(stopFile, '');
-      await within(new Promise((r) => child.once('exit', r)), 60_000);
+      if ((await within(exited, 60_000)) === undefined) throw new Error('the load did not stop within 60 s');
       return JSON.parse(out.split('\n')[1]);
     },
   };
@@ -64,12 +58,7 @@ test('50 open files and directories doing I/O through 100 SIGHUP switches: no er
   expect(result.mismatches).toEqual([]);
   expect(result.rounds).toBeGreaterThan(10);
   // Handles left idle after the last switch move in the sweep; then only the active graph is alive.
-  let d = await dump(m);
-  const end = Date.now() + 15_000;
-  while (d.graphs.length > 1 && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 200));
-    d = await dump(m);
-  }
+  const d = await settledStatedump(m);
   expect(d.activeGraph).toBe(101);
   expect(d.graphs.map((g: { id: number }) => g.id)).toEqual([101]);
   expect(m.log()).not.toMatch(/ERROR/);
@@ -84,19 +73,19 @@ test('a bad volfile on SIGHUP: the mount keeps serving and the log names file, l
   expect(m.log()).toMatch(/still serving graph 1/);
   fs.writeFileSync(path.join(m.mountpoint, 'still'), 'serving');
   expect(fs.readFileSync(path.join(m.mountpoint, 'still'), 'utf8')).toBe('serving');
-  expect((await dump(m)).activeGraph).toBe(1);
+  expect((await statedump(m)).activeGraph).toBe(1);
 });
 
 test('an options-only reload keeps the graph and takes effect; xlstack reload says what it did', async () => {
   const m = await startMount({ volfile: TOPOLOGIES[0] });
-  const history = async () => (await dump(m)).graphs[0].xlators.find((x: { name: string }) => x.name === 'top').history as string[];
+  const history = async () => (await statedump(m)).graphs[0].xlators.find((x: { name: string }) => x.name === 'top').history as string[];
   fs.writeFileSync(path.join(m.mountpoint, 'quiet'), 'not traced');
   expect(await history()).toEqual([]);
   fs.writeFileSync(m.volfile, TOPOLOGIES[0].replace(/@BACKING@/g, m.backing).replace('type debug/trace\n', 'type debug/trace\n    option log-history on\n'));
   const r = await xlstack(['reload', m.mountpoint]);
   expect(r.stdout).toBe('reconfigured: graph 1 (options of top)\n');
   fs.writeFileSync(path.join(m.mountpoint, 'loud'), 'traced');
-  const d = await dump(m);
+  const d = await statedump(m);
   expect(d.activeGraph).toBe(1);
   expect(d.graphs).toHaveLength(1);
   expect((await history()).some((l) => l.includes('/loud'))).toBe(true);
@@ -107,20 +96,12 @@ test('memory stays flat over 500 switches with open files (heap after GC)', asyn
   const m = await startMount({ volfile: TOPOLOGIES[0], nodeArgs: ['--expose-gc'] });
   const load = startLoad(m, 8, 2);
   await load.ready();
-  const settled = async () => {
-    const end = Date.now() + 15_000;
-    let d = await dump(m);
-    while (d.graphs.length > 1 && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 200));
-      d = await dump(m);
-    }
-    return d.memory as { heapUsed: number; rss: number; afterGc: boolean };
-  };
+  const memory = async () => (await settledStatedump(m)).memory as { heapUsed: number; rss: number; afterGc: boolean };
   for (let k = 1; k <= 50; k++) await switchBySighup(m, k); // warm up: JIT, caches, pools
-  const before = await settled();
+  const before = await memory();
   const N = 500;
   for (let k = 51; k <= 50 + N; k++) await switchBySighup(m, k);
-  const after = await settled();
+  const after = await memory();
   const result = await load.finish();
   expect(result.errors).toEqual([]);
   expect(result.mismatches).toEqual([]);

@@ -2,17 +2,15 @@
 // its storage directory and port moved to a scratch area).
 import * as fs from 'fs';
 import * as path from 'path';
-import { freePort, startBrick, stopBricks } from '../helpers/brick';
-import { startMount, unmountAll, xlstack } from '../helpers/mount';
+import { freePort, startBrick } from '../helpers/brick';
+import { startMount, xlstack } from '../helpers/mount';
+import { cleanupScratch } from '../helpers/scratch';
 
 const VOLFILES = path.resolve(__dirname, '../../../volfiles');
 const shipped = fs.readdirSync(VOLFILES).filter((f) => f.endsWith('.vol'));
 const text = (name: string) => fs.readFileSync(path.join(VOLFILES, name), 'utf8');
 
-afterAll(async () => {
-  await unmountAll();
-  await stopBricks();
-});
+afterAll(cleanupScratch);
 
 test('volfiles/ ships the default volfile and a brick with its client', () => {
   expect(shipped).toEqual(expect.arrayContaining(['default.vol', 'brick.vol', 'client.vol']));

@@ -172,10 +172,12 @@ export class LegacySwitcher extends GraphSwitcher {
   protected override async activate(g: Graph, reason: string): Promise<void> {
     if (this.flaws.has('switch-barrier')) {
       const old = this.bridge.active;
-      await new Promise<void>((resolve) => {
-        const check = () => (old.pendingFrames === 0 ? resolve() : setTimeout(check, 5).unref());
+      // Until the old graph is idle, or gone (the test is over: stop polling).
+      const drained = await new Promise<boolean>((resolve) => {
+        const check = () => (old.pendingFrames === 0 ? resolve(true) : old.state === 'dead' ? resolve(false) : setTimeout(check, 5).unref());
         check();
       });
+      if (!drained) return;
     }
     return super.activate(g, reason);
   }
@@ -217,6 +219,7 @@ export class PointerLock {
  */
 export class InodeSerializer extends Xlator {
   readonly locks = new Map<Inode, PointerLock>();
+  private finished = false;
 
   lockOf(inode: Inode): PointerLock {
     let l = this.locks.get(inode);
@@ -235,7 +238,12 @@ export class InodeSerializer extends Xlator {
   }
 
   protected override async drain(): Promise<void> {
-    while (this.heldLocks().length) await new Promise((r) => setTimeout(r, 5).unref());
+    // A lock that stays held forever (the race this reproduces) is waited for until fini.
+    while (!this.finished && this.heldLocks().length) await new Promise((r) => setTimeout(r, 5).unref());
+  }
+
+  override async fini(): Promise<void> {
+    this.finished = true;
   }
 
   override dump(): Record<string, unknown> {

@@ -7,6 +7,7 @@ import * as path from 'path';
 import type { Iatt } from '../../src/core/types';
 import { InodeSerializer } from './legacy';
 import type { StackOptions } from './harness';
+import { within as bounded } from '../helpers/graphs';
 import { HUNG, O_RDWR, POSIX, closeStacks, createFile, layer, outcome, read, stack, until, within } from './harness';
 
 afterEach(closeStacks);
@@ -27,7 +28,7 @@ describe('1. lock and unlock through a swapped fd.inode', () => {
     const oldInode = s.bridge.basefds.get(fh1).current.fd.inode;
     const a = s.gate(1).hold('read', 'before');
     const taskA = outcome(read(s.bridge, '/f', fh1)); // A takes graph 1's inode lock and is held below it
-    await a.reached;
+    await bounded(a.reached, 5000);
     await s.reload(V2);
     const taskB = outcome(read(s.bridge, '/f', fh1)); // B moves fh1 to graph 2 while A holds the lock
     const bBeforeA = await within(taskB, 300);
@@ -65,7 +66,7 @@ describe('2. inode swap in the create callback racing with a lookup of the new f
     const s = await stack(POSIX + layer('top', 'debug/gate', 'posix'), opts);
     const h = s.gate(1, 'top').hold('create', 'after');
     const creating = s.bridge.create('/new', 0o644, O_RDWR);
-    await h.reached; // the file exists on disk; the reply is held
+    await bounded(h.reached, 5000); // the file exists on disk; the reply is held
     const racing = (await s.bridge.getattr('/new')) as Iatt; // another process looks the name up
     h.release();
     const fh = await creating;
@@ -93,7 +94,7 @@ describe('3. a request issued on the old graph that completes after its handle m
     const fh = await createFile(s.bridge, '/f', 'before');
     const h = s.gate(1).hold('write', 'before');
     const late = outcome(s.bridge.write('/f', fh, Buffer.from('LATE'), 0)); // on its way down graph 1
-    await h.reached;
+    await bounded(h.reached, 5000);
     await s.reload(TRACE_OVER_POSIX.replace('debug/trace', 'debug/delay-gen'));
     const moved = await outcome(read(s.bridge, '/f', fh)); // the handle moves to graph 2 meanwhile
     const current = s.bridge.basefds.get(fh).current;
@@ -205,7 +206,7 @@ describe('7. a switch during an in-flight create, with a rename and unlink of th
     const s = await stack(POSIX + layer('top', 'debug/gate', 'posix'), opts);
     const h = s.gate(1, 'top').hold('create', 'after');
     const creating = s.bridge.create('/x', 0o644, O_RDWR);
-    await h.reached;
+    await bounded(h.reached, 5000);
     await s.reload(TRACE_OVER_POSIX);
     await s.bridge.rename('/x', '/y'); // graph 2 renames the file the create just made
     await s.bridge.unlink('/y'); // and unlinks it
@@ -236,7 +237,7 @@ describe('8. two switches in quick succession while a migration is in progress',
     await s.reload(V2);
     const first = outcome(read(s.bridge, '/f', fh)); // migration to graph 2, held at its open
     const h = s.gate(2).holds[0];
-    await h.reached;
+    await bounded(h.reached, 5000);
     await s.reload(DELAY_OVER_POSIX); // graph 3
     const second = outcome(read(s.bridge, '/f', fh));
     const secondEarly = await within(second, 300);
@@ -271,10 +272,10 @@ describe('9. out-of-order activation: graph N+2 comes up before N+1', () => {
     const first = outcome(s.switcher.reload()); // graph 2: its CHILD_UP is held
     await until(() => s.ids().includes(2));
     const gate2 = s.gate(2);
-    await gate2.holds[0].reached;
+    await bounded(gate2.holds[0].reached, 5000);
     s.write(DELAY_OVER_POSIX);
     const second = await within(s.switcher.reload(), 1000); // graph 3 comes up at once
-    gate2.holds[0]?.release(); // graph 2's CHILD_UP arrives late
+    gate2.holds[0].release(); // graph 2's CHILD_UP arrives late
     const firstResult = await within(first, 1000);
     await until(() => !s.ids().includes(2), 1000);
     const fops = [...gate2.calls.values()].reduce((a, b) => a + b, 0);
@@ -324,11 +325,11 @@ describe('11. the reopen fails on the new graph', () => {
     await s.bridge.release('/bad', bad);
     await s.bridge.release('/', dir);
     await until(() => s.ids().join() === '2', 1000);
-    return { first, again, other: other === undefined ? 'ok' : other, fdsOn2: s.graph(2).fds.size };
+    return { first, again, other: other === undefined ? 'ok' : other, fdsOn2: s.graph(2).fds.size, alive: s.ids() };
   }
 
   test('real bridge: only that handle gets EBADF, nothing leaks on either graph, others keep working', async () => {
-    expect(await schedule({})).toEqual({ first: 'EBADF', again: 'EBADF', other: 'ok', fdsOn2: 0 });
+    expect(await schedule({})).toEqual({ first: 'EBADF', again: 'EBADF', other: 'ok', fdsOn2: 0, alive: [2] });
   });
 
   test('older design (leak-failed-reopen, GlusterFS #4841): the failed fd stays on the new graph', async () => {
@@ -372,7 +373,7 @@ describe('13. a handle moved to the new graph and then closed without another re
     const s = await stack(TRACE_OVER_POSIX, { ...opts, sweepAfterMs: 20 });
     const fh = await createFile(s.bridge, '/f', 'x');
     await s.reload(DELAY_OVER_POSIX);
-    await until(() => s.bridge.basefds.get(fh).current.graph.id === 2); // the sweep moved it
+    expect(await until(() => s.bridge.basefds.get(fh).current.graph.id === 2)).toBe(true); // the sweep moved it
     await outcome(s.bridge.release('/f', fh));
     await until(() => s.ids().join() === '2', 1000);
     return { alive: s.ids(), fdsOn2: s.graph(2).fds.size };
@@ -394,11 +395,12 @@ describe('14. an open in flight across the switch (the handle is born on the old
     await s.bridge.release('/f', await createFile(s.bridge, '/f', 'data'));
     const h = s.gate(1, 'top').hold('open', 'after');
     const opening = s.bridge.open('/f', O_RDWR);
-    await h.reached;
+    await bounded(h.reached, 5000);
     await s.reload(TRACE_OVER_POSIX);
     h.release();
     const fh = await opening;
     const back = await outcome(read(s.bridge, '/f', fh));
+    await until(() => s.ids().join() === '2', 1000);
     return { back, servedBy: s.bridge.basefds.get(fh).current.graph.id, alive: s.ids() };
   }
 
@@ -406,6 +408,7 @@ describe('14. an open in flight across the switch (the handle is born on the old
     const r = await schedule({});
     expect(r.back).toBe('data');
     expect(r.servedBy).toBe(2);
+    expect(r.alive).toEqual([2]);
   });
 
   test('older design (eager-only: move handles at switch time only): the handle stays on the old graph', async () => {
@@ -425,7 +428,7 @@ describe('15. a close racing the handle\'s migration', () => {
     await s.reload(V2);
     const reading = outcome(read(s.bridge, '/f', fh)); // migration held at graph 2's open
     const h = s.gate(2).holds[0];
-    await h.reached;
+    await bounded(h.reached, 5000);
     const closing = outcome(s.bridge.release('/f', fh));
     const closedEarly = await within(closing, 300);
     h.release();

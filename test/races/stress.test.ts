@@ -14,7 +14,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { PRIVATE_NAMES, SHARED_DIRS, StressArgs, StressReport, privateDir, sharedRoot } from '../helpers/stress-child';
 import { Rng } from '../helpers/rng';
-import { POSIX_VOLFILE, TestMount, startMount, unmountAll, waitFor, within, xlstack } from '../helpers/mount';
+import { POSIX_VOLFILE, TestMount, settledStatedump, startMount, statedump, waitFor, within, xlstack } from '../helpers/mount';
+import { cleanupScratch, track } from '../helpers/scratch';
 
 const CHILD = path.join(__dirname, '../helpers/stress-child.js');
 const WRITE_BEHIND = path.join(__dirname, '../../xlators/performance/write-behind.js');
@@ -99,15 +100,12 @@ interface Child {
   stderr: string;
 }
 
-const children: Child[] = [];
-
 function startChild(root: string, index: number): Child {
   const args: StressArgs = { root, index, seed: (SEED + index) >>> 0, durationMs: LOAD_MS, hangMs: HANG_MS, deadlineMs: CHILD_DEADLINE_MS };
-  const proc = spawn(process.execPath, [CHILD, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = track(spawn(process.execPath, [CHILD, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] }));
   const child: Child = { index, proc, exited: new Promise((r) => proc.once('exit', () => r())), stdout: '', stderr: '' };
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => (child.stdout += d));
   proc.stderr!.setEncoding('utf8').on('data', (d: string) => (child.stderr += d));
-  children.push(child);
   return child;
 }
 
@@ -224,23 +222,6 @@ async function driveSwitches(m: TestMount, topos: Topology[], s: SwitchState, rn
 // ---------------------------------------------------------------------------------------
 // The end state
 
-async function statedump(m: TestMount): Promise<{ activeGraph: number; graphs: { id: number }[]; baseFds: unknown[] }> {
-  const r = await xlstack(['statedump', m.mountpoint], { timeoutMs: 10_000 });
-  if (r.code !== 0) throw new Error(`xlstack statedump failed (${r.code}): ${r.stderr}`);
-  return JSON.parse(r.stdout);
-}
-
-/** Polls (bounded) until only the active graph is alive; returns the last dump. */
-async function settled(m: TestMount) {
-  const end = Date.now() + SETTLE_TIMEOUT_MS;
-  let d = await statedump(m);
-  while (d.graphs.length > 1 && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 200));
-    d = await statedump(m);
-  }
-  return d;
-}
-
 /** A recursive listing (path, type, permissions, size of files, symlink target) by `find`, in a child process. */
 function listing(root: string): Promise<string[]> {
   return new Promise((resolve, reject) => {
@@ -299,10 +280,7 @@ function unexpectedErrors(log: string, expected: number): string[] {
 // ---------------------------------------------------------------------------------------
 // The test
 
-afterAll(async () => {
-  for (const c of children) if (running(c)) c.proc.kill('SIGKILL');
-  await unmountAll();
-});
+afterAll(cleanupScratch);
 
 interface Outcome {
   readonly problems: string[];
@@ -338,7 +316,7 @@ async function stress(): Promise<Outcome> {
   if (s.badReloads !== 1) problems.push(`the bad volfile was not tried`);
 
   if (crash) problems.push(crash);
-  const d = await settled(m).catch((e: Error) => void problems.push(e.message));
+  const d = await settledStatedump(m, SETTLE_TIMEOUT_MS).catch((e: Error) => void problems.push(e.message));
   if (d && (d.graphs.length !== 1 || d.activeGraph !== s.graph)) problems.push(`after the load: active graph ${d.activeGraph} (want ${s.graph}), live graphs [${d.graphs.map((g) => g.id)}] (want [${s.graph}]), ${d.baseFds.length} open handles`);
   await new Promise((r) => setTimeout(r, ATTR_TIMEOUT_MS)); // let the kernel's cached attributes expire
   const onMount = await listing(m.mountpoint).catch((e: Error) => void problems.push(e.message));

@@ -8,6 +8,8 @@ import { Logger } from '../../src/core/log';
 import { Registry, defineTranslator } from '../../src/core/registry';
 import { Volfile, VolfileError, VolfileProblem, parseVolfile } from '../../src/core/volfile';
 import { Xlator } from '../../src/core/xlator';
+import { expectSame, vol } from '../helpers/core';
+import { FIXTURES, volfilesUnder } from '../helpers/fixtures';
 
 // --- a test translator that records the fops it sees ----------------------------------
 
@@ -40,15 +42,6 @@ beforeEach(() => {
 
 const FILE = '/etc/xlstack/t.vol';
 
-/** Identity check for objects that point at each other (jest could not print or serialise them). */
-function expectSame(actual: unknown, expected: unknown, what: string): void {
-  if (actual !== expected) throw new Error(`${what}: expected the very same object`);
-}
-
-function vol(...lines: string[]): string {
-  return lines.join('\n') + '\n';
-}
-
 function parse(text: string, file = FILE): Volfile {
   return parseVolfile(text, file);
 }
@@ -71,6 +64,14 @@ function build(text: string, passthroughUnknown = false): Graph {
 function expectProblem(p: VolfileProblem, line: number, ...words: string[]): void {
   expect(p.line).toBe(line);
   for (const w of words) expect(p.message).toContain(w);
+}
+
+/** Building `text` fails with exactly one problem, on `line`, naming `words`; returns the error. */
+function expectOnlyBuildProblem(text: string, line: number, ...words: string[]): VolfileError {
+  const err = volfileError(() => build(text));
+  expect(err.problems).toHaveLength(1);
+  expectProblem(err.problems[0], line, ...words);
+  return err;
 }
 
 // --- building -----------------------------------------------------------------------
@@ -127,10 +128,8 @@ describe('buildGraph', () => {
       '  subvolumes leaf', //                                 8
       'end-volume', //                                        9
     );
-    const err = volfileError(() => build(text));
+    const err = expectOnlyBuildProblem(text, 7, "'features/nope'", "volume 'mid'", 'not implemented');
     expect(err.file).toBe(FILE);
-    expect(err.problems).toHaveLength(1);
-    expectProblem(err.problems[0], 7, "'features/nope'", "volume 'mid'", 'not implemented');
     expect(err.message).toContain(`${FILE}:7:`);
   });
 
@@ -163,9 +162,7 @@ describe('buildGraph', () => {
       'volume leaf', '  type test/rec', 'end-volume',
       'volume tr', '  type debug/trace', '  option log-history maybe', '  subvolumes leaf', 'end-volume',
     );
-    const err = volfileError(() => build(text));
-    expect(err.problems).toHaveLength(1);
-    expectProblem(err.problems[0], 6, "volume 'tr'", "'log-history'", '"maybe"');
+    const err = expectOnlyBuildProblem(text, 6, "volume 'tr'", "'log-history'", '"maybe"');
     expect(err.message).toContain(`${FILE}:6: volume 'tr': bad value for option 'log-history'`);
   });
 
@@ -183,9 +180,7 @@ describe('buildGraph', () => {
       'volume leaf', '  type test/rec', 'end-volume',
       'volume tr', '  type debug/trace', '  subvolumes leaf', '  option colour blue', 'end-volume',
     );
-    const err = volfileError(() => build(text));
-    expect(err.problems).toHaveLength(1);
-    expectProblem(err.problems[0], 7, "volume 'tr'", "unknown option 'colour'", 'debug/trace', 'include-ops', 'log-history');
+    expectOnlyBuildProblem(text, 7, "volume 'tr'", "unknown option 'colour'", 'debug/trace', 'include-ops', 'log-history');
   });
 
   it('ignores an unknown option of a known type with passthroughUnknown, with a warning', () => {
@@ -203,16 +198,12 @@ describe('buildGraph', () => {
       'volume leaf', '  type test/rec', 'end-volume',
       'volume brick', '  type storage/posix', '  option directory /x', '  subvolumes leaf', 'end-volume',
     );
-    const err = volfileError(() => build(text));
-    expect(err.problems).toHaveLength(1);
-    expectProblem(err.problems[0], 7, "volume 'brick'", 'storage/posix', 'takes 0 subvolume(s), got 1');
+    expectOnlyBuildProblem(text, 7, "volume 'brick'", 'storage/posix', 'takes 0 subvolume(s), got 1');
   });
 
   it('rejects debug/trace without a subvolume, on the volume line', () => {
     const text = vol('volume tr', '  type debug/trace', 'end-volume');
-    const err = volfileError(() => build(text));
-    expect(err.problems).toHaveLength(1);
-    expectProblem(err.problems[0], 1, "volume 'tr'", 'debug/trace', 'takes 1 subvolume(s), got 0');
+    expectOnlyBuildProblem(text, 1, "volume 'tr'", 'debug/trace', 'takes 1 subvolume(s), got 0');
   });
 
   it('rejects debug/delay-gen with two subvolumes', () => {
@@ -293,16 +284,6 @@ describe('buildGraph', () => {
 });
 
 // --- the GlusterFS volfiles in test/fixtures ----------------------------------------------
-
-const REPO = path.resolve(__dirname, '../../..');
-const FIXTURES = path.join(REPO, 'test/fixtures/volfiles-glusterfs');
-
-function volfilesUnder(dir: string): string[] {
-  return fs
-    .readdirSync(dir, { withFileTypes: true })
-    .flatMap((e) => (e.isDirectory() ? volfilesUnder(path.join(dir, e.name)) : e.name.endsWith('.vol') ? [path.join(dir, e.name)] : []))
-    .sort();
-}
 
 const FIXTURE_FILES = volfilesUnder(FIXTURES);
 

@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { FopError, check, isErrnoCode } from '../../src/core/errors';
+import { cleanupGraphs, tempDir } from '../helpers/graphs';
 
 const E = os.constants.errno;
 
@@ -53,11 +54,9 @@ describe('FopError', () => {
 describe('FopError.from', () => {
   let dir: string;
   beforeAll(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xl-core-errors-'));
+    dir = tempDir('xl-core-errors-');
   });
-  afterAll(() => {
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(cleanupGraphs);
 
   it('turns a real ENOENT from fs.statSync into FopError ENOENT', () => {
     const missing = path.join(dir, 'no-such-file');

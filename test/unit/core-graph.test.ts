@@ -1,6 +1,4 @@
 import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
 import { buildGraph } from '../../src/core/builder';
 import { XlEvent } from '../../src/core/events';
 import { Fd } from '../../src/core/fd';
@@ -12,6 +10,8 @@ import { Registry, defineTranslator } from '../../src/core/registry';
 import { ROOT_GFID } from '../../src/core/types';
 import { parseVolfile } from '../../src/core/volfile';
 import { Xlator } from '../../src/core/xlator';
+import { deferred, expectSame, flush, vol } from '../helpers/core';
+import { cleanupGraphs, tempDir } from '../helpers/graphs';
 
 // --- a recording test translator ---------------------------------------------------
 
@@ -78,11 +78,6 @@ let logs: string[];
 let log: Logger;
 let nextId = 100;
 
-/** Identity check for objects that point at each other (jest could not print or serialise them). */
-function expectSame(actual: unknown, expected: unknown, what: string): void {
-  if (actual !== expected) throw new Error(`${what}: expected the very same object`);
-}
-
 beforeEach(() => {
   journal = [];
   gates = new Map();
@@ -96,11 +91,8 @@ const graphs: Graph[] = [];
 afterEach(async () => {
   // Nothing may outlive a test (a failed assertion must not leave a graph up).
   for (const g of graphs.splice(0)) await g.stop(100).catch(() => undefined);
+  await cleanupGraphs();
 });
-
-function vol(...lines: string[]): string {
-  return lines.join('\n') + '\n';
-}
 
 function build(text: string, extra: { lruLimit?: number; entryTimeoutMs?: number } = {}): Graph {
   const g = buildGraph(parseVolfile(text, '/etc/xlstack/test.vol'), { id: nextId++, registry, log, ...extra });
@@ -117,16 +109,6 @@ function chain(leafMode = 'up', extra = ''): Graph {
       'volume c', '  type test/rec', '  subvolumes b', 'end-volume',
     ),
   );
-}
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
-}
-
-async function flush(rounds = 10): Promise<void> {
-  for (let i = 0; i < rounds; i++) await new Promise<void>((r) => setImmediate(r));
 }
 
 /** Settles with `p`'s value, or rejects after `ms` (no test waits forever). */
@@ -213,25 +195,21 @@ describe('Graph.start', () => {
   });
 
   it("comes up over storage/posix in a temporary directory, and serves the root", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xl-core-graph-'));
-    try {
-      const g = build(
-        vol(
-          'volume brick', '  type storage/posix', `  option directory ${dir}`, 'end-volume',
-          'volume tr', '  type debug/trace', '  subvolumes brick', 'end-volume',
-        ),
-      );
-      expect(await within(g.start(2000), 3000, 'start')).toBe('up');
-      expect(g.state).toBe('up');
-      const frame = g.frame('stat');
-      const st = await g.top.stat(frame, { path: '/', inode: g.itable.root });
-      frame.done();
-      expect(st.gfid).toBe(ROOT_GFID);
-      await within(g.stop(2000), 3000, 'stop');
-      expect(g.state).toBe('dead');
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    const dir = tempDir('xl-core-graph-');
+    const g = build(
+      vol(
+        'volume brick', '  type storage/posix', `  option directory ${dir}`, 'end-volume',
+        'volume tr', '  type debug/trace', '  subvolumes brick', 'end-volume',
+      ),
+    );
+    expect(await within(g.start(2000), 3000, 'start')).toBe('up');
+    expect(g.state).toBe('up');
+    const frame = g.frame('stat');
+    const st = await g.top.stat(frame, { path: '/', inode: g.itable.root });
+    frame.done();
+    expect(st.gfid).toBe(ROOT_GFID);
+    await within(g.stop(2000), 3000, 'stop');
+    expect(g.state).toBe('dead');
   });
 });
 

@@ -1,12 +1,7 @@
 import { Mutex } from '../../src/core/mutex';
+import { deferred } from '../helpers/core';
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
-}
 
 describe('Mutex', () => {
   it('is unlocked at first and runs a section, returning its value', async () => {

@@ -1,9 +1,11 @@
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { opt } from '../../src/core/options';
 import { Registry, XLATOR_DIR, defineTranslator } from '../../src/core/registry';
 import { Xlator } from '../../src/core/xlator';
+import { cleanupGraphs, tempDir } from '../helpers/graphs';
+
+afterEach(cleanupGraphs);
 
 describe('Registry.find', () => {
   const registry = new Registry();
@@ -63,30 +65,22 @@ describe('Registry.find', () => {
   });
 
   it('never loads a module outside its folder, even one that exists', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xl-core-registry-'));
-    try {
-      fs.mkdirSync(path.join(dir, 'cat'));
-      fs.writeFileSync(path.join(dir, 'outside.js'), 'throw new Error("must not be loaded")');
-      fs.writeFileSync(path.join(dir, 'cat', 'x.js'), 'exports.default = { type: "cat/x", description: "", options: {}, subvolumes: { min: 0 }, create() {} };');
-      const r = new Registry(path.join(dir, 'cat'));
-      expect(r.find('../outside')).toBeUndefined();
-      const own = new Registry(dir);
-      expect(own.find('cat/x')!.type).toBe('cat/x');
-      expect(own.find('cat/../outside')).toBeUndefined();
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    const dir = tempDir('xl-core-registry-');
+    fs.mkdirSync(path.join(dir, 'cat'));
+    fs.writeFileSync(path.join(dir, 'outside.js'), 'throw new Error("must not be loaded")');
+    fs.writeFileSync(path.join(dir, 'cat', 'x.js'), 'exports.default = { type: "cat/x", description: "", options: {}, subvolumes: { min: 0 }, create() {} };');
+    const r = new Registry(path.join(dir, 'cat'));
+    expect(r.find('../outside')).toBeUndefined();
+    const own = new Registry(dir);
+    expect(own.find('cat/x')!.type).toBe('cat/x');
+    expect(own.find('cat/../outside')).toBeUndefined();
   });
 
   it('throws when a module does not export the translator its path names', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xl-core-registry-'));
-    try {
-      fs.mkdirSync(path.join(dir, 'cat'));
-      fs.writeFileSync(path.join(dir, 'cat', 'wrong.js'), 'exports.default = { type: "cat/other" };');
-      expect(() => new Registry(dir).find('cat/wrong')).toThrow(/does not export the translator cat\/wrong/);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    const dir = tempDir('xl-core-registry-');
+    fs.mkdirSync(path.join(dir, 'cat'));
+    fs.writeFileSync(path.join(dir, 'cat', 'wrong.js'), 'exports.default = { type: "cat/other" };');
+    expect(() => new Registry(dir).find('cat/wrong')).toThrow(/does not export the translator cat\/wrong/);
   });
 });
 

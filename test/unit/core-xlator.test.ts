@@ -7,6 +7,7 @@ import { ROOT_CALLER } from '../../src/core/types';
 import { Xlator, XlatorHost } from '../../src/core/xlator';
 import { Inode, InodeTable } from '../../src/core/inode';
 import { Fd } from '../../src/core/fd';
+import { deferred, expectSame, flush } from '../helpers/core';
 
 // --- a fake graph ------------------------------------------------------------------
 
@@ -41,11 +42,6 @@ class FakeHost implements XlatorHost, FrameOwner {
 type AnyFop = (...args: unknown[]) => Promise<unknown>;
 const fop = (xl: Xlator, op: FopName): AnyFop => (xl as unknown as Record<FopName, AnyFop>)[op].bind(xl);
 
-/** Lets every pending microtask and immediate run (a few rounds). */
-async function flush(rounds = 5): Promise<void> {
-  for (let i = 0; i < rounds; i++) await new Promise<void>((r) => setImmediate(r));
-}
-
 /** Waits until `cond` holds, at most `ms`. */
 async function until(cond: () => boolean, ms = 2000): Promise<void> {
   const end = Date.now() + ms;
@@ -55,19 +51,8 @@ async function until(cond: () => boolean, ms = 2000): Promise<void> {
   }
 }
 
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
-}
-
 let host: FakeHost;
 let journal: string[];
-
-/** Identity check for objects that point at each other (jest could not print or serialise them). */
-function expectSame(actual: unknown, expected: unknown, what: string): void {
-  if (actual !== expected) throw new Error(`${what}: expected the very same object`);
-}
 
 beforeEach(() => {
   host = new FakeHost();
@@ -252,6 +237,7 @@ describe('Xlator.interceptAll', () => {
       seen.args.forEach((a, i) => expectSame(a, args[i], `${op} argument ${i} seen`));
       expect(seen.args).toHaveLength(args.length);
       const got = sink.calls[sink.calls.length - 1];
+      expect(got.args).toHaveLength(args.length);
       got.args.forEach((a, i) => expectSame(a, args[i], `${op} argument ${i} wound`));
       expectSame(result, got.result, `${op} result`);
     }
@@ -332,7 +318,7 @@ describe('notify routing', () => {
     const gate = deferred();
     top.gate = gate.promise;
     top.notify(XlEvent.PARENT_DOWN);
-    await flush();
+    await flush(5);
     expect(journal).toEqual(['top<-PARENT_DOWN', 'top drain']);
     expect(leaf.drains).toBe(0);
     expect(host.events).toEqual([]);
@@ -368,16 +354,16 @@ describe('notify routing', () => {
     a.gate = ga.promise;
     b.gate = gb.promise;
     top.notify(XlEvent.PARENT_DOWN);
-    await flush();
+    await flush(5);
     expect(journal).toContain('a<-PARENT_DOWN from top');
     expect(journal).toContain('b<-PARENT_DOWN from top');
     ga.resolve();
     await until(() => journal.includes('top<-PARENT_DOWN_HANDLED from a'));
-    await flush();
+    await flush(5);
     expect(host.events).toEqual([]);
     gb.resolve();
     await until(() => host.count(XlEvent.PARENT_DOWN_HANDLED) > 0);
-    await flush();
+    await flush(5);
     expect(host.events).toEqual([[XlEvent.PARENT_DOWN_HANDLED, 'top']]);
   });
 
@@ -389,7 +375,7 @@ describe('notify routing', () => {
     top.notify(XlEvent.PARENT_DOWN);
     await until(() => host.count(XlEvent.PARENT_DOWN_HANDLED) > 0);
     top.notify(XlEvent.PARENT_DOWN);
-    await flush();
+    await flush(5);
     expect(host.count(XlEvent.PARENT_DOWN_HANDLED)).toBe(1);
     expect([top.drains, a.drains, b.drains]).toEqual([1, 1, 1]);
     expect(journal.filter((l) => l === 'a<-PARENT_DOWN from top')).toHaveLength(1);
@@ -407,7 +393,7 @@ describe('notify routing', () => {
     const b = new Silent(init('b'));
     const top = new Xlator(init('top', [a, b]));
     top.notify(XlEvent.PARENT_DOWN);
-    await flush();
+    await flush(5);
     top.notify(XlEvent.PARENT_DOWN_HANDLED, a);
     top.notify(XlEvent.PARENT_DOWN_HANDLED, a);
     expect(host.events).toEqual([]);
@@ -422,7 +408,7 @@ describe('notify routing', () => {
     top.notify(XlEvent.PARENT_DOWN_HANDLED, a);
     expect(host.events).toEqual([]);
     top.notify(XlEvent.PARENT_DOWN);
-    await flush();
+    await flush(5);
     expect(host.events).toEqual([[XlEvent.PARENT_DOWN_HANDLED, 'top']]);
   });
 

@@ -8,10 +8,8 @@ import { FopError } from '../../src/core/errors';
 import type { Fd } from '../../src/core/fd';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
-import { Logger } from '../../src/core/log';
 import { Caller, Dirent, Iatt } from '../../src/core/types';
-import { Bridge } from '../../src/fuse/bridge';
-import { cleanupGraphs, errCode, lookup, lookupInode, startGraph, tempDir, within } from '../helpers/graphs';
+import { cleanupGraphs, errCode, lookup, lookupInode, newBridge, startGraph, tempDir, within } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, O_WRONLY, R_OK, W_OK, X_OK, F_OK } = fs.constants;
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK } = fs.constants;
@@ -20,15 +18,7 @@ const USER: Caller = { uid: 1000, gid: 1000, groups: [], pid: 1 };
 
 // --- helpers -------------------------------------------------------------------
 
-
-
-
 afterEach(cleanupGraphs);
-
-
-/** 'OK' or the error code a fop failed with. */
-
-
 
 /** Creates parent/name (open, on an fd the caller must unref). */
 async function create(g: Graph, parent: Inode, name: string, mode: number, caller?: Caller, flags = O_RDWR): Promise<{ iatt: Iatt; fd: Fd; inode: Inode }> {
@@ -149,7 +139,7 @@ describe('read and write', () => {
   test('a file opened write-only through the bridge takes writes; reads on it fail', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     const fh = await b.create('/w', 0o644, O_WRONLY);
     expect(await b.write('/w', fh, Buffer.from('abc'), 0)).toBe(3);
     expect(await errCode(b.read('/w', fh, 3, 0))).toBe('EBADF');
@@ -206,7 +196,7 @@ describe('readdir', () => {
       await fd.unref();
       names.push(name);
     }
-    return { dir, g, root, d, names };
+    return { g, d, names };
   }
 
   test('small batches continue from their last cookie until [], and give every entry once', async () => {

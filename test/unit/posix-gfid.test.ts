@@ -5,32 +5,19 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
-import type { Fd } from '../../src/core/fd';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
-import { Logger } from '../../src/core/log';
 import { ROOT_GFID } from '../../src/core/types';
-import { Bridge } from '../../src/fuse/bridge';
 import { sys } from '../../xlators/storage/posix/sys';
-import { cleanupGraphs, errCode, handlePath, hex, lookup, lookupInode, nameless, readAll, startGraph, stopGraph, tempDir, writeFile } from '../helpers/graphs';
+import { cleanupGraphs, errCode, handlePath, hex, lookup, lookupInode, nameless, newBridge, readAll, startGraph, stopGraph, tempDir, writeFile } from '../helpers/graphs';
 
 const { O_RDWR, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO } = fs.constants;
 
 // --- helpers -------------------------------------------------------------------
 
-
-
-
-
 afterEach(cleanupGraphs);
 
-
-/** 'OK' or the error code a fop failed with. */
-
 const storedGfid = (p: string) => sys.getxattr(p, 'trusted.gfid');
-
-
-
 
 /** Walks a path by lookups, returning the inode. */
 async function walk(g: Graph, p: string): Promise<Inode> {
@@ -38,8 +25,6 @@ async function walk(g: Graph, p: string): Promise<Inode> {
   for (const name of p.split('/').filter(Boolean)) cur = await lookupInode(g, cur, name);
   return cur;
 }
-
-
 
 // --- tests ---------------------------------------------------------------------------
 
@@ -50,7 +35,7 @@ describe('GFID assignment', () => {
     expect(storedGfid(dir)).toEqual(Buffer.from(hex(ROOT_GFID), 'hex'));
     const ia = await g.top.lookup(g.frame('lookup'), { path: '/', inode: g.itable.root });
     expect(ia.gfid).toBe(ROOT_GFID);
-    expect((ia.mode & S_IFMT) === S_IFDIR).toBe(true);
+    expect(ia.mode & S_IFMT).toBe(S_IFDIR);
   });
 
   test('create, mkdir, mknod and symlink give the requested GFID, stored as trusted.gfid and indexed', async () => {
@@ -60,7 +45,7 @@ describe('GFID assignment', () => {
 
     const fileG = uuidv4();
     const fileInode = g.itable.get(fileG);
-    const fd: Fd = g.newFd(fileInode, O_RDWR, false);
+    const fd = g.newFd(fileInode, O_RDWR, false);
     const fileIa = await g.top.create(g.frame('create'), { path: '/f', parent: root, name: 'f', inode: fileInode }, 0o644, fd);
     await fd.unref();
 
@@ -95,7 +80,7 @@ describe('GFIDs survive a restart', () => {
   test('lookups by name and nameless lookups on a new graph find the same GFIDs', async () => {
     const dir = tempDir();
     const g1 = await startGraph(dir, 1);
-    const b1 = new Bridge(g1, Logger.create('error'));
+    const b1 = newBridge(g1);
     await writeFile(b1, '/file', 'file data');
     await b1.mkdir('/a', 0o755);
     await b1.mkdir('/a/b', 0o755);
@@ -125,7 +110,7 @@ describe('GFIDs survive a restart', () => {
   test('nameless lookup after a restart: file, deep directory, symlink, renamed file in a renamed directory', async () => {
     const dir = tempDir();
     const g1 = await startGraph(dir, 1);
-    const b1 = new Bridge(g1, Logger.create('error'));
+    const b1 = newBridge(g1);
     await writeFile(b1, '/file', 'x');
     await b1.mkdir('/a', 0o755);
     await b1.mkdir('/a/b', 0o755);
@@ -192,7 +177,7 @@ describe('objects made outside xlstack', () => {
     expect(second.gfid).toBe(first.gfid);
     // reachable by GFID, and readable through the bridge
     expect((await nameless(g, first.gfid)).ino).toBe(first.ino);
-    expect(await readAll(new Bridge(g, Logger.create('error')), '/outside-made')).toBe('hello');
+    expect(await readAll(newBridge(g), '/outside-made')).toBe('hello');
     // and the same after a restart
     await stopGraph(g);
     const g2 = await startGraph(dir, 2);
@@ -236,7 +221,7 @@ describe('copies that kept their xattrs get a GFID of their own', () => {
   test('a file copied (with trusted.gfid) while the volume runs gets a different GFID; both read their own data', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     await writeFile(b, '/orig', 'original content');
     const origGfid = (await b.getattr('/orig')).gfid;
 
@@ -257,7 +242,7 @@ describe('copies that kept their xattrs get a GFID of their own', () => {
   test('a file copied (with trusted.gfid) while the volume is down: after restart the copy gets a new GFID, the original keeps its own', async () => {
     const dir = tempDir();
     const g1 = await startGraph(dir, 1);
-    const b1 = new Bridge(g1, Logger.create('error'));
+    const b1 = newBridge(g1);
     await writeFile(b1, '/orig', 'original content');
     const origGfid = (await b1.getattr('/orig')).gfid;
     await stopGraph(g1);
@@ -265,7 +250,7 @@ describe('copies that kept their xattrs get a GFID of their own', () => {
     copyWithXattrs(path.join(dir, 'orig'), path.join(dir, 'copy'));
     fs.writeFileSync(path.join(dir, 'copy'), 'copy content');
     const g2 = await startGraph(dir, 2);
-    const b2 = new Bridge(g2, Logger.create('error'));
+    const b2 = newBridge(g2);
     // the copy is looked up first: it must not take over the original's GFID
     const copyGfid = (await b2.getattr('/copy')).gfid;
     expect(copyGfid).not.toBe(origGfid);
@@ -277,7 +262,7 @@ describe('copies that kept their xattrs get a GFID of their own', () => {
   test('a directory copied with its trusted.gfid gets a different GFID; the original stays reachable by its own', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     await b.mkdir('/d', 0o755);
     const dGfid = (await b.getattr('/d')).gfid;
     fs.mkdirSync(path.join(dir, 'd-copy'));

@@ -7,23 +7,15 @@ import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
-import { Logger } from '../../src/core/log';
 import { Dirent, ROOT_GFID } from '../../src/core/types';
-import { Bridge } from '../../src/fuse/bridge';
 import { sys } from '../../xlators/storage/posix/sys';
-import { cleanupGraphs, errCode, handlePath, lookup, nameless, readAll, startGraph, stopGraph, tempDir, writeFile } from '../helpers/graphs';
+import { cleanupGraphs, errCode, handlePath, lookup, nameless, newBridge, readAll, startGraph, stopGraph, tempDir, writeFile } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, S_IFMT, S_IFDIR, S_IFREG, S_IFIFO } = fs.constants;
 
 // --- helpers -------------------------------------------------------------------
 
-
-
-
 afterEach(cleanupGraphs);
-
-
-/** 'OK' or the error code a fop failed with. */
 
 const hasHandle = (dir: string, gfid: string) => fs.lstatSync(handlePath(dir, gfid), { throwIfNoEntry: false }) !== undefined;
 /** Whether a file that lost its last name while open is parked among the unlinked. */
@@ -32,8 +24,6 @@ const isUnlinked = (dir: string, gfid: string) => fs.lstatSync(path.join(dir, '.
 const whereIs = (dir: string, gfid: string) => (hasHandle(dir, gfid) ? 'handle' : isUnlinked(dir, gfid) ? 'unlinked' : 'gone');
 const dirHandleTarget = (parent: string, name: string) => `../${parent.slice(0, 2)}/${parent}/${name}`;
 const tmpListing = (dir: string) => fs.readdirSync(path.join(dir, '.xlstack', 'tmp'));
-
-
 
 async function readdirAll(g: Graph, inode: Inode): Promise<Dirent[]> {
   const fd = g.newFd(inode, O_RDONLY, true);
@@ -50,12 +40,6 @@ async function readdirAll(g: Graph, inode: Inode): Promise<Dirent[]> {
   } finally {
     await fd.unref();
   }
-}
-
-
-
-function newBridge(g: Graph): Bridge {
-  return new Bridge(g, Logger.create('error'));
 }
 
 // --- visibility ------------------------------------------------------------------------

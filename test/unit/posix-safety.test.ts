@@ -12,26 +12,15 @@ import { Logger } from '../../src/core/log';
 import { Registry } from '../../src/core/registry';
 import { ROOT_GFID } from '../../src/core/types';
 import { parseVolfile } from '../../src/core/volfile';
-import { Bridge } from '../../src/fuse/bridge';
 import { sys } from '../../xlators/storage/posix/sys';
-import { cleanupGraphs, errCode, handlePath, hex, lookup, lookupInode, nameless, startGraph, tempDir, within } from '../helpers/graphs';
+import { cleanupGraphs, errCode, handlePath, hex, lookup, lookupInode, nameless, newBridge, startGraph, tempDir, within } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, O_NONBLOCK, S_IFMT, S_IFDIR, S_IFLNK, S_IFIFO, S_IFCHR, S_IFREG } = fs.constants;
 const makedev = (major: number, minor: number) => (major << 8) | minor;
 
 // --- helpers -------------------------------------------------------------------
 
-
-
-
 afterEach(cleanupGraphs);
-
-
-/** 'OK' or the error code a fop failed with. */
-
-
-
-
 
 /** Every entry-creating fop on (parent, name), each with a fresh GFID: their error codes. */
 async function createAll(g: Graph, parent: Inode, name: string): Promise<Record<string, string>> {
@@ -47,6 +36,14 @@ async function createAll(g: Graph, parent: Inode, name: string): Promise<Record<
   return out;
 }
 
+/** A scratch directory `base` with the volume's backing directory `base/vol` in it: room outside the volume. */
+function volumeInside(): { base: string; dir: string } {
+  const base = tempDir();
+  const dir = path.join(base, 'vol');
+  fs.mkdirSync(dir);
+  return { base, dir };
+}
+
 function listing(dir: string): string[] {
   return fs.readdirSync(dir).sort();
 }
@@ -57,9 +54,7 @@ describe('names are checked', () => {
   const BAD_NAMES = ['..', '.', '', 'a/b', '../escape', 'a\0b', '\0', 'x/'];
 
   test.each(BAD_NAMES.map((n) => [JSON.stringify(n), n]))('name %s is EINVAL for every entry fop', async (_label, name) => {
-    const parentDir = tempDir();
-    const dir = path.join(parentDir, 'vol');
-    fs.mkdirSync(dir);
+    const { base: parentDir, dir } = volumeInside();
     fs.mkdirSync(path.join(dir, 'a'));
     const g = await startGraph(dir);
     const root = g.itable.root;
@@ -108,7 +103,7 @@ describe('GFIDs are checked', () => {
   test('malformed GFIDs are EINVAL for nameless lookup, open, stat and getxattr', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     const fh = await b.create('/real', 0o644, O_RDWR);
     await b.release('/real', fh);
     const real = (await b.getattr('/real')).gfid;
@@ -144,15 +139,13 @@ describe('GFIDs are checked', () => {
 
 describe('user symlinks are never directories', () => {
   async function setup() {
-    const base = tempDir();
-    const dir = path.join(base, 'vol');
+    const { base, dir } = volumeInside();
     const outside = path.join(base, 'outside');
-    fs.mkdirSync(dir);
     fs.mkdirSync(outside);
     fs.writeFileSync(path.join(outside, 'secret'), 'secret');
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
-    return { base, dir, outside, g, b };
+    const b = newBridge(g);
+    return { dir, outside, g, b };
   }
 
   test('a symlink to a directory outside, used as a parent, fails and creates nothing outside', async () => {
@@ -228,7 +221,7 @@ describe('special files are never opened, symlinks never followed', () => {
   test('open by GFID: a symlink is ELOOP, a fifo and a char device ENXIO (without blocking)', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     const fh = await b.create('/file', 0o644, O_RDWR);
     await b.release('/file', fh);
     await b.symlink('file', '/link');
@@ -276,13 +269,11 @@ describe('special files are never opened, symlinks never followed', () => {
   });
 
   test('truncate by GFID of a symlink to a file outside leaves that file alone', async () => {
-    const base = tempDir();
-    const dir = path.join(base, 'vol');
-    fs.mkdirSync(dir);
+    const { base, dir } = volumeInside();
     const victim = path.join(base, 'victim');
     fs.writeFileSync(victim, 'do not truncate me');
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     await b.symlink(victim, '/s');
     const s = await lookupInode(g, g.itable.root, 's');
     expect(await errCode(g.top.truncate(g.frame('truncate'), { path: '/s', inode: s }, 0))).not.toBe('OK');
@@ -292,14 +283,12 @@ describe('special files are never opened, symlinks never followed', () => {
   });
 
   test('chmod of a symlink is EOPNOTSUPP and the outside target keeps its mode', async () => {
-    const base = tempDir();
-    const dir = path.join(base, 'vol');
-    fs.mkdirSync(dir);
+    const { base, dir } = volumeInside();
     const victim = path.join(base, 'victim');
     fs.writeFileSync(victim, 'x');
     fs.chmodSync(victim, 0o600);
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     await b.symlink(victim, '/s');
     const s = await lookupInode(g, g.itable.root, 's');
     expect(await errCode(g.top.setattr(g.frame('setattr'), { path: '/s', inode: s }, { mode: 0o777 }))).toBe('EOPNOTSUPP');
@@ -309,15 +298,13 @@ describe('special files are never opened, symlinks never followed', () => {
   });
 
   test('chown and utimes of a symlink change the link, not the outside target', async () => {
-    const base = tempDir();
-    const dir = path.join(base, 'vol');
-    fs.mkdirSync(dir);
+    const { base, dir } = volumeInside();
     const victim = path.join(base, 'victim');
     fs.writeFileSync(victim, 'x');
     fs.utimesSync(victim, 1_000_000_000, 1_000_000_000);
     const vBefore = fs.statSync(victim, { bigint: true });
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     await b.symlink(victim, '/s');
     const s = await lookupInode(g, g.itable.root, 's');
     const ia = await g.top.setattr(g.frame('setattr'), { path: '/s', inode: s }, {
@@ -342,12 +329,10 @@ describe('special files are never opened, symlinks never followed', () => {
 
 describe('creation never goes through or replaces what is there', () => {
   test('create over a dangling symlink to outside is EEXIST and creates nothing outside', async () => {
-    const base = tempDir();
-    const dir = path.join(base, 'vol');
-    fs.mkdirSync(dir);
+    const { base, dir } = volumeInside();
     const target = path.join(base, 'would-be-created');
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     await b.symlink(target, '/dangling');
     const codes = await createAll(g, g.itable.root, 'dangling');
     expect(codes).toEqual({ create: 'EEXIST', mkdir: 'EEXIST', mknod: 'EEXIST', symlink: 'EEXIST' });
@@ -360,7 +345,7 @@ describe('creation never goes through or replaces what is there', () => {
   test('mkdir with a GFID another object already has fails and leaves that object reachable', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     const fh = await b.create('/file', 0o644, O_RDWR);
     await b.write('/file', fh, Buffer.from('keep me'), 0);
     await b.release('/file', fh);
@@ -385,7 +370,7 @@ describe('creation never goes through or replaces what is there', () => {
   test('create, mknod and symlink with a GFID another object already has are EEXIST and leave it alone', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     const fh = await b.create('/file', 0o644, O_RDWR);
     await b.write('/file', fh, Buffer.from('keep me'), 0);
     await b.release('/file', fh);
@@ -410,7 +395,7 @@ describe('the backing directory must be a volume root', () => {
   test('a directory inside another volume (it has a non-root GFID) is refused with a clear message', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
-    const b = new Bridge(g, Logger.create('error'));
+    const b = newBridge(g);
     await b.mkdir('/sub', 0o755);
     const subGfid = (await b.getattr('/sub')).gfid;
     const sub = path.join(dir, 'sub');

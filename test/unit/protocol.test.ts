@@ -13,17 +13,18 @@ import { buildGraph } from '../../src/core/builder';
 import type { Graph, TopStatus } from '../../src/core/graph';
 import { Logger } from '../../src/core/log';
 import { Registry } from '../../src/core/registry';
-import { ROOT_GFID } from '../../src/core/types';
+import { ROOT_CALLER as CALLER, ROOT_GFID } from '../../src/core/types';
 import { parseVolfile } from '../../src/core/volfile';
 import { Bridge } from '../../src/fuse/bridge';
 import { Frame as WireFrame, FrameReader, Kind, VERSION, encodeFrame } from '../../src/rpc/frame';
 import type { Reply, Welcome } from '../../src/rpc/wire';
 import { Gate } from '../../xlators/debug/gate';
 import { sys } from '../../xlators/storage/posix/sys';
-import { cleanupGraphs, errCode, tempDir, within } from '../helpers/graphs';
+import { freePort } from '../helpers/brick';
+import { cleanupGraphs, errCode, tempDir, within, writeFile } from '../helpers/graphs';
+import { waitFor as until } from '../helpers/mount';
 
 const { O_RDWR, O_RDONLY, O_WRONLY, O_TRUNC, O_APPEND } = fs.constants;
-const CALLER = { uid: 0, gid: 0, groups: [], pid: 0 };
 
 // --- graphs ---------------------------------------------------------------------------------
 
@@ -42,23 +43,6 @@ function build(text: string, logs: string[]): Graph {
     registry: new Registry(),
     log: Logger.create('info', (l) => logs.push(l)),
   });
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-/** Polls `cond` (bounded). */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 /** Resolves when the graph's top reports `want` (at once if it already does). */
@@ -196,11 +180,7 @@ async function connectClient(port: number, o: ClientOptions = {}): Promise<Clien
 const inBrick = (b: Brick, p: string) => path.join(b.dir, p);
 const content = (b: Brick, p: string) => fs.readFileSync(inBrick(b, p), 'utf8');
 
-async function put(c: { readonly bridge: Bridge }, p: string, data: string): Promise<void> {
-  const fh = await c.bridge.create(p, 0o644, O_RDWR);
-  expect(await c.bridge.write(p, fh, Buffer.from(data), 0)).toBe(Buffer.byteLength(data));
-  await c.bridge.release(p, fh);
-}
+const put = (c: { readonly bridge: Bridge }, p: string, data: string) => writeFile(c.bridge, p, data);
 
 // --- raw protocol peers -----------------------------------------------------------------------
 

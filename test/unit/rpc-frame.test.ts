@@ -9,6 +9,7 @@ import { Logger } from '../../src/core/log';
 import { Frame, FrameError, FrameReader, Kind, MAX_FRAME, VERSION, decodeFrame, encodeFrame } from '../../src/rpc/frame';
 import { CallTimeout, Disconnected, Peer } from '../../src/rpc/peer';
 import { rawFrame } from '../helpers/raw-peer';
+import { waitFor as waitUntil } from '../helpers/mount';
 
 /** The frame after its 4-byte length prefix (what decodeFrame takes). */
 const body = (frame: Buffer) => frame.subarray(4);
@@ -280,10 +281,14 @@ async function socketPair(): Promise<Pair> {
   const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const near = net.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port });
-  await new Promise<void>((resolve, reject) => {
-    near.once('connect', resolve);
-    near.once('error', reject);
-  });
+  await withTimeout(
+    new Promise<void>((resolve, reject) => {
+      near.once('connect', resolve);
+      near.once('error', reject);
+    }),
+    5000,
+    'the connection',
+  );
   const far = await withTimeout(accepted, 5000, 'the connection to be accepted');
   const p = { server, far, near };
   pairs.push(p);
@@ -296,14 +301,6 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
     return await Promise.race([p, new Promise<never>((_r, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)))]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-async function waitUntil(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
   }
 }
 

@@ -2,12 +2,13 @@
 // migration under the BaseFd lock, old-graph cleanup.
 import { constants } from 'fs';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { Logger } from '../../src/core/log';
 import { Registry } from '../../src/core/registry';
 import { Bridge } from '../../src/fuse/bridge';
 import { GraphSwitcher } from '../../src/fuse/switcher';
+import { cleanupGraphs, tempDir } from '../helpers/graphs';
+import { waitFor } from '../helpers/mount';
 
 const O_RDWR = constants.O_RDWR;
 
@@ -28,7 +29,7 @@ const delayed = (dir: string) => `${posix(dir)}volume top\n    type debug/delay-
 const setups: Setup[] = [];
 
 async function setup(text: (backing: string) => string, sweepAfterMs = 0, passthroughUnknown = false): Promise<Setup> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-switch-'));
+  const dir = tempDir('xlstack-switch-');
   const backing = path.join(dir, 'backing');
   fs.mkdirSync(backing);
   const volfile = path.join(dir, 'test.vol');
@@ -55,18 +56,12 @@ afterEach(async () => {
     for (const b of [...s.bridge.basefds.all()]) await s.bridge.release(b.path, b.id).catch(() => undefined);
     s.bridge.stopSweeping();
     await s.switcher.stopAll();
-    fs.rmSync(s.dir, { recursive: true, force: true });
   }
+  await cleanupGraphs();
 });
 
 /** Waits (bounded) until `cond` holds. */
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const until = (cond: () => boolean, what: string, ms = 5000) => waitFor(cond, ms, what);
 
 const ids = (s: Setup) => s.switcher.graphs().map((g) => g.id);
 

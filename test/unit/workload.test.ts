@@ -4,7 +4,7 @@
 
 import * as fsp from 'fs/promises';
 import * as os from 'os';
-import * as path from 'path';
+import { cleanupGraphs, tempDir } from '../helpers/graphs';
 import {
   DEFAULT_STEPS,
   NONROOT_STEPS,
@@ -19,24 +19,14 @@ import {
 const NOBODY = 65534;
 // The workload needs root (chown, mknod, switching to another uid); the suite runs as root.
 
-
-const tempDirs: string[] = [];
-async function tempDir(): Promise<string> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'xlstack-workload-'));
-  tempDirs.push(dir);
-  return dir;
-}
-
-afterAll(async () => {
-  await Promise.all(tempDirs.map((d) => fsp.rm(d, { recursive: true, force: true })));
-});
+afterAll(cleanupGraphs);
 
 describe('root workload on two plain directories', () => {
   let first: StepResult[];
   let second: StepResult[];
 
   beforeAll(async () => {
-    [first, second] = await Promise.all([runWorkload(await tempDir()), runWorkload(await tempDir())]);
+    [first, second] = await Promise.all([runWorkload(tempDir('xlstack-workload-')), runWorkload(tempDir('xlstack-workload-'))]);
   });
 
   test('runs every default step and gives identical results', () => {
@@ -313,7 +303,7 @@ describe('root workload on two plain directories', () => {
 
 describe('runWorkload options', () => {
   test('runs a subset of steps, in the given order', async () => {
-    const results = await runWorkload(await tempDir(), { steps: ['symlinks', 'hardlinks'] });
+    const results = await runWorkload(tempDir('xlstack-workload-'), { steps: ['symlinks', 'hardlinks'] });
     expect(results.map((r) => r.step)).toEqual(['symlinks', 'hardlinks']);
   });
 
@@ -323,7 +313,7 @@ describe('runWorkload options', () => {
 
   test('a hanging step is killed by the timeout, with its stderr in the error', async () => {
     const started = Date.now();
-    const err: unknown = await runWorkload(await tempDir(), { steps: ['statfs', 'sleep-forever'], timeoutMs: 1500 }).then(
+    const err: unknown = await runWorkload(tempDir('xlstack-workload-'), { steps: ['statfs', 'sleep-forever'], timeoutMs: 1500 }).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -342,7 +332,7 @@ describe('runWorkload options', () => {
 describe('non-root workload on two plain directories', () => {
   test('gives identical results with the expected denials', async () => {
     const runOn = async (): Promise<StepResult[]> => {
-      const dir = await tempDir();
+      const dir = tempDir('xlstack-workload-');
       await fsp.chmod(dir, 0o755); // mkdtemp makes 0700: the other user must be able to search it
       return runNonRootWorkload(dir, { uid: NOBODY, gid: NOBODY });
     };
@@ -400,7 +390,7 @@ describe('non-root workload on two plain directories', () => {
   });
 
   test('the non-root user cannot reach a root that is not searchable: clear error', async () => {
-    const dir = await tempDir(); // 0700
+    const dir = tempDir('xlstack-workload-'); // 0700
     await expect(runWorkload(dir, { uid: NOBODY, gid: NOBODY, steps: NONROOT_STEPS })).rejects.toThrow(
       /cannot search the workload root as uid 65534: EACCES/,
     );

@@ -3,7 +3,6 @@
 // Driven in-process through the bridge (no FUSE); storage is a real storage/posix.
 
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { buildGraph } from '../../src/core/builder';
 import type { Fd } from '../../src/core/fd';
@@ -15,7 +14,8 @@ import type { Xlator } from '../../src/core/xlator';
 import { Bridge } from '../../src/fuse/bridge';
 import type { Gate, Hold } from '../../xlators/debug/gate';
 import { WriteBehind } from '../../xlators/performance/write-behind';
-import { errCode, within } from '../helpers/graphs';
+import { cleanupGraphs, errCode, tempDir, within } from '../helpers/graphs';
+import { waitFor } from '../helpers/mount';
 
 const { O_APPEND, O_RDWR, O_RDONLY, O_WRONLY, O_SYNC, O_TRUNC } = fs.constants;
 
@@ -37,7 +37,6 @@ interface Setup {
   backing(name?: string): string;
 }
 
-const temps: string[] = [];
 const running: { graph: Graph; bridge: Bridge }[] = [];
 
 /** posix at the bottom, `middle` layers (bottom-up) above it, write-behind on top. */
@@ -59,8 +58,7 @@ function volfileText(dir: string, wbOptions: Record<string, string>, middle: Lay
 }
 
 async function setup(wbOptions: Record<string, string> = { 'flush-after': '0' }, middle: Layer[] = []): Promise<Setup> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-wb-'));
-  temps.push(dir);
+  const dir = tempDir('xlstack-wb-');
   const logs: string[] = [];
   const vol = parseVolfile(volfileText(dir, wbOptions, middle), 'test.vol');
   const graph = buildGraph(vol, { id: 1, registry: new Registry(), log: Logger.create('error', (l) => logs.push(l)) });
@@ -84,20 +82,13 @@ afterEach(async () => {
     for (const b of [...bridge.basefds.all()]) await within(bridge.release(b.path, b.id)).catch(() => undefined);
     await within(graph.stop(5000));
   }
-  for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  await cleanupGraphs();
 });
 
 
 /** Waits (bounded) until `cond` holds. */
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const until = (cond: () => boolean, what: string, ms = 5000) => waitFor(cond, ms, what);
 
-/** 'OK' or the error code a call failed with. */
 
 const B = (s: string) => Buffer.from(s, 'latin1');
 
@@ -366,7 +357,7 @@ describe('several writes in flight', () => {
     expect(dumpOf(s).inodes[0]).toMatchObject({ queuedWrites: 3, writingOut: true });
     held[2].release();
     held[0].release();
-    expect(await Promise.race([flushed.then(() => 'flushed'), new Promise((r) => setTimeout(() => r('waiting'), 50))])).toBe('waiting');
+    await expect(within(flushed, 50)).rejects.toThrow('timed out after 50 ms'); // still waiting for the write at 4096
     held[1].release();
     await within(flushed);
     expect(s.backing()).toBe('a'.repeat(4096) + 'b'.repeat(4096) + 'c'.repeat(4096));

@@ -3,11 +3,12 @@ import * as net from 'net';
 import * as os from 'os';
 import { FopError, isErrnoCode } from '../../src/core/errors';
 import { XlEvent } from '../../src/core/events';
-import type { Fd } from '../../src/core/fd';
+import { Fd, reopenFlags } from '../../src/core/fd';
 import type { FopName, Loc } from '../../src/core/fops';
 import type { Frame } from '../../src/core/frame';
 import { OptionValues, opt } from '../../src/core/options';
 import { defineTranslator } from '../../src/core/registry';
+import { ROOT_CALLER } from '../../src/core/types';
 import { Xlator } from '../../src/core/xlator';
 import { FrameError, Kind, VERSION } from '../../src/rpc/frame';
 import { CallTimeout, Disconnected, Peer } from '../../src/rpc/peer';
@@ -26,13 +27,11 @@ type Options = OptionValues<typeof options>;
 const BACKOFF_MIN_MS = 50;
 const BACKOFF_MAX_MS = 2000;
 const RELEASE_TIMEOUT_MS = 2000;
-/** A reopen on a new connection must not create, fail on existence or truncate again. */
-const REOPEN_MASK = ~(constants.O_CREAT | constants.O_EXCL | constants.O_TRUNC);
 
 /** What the client keeps for each fd it opened on the server. */
 interface FdCtx {
   /** The server's number for it, valid on the connection of `epoch`. */
-  remote?: number;
+  remote: number;
   epoch: number;
   /** OPEN -> REOPENING -> OPEN: fops on an fd being reopened wait for this. */
   reopening?: Promise<number>;
@@ -237,7 +236,7 @@ export class Client extends Xlator<Options> {
       case 'newfd': {
         const fd = v as Fd;
         // An fd this client already knows is being reopened: never create or truncate twice.
-        return { flags: fd.ctx.has(this) ? fd.flags & REOPEN_MASK : fd.flags };
+        return { flags: fd.ctx.has(this) ? reopenFlags(fd.flags) : fd.flags };
       }
       default:
         return v;
@@ -248,7 +247,7 @@ export class Client extends Xlator<Options> {
   private async remoteFd(fd: Fd, deadline: number): Promise<number> {
     const ctx = fd.ctx.get(this) as FdCtx | undefined;
     if (!ctx) throw new FopError('EBADF', `fd ${fd.id} was never opened on ${this.target}`);
-    if (ctx.epoch === this.epoch && ctx.remote !== undefined) return ctx.remote;
+    if (ctx.epoch === this.epoch) return ctx.remote;
     ctx.reopening ??= this.reopen(fd, ctx, deadline).finally(() => (ctx.reopening = undefined));
     // A reopen started by a fop with a later deadline must not hold this one past its own.
     let timer: NodeJS.Timeout | undefined;
@@ -268,7 +267,7 @@ export class Client extends Xlator<Options> {
     try {
       await this.call(fd.isDir ? 'opendir' : 'open', [frame, { path: `<gfid:${gfid}>`, gfid, inode: fd.inode }, fd], deadline);
       this.log.debug(`reopened fd ${fd.id} (${gfid}) on connection ${ctx.epoch}`);
-      return ctx.remote!;
+      return ctx.remote;
     } finally {
       frame.done();
     }
@@ -279,8 +278,8 @@ export class Client extends Xlator<Options> {
     fd.ctx.delete(this);
     const peer = this.peer;
     // On another connection the server already let it go.
-    if (!ctx || ctx.remote === undefined || ctx.epoch !== this.epoch || !peer || peer.closed) return;
-    await peer.call(Kind.REQUEST, { op: RELEASE, caller: { uid: 0, gid: 0, groups: [], pid: 0 }, args: [ctx.remote] }, RELEASE_TIMEOUT_MS).catch(() => undefined);
+    if (!ctx || ctx.epoch !== this.epoch || !peer || peer.closed) return;
+    await peer.call(Kind.REQUEST, { op: RELEASE, caller: ROOT_CALLER, args: [ctx.remote] }, RELEASE_TIMEOUT_MS).catch(() => undefined);
   }
 }
 

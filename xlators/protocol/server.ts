@@ -112,9 +112,10 @@ export class Server extends Xlator<Options> {
   }
 
   private accept(socket: net.Socket): void {
-    const client: Client = { peer: undefined as unknown as Peer, welcomed: false, fds: new Map(), nextFd: 1, inFlight: 0 };
+    // The peer's callbacks only run once the socket has events, by when `client` is set.
+    let client!: Client;
     const peer = new Peer(socket, { log: this.log, onFrame: (_p, f) => this.onFrame(client, f), onClose: () => this.leave(client) });
-    (client as { peer: Peer }).peer = peer;
+    client = { peer, welcomed: false, fds: new Map(), nextFd: 1, inFlight: 0 };
     this.clients.add(client);
     if (this.draining) return peer.close('the server is shutting down');
     const address = plainAddress(socket.remoteAddress);
