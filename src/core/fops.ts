@@ -1,41 +1,52 @@
 import type { Fd } from './fd';
 import type { Frame } from './frame';
 import type { Inode } from './inode';
-import type { Dirent, Gfid, Iatt, SetAttr, Statfs } from './types';
+import type { Dirent, DirentPlus, Flock, Gfid, Iatt, LockCmd, LockKind, Name, SetAttr, Statfs } from './types';
 
 /**
  * What a fop is about. Entry fops (lookup, create, mkdir, mknod, symlink, link target,
  * rename, unlink, rmdir) name `parent` + `name`; fops on an existing object give `inode`
  * (or just `gfid` for a nameless lookup). For the entry-creating fops `inode` is the inode
  * to create: its GFID is the one the new entry must get.
- * `path` is for logs and path-keyed translators only; storage never trusts it.
+ * `path`, when a transport knows one, is for logs only; nothing trusts it.
  */
 export interface Loc {
-  readonly path: string;
+  readonly path?: string;
   readonly inode?: Inode;
   readonly gfid?: Gfid;
   readonly parent?: Inode;
-  readonly name?: string;
+  readonly name?: Name;
+}
+
+/** What a Loc names, for messages. */
+export function locName(loc: Loc): string {
+  if (loc.path !== undefined) return loc.path;
+  if (loc.parent && loc.name !== undefined) return `<gfid:${loc.parent.gfid}>/${loc.name}`;
+  return `<gfid:${loc.inode?.gfid ?? loc.gfid}>`;
 }
 
 /**
  * Every file operation. All are async and fail only by throwing FopError.
  * A buffer handed to `write` is valid only until the call settles: a translator that
- * keeps the data must copy it.
+ * keeps the data must copy it. Names, symlink targets and xattr names are byte strings
+ * (see `Name`); offsets and sizes are at most MAX_OFFSET.
  */
 export interface Fops {
   lookup(frame: Frame, loc: Loc): Promise<Iatt>;
   stat(frame: Frame, loc: Loc): Promise<Iatt>;
   fstat(frame: Frame, fd: Fd): Promise<Iatt>;
   access(frame: Frame, loc: Loc, mask: number): Promise<void>;
-  readlink(frame: Frame, loc: Loc): Promise<string>;
+  readlink(frame: Frame, loc: Loc): Promise<Name>;
   mknod(frame: Frame, loc: Loc, mode: number, rdev: number): Promise<Iatt>;
   mkdir(frame: Frame, loc: Loc, mode: number): Promise<Iatt>;
   unlink(frame: Frame, loc: Loc): Promise<void>;
   rmdir(frame: Frame, loc: Loc): Promise<void>;
-  symlink(frame: Frame, target: string, loc: Loc): Promise<Iatt>;
-  /** Returns the attributes of the renamed inode. */
-  rename(frame: Frame, from: Loc, to: Loc): Promise<Iatt>;
+  symlink(frame: Frame, target: Name, loc: Loc): Promise<Iatt>;
+  /**
+   * flags: RENAME_NOREPLACE (EEXIST if `to` exists), RENAME_EXCHANGE (swap the two, both
+   * must exist), or 0. Returns the attributes of the renamed inode.
+   */
+  rename(frame: Frame, from: Loc, to: Loc, flags: number): Promise<Iatt>;
   link(frame: Frame, from: Loc, to: Loc): Promise<Iatt>;
   truncate(frame: Frame, loc: Loc, size: number): Promise<Iatt>;
   ftruncate(frame: Frame, fd: Fd, size: number): Promise<Iatt>;
@@ -50,6 +61,8 @@ export interface Fops {
   opendir(frame: Frame, loc: Loc, fd: Fd): Promise<void>;
   /** Entries after the one whose cookie is `offset` (0: from the start); [] at the end. */
   readdir(frame: Frame, fd: Fd, size: number, offset: number): Promise<Dirent[]>;
+  /** readdir with the attributes (and so the GFID) of each entry. */
+  readdirp(frame: Frame, fd: Fd, size: number, offset: number): Promise<DirentPlus[]>;
   fsyncdir(frame: Frame, fd: Fd, datasync: boolean): Promise<void>;
   statfs(frame: Frame, loc: Loc): Promise<Statfs>;
   setattr(frame: Frame, loc: Loc, attr: SetAttr): Promise<Iatt>;
@@ -59,6 +72,17 @@ export interface Fops {
   setxattr(frame: Frame, loc: Loc, name: string, value: Buffer, flags: number): Promise<void>;
   listxattr(frame: Frame, loc: Loc): Promise<string[]>;
   removexattr(frame: Frame, loc: Loc, name: string): Promise<void>;
+  /**
+   * Locks: test ('get': returns the first conflicting lock, or one of type 'unlock'), take
+   * ('set': EAGAIN on conflict) or wait for ('wait': until granted, or EINTR when the frame
+   * is interrupted) a lock, or unlock (type 'unlock'). The owner is frame.lkOwner for POSIX
+   * locks, the open file (fd) for flock. Returns the lock as it now stands.
+   */
+  lk(frame: Frame, fd: Fd, cmd: LockCmd, lock: Flock, kind: LockKind): Promise<Flock>;
+  /** mode: FALLOC_FL_* bits (0: allocate and extend). */
+  fallocate(frame: Frame, fd: Fd, mode: number, offset: number, length: number): Promise<void>;
+  /** lseek SEEK_DATA / SEEK_HOLE: the next data or hole at or after `offset` (ENXIO past the end). */
+  seek(frame: Frame, fd: Fd, offset: number, what: 'data' | 'hole'): Promise<number>;
 }
 
 export type FopName = keyof Fops;
@@ -69,8 +93,9 @@ export type FopResult<K extends FopName> = Awaited<ReturnType<Fops[K]>>;
 export const FOP_NAMES = Object.keys({
   lookup: 1, stat: 1, fstat: 1, access: 1, readlink: 1, mknod: 1, mkdir: 1, unlink: 1,
   rmdir: 1, symlink: 1, rename: 1, link: 1, truncate: 1, ftruncate: 1, open: 1, create: 1,
-  read: 1, write: 1, flush: 1, fsync: 1, opendir: 1, readdir: 1, fsyncdir: 1, statfs: 1,
+  read: 1, write: 1, flush: 1, fsync: 1, opendir: 1, readdir: 1, readdirp: 1, fsyncdir: 1, statfs: 1,
   setattr: 1, fsetattr: 1, getxattr: 1, setxattr: 1, listxattr: 1, removexattr: 1,
+  lk: 1, fallocate: 1, seek: 1,
 } satisfies Record<FopName, 1>) as FopName[];
 
 export function isFopName(s: string): s is FopName {

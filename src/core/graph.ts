@@ -1,7 +1,7 @@
 import { BehaviorSubject, Subject, filter, firstValueFrom, timeout } from 'rxjs';
 import { XlEvent } from './events';
 import { Fd } from './fd';
-import { Frame } from './frame';
+import { Frame, FrameInit } from './frame';
 import { Inode, InodeTable } from './inode';
 import type { Logger } from './log';
 import { Caller, ROOT_CALLER } from './types';
@@ -117,8 +117,8 @@ export class Graph implements XlatorHost {
 
   // --- frames ---------------------------------------------------------------
 
-  frame(op: string, caller: Caller = ROOT_CALLER): Frame {
-    return new Frame(this, op, caller);
+  frame(op: string, who: Caller | FrameInit = ROOT_CALLER): Frame {
+    return new Frame(this, op, who);
   }
 
   frameStarted(frame: Frame): void {

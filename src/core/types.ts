@@ -42,13 +42,68 @@ export interface SetAttr {
   readonly mtime?: Timespec | 'now';
 }
 
+/**
+ * Names are bytes. Every name, symlink target and xattr name in the engine is a *byte
+ * string*: one char per byte (latin1), so any name the kernel accepts, valid UTF-8 or not,
+ * round-trips unchanged through every translator and over the wire. Convert only at the
+ * edges: storage with `nameBytes`, a transport that speaks UTF-8 with the utf8 helpers.
+ */
+export type Name = string;
+
+export const nameFromBytes = (b: Buffer): Name => b.toString('latin1');
+export const nameBytes = (n: Name): Buffer => Buffer.from(n, 'latin1');
+export const nameFromUtf8 = (s: string): Name => Buffer.from(s, 'utf8').toString('latin1');
+export const nameToUtf8 = (n: Name): string => Buffer.from(n, 'latin1').toString('utf8');
+/** Whether a string is a byte string (no char above 0xff): anything else is not a name. */
+export const isByteString = (s: string): boolean => !/[^\x00-\xff]/.test(s);
+
+/**
+ * The largest offset or size the stack carries exactly (JavaScript numbers). Transports
+ * refuse anything beyond it at the boundary (EFBIG/EINVAL, as ext4 does past its limit),
+ * before a translator sees it.
+ */
+export const MAX_OFFSET = Number.MAX_SAFE_INTEGER;
+
 /** One directory entry. `offset` is the cookie that continues the listing after it. */
 export interface Dirent {
-  readonly name: string;
+  readonly name: Name;
   readonly offset: number;
   readonly ino: number;
   /** File type bits of st_mode (S_IFREG, S_IFDIR, ...), 0 when unknown. */
   readonly type: number;
+}
+
+/** A directory entry with the attributes of what it names (undefined: it vanished meanwhile). */
+export interface DirentPlus extends Dirent {
+  readonly iatt?: Iatt;
+}
+
+/** rename(2) flags (renameat2). */
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+
+/** fallocate(2) modes. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
+/** F_GETLK, F_SETLK, F_SETLKW. */
+export type LockCmd = 'get' | 'set' | 'wait';
+/** POSIX byte-range locks (fcntl: per owner) or flock locks (per open file). */
+export type LockKind = 'posix' | 'flock';
+export type LockType = 'read' | 'write' | 'unlock';
+/** `end` for a lock that reaches the end of the file however far it grows. */
+export const LOCK_TO_EOF = MAX_OFFSET;
+
+/** A lock as fcntl(2) describes it. Who owns it is the frame's `lkOwner`. */
+export interface Flock {
+  readonly type: LockType;
+  /** First byte. */
+  readonly start: number;
+  /** Last byte, inclusive (LOCK_TO_EOF: to the end). */
+  readonly end: number;
+  /** The process holding or asking, as the caller's kernel numbers it (0 when unknown). */
+  readonly pid: number;
 }
 
 export interface Statfs {

@@ -2,7 +2,7 @@ import { FopError } from './errors';
 import { XlEvent } from './events';
 import type { Fd } from './fd';
 import { FOP_NAMES, FopArgs, FopName, FopResult, Fops } from './fops';
-import type { Frame } from './frame';
+import type { Frame, FrameInit } from './frame';
 import type { Inode, InodeTable } from './inode';
 import type { Logger } from './log';
 import type { Caller } from './types';
@@ -16,7 +16,7 @@ export interface XlatorHost {
   /** An event reached a translator without parents: the graph handles it. */
   topEvent(event: XlEvent, from: Xlator): void;
   /** A frame counted on this graph: for background work, or for a request from a remote caller. */
-  frame(op: string, caller?: Caller): Frame;
+  frame(op: string, who?: Caller | FrameInit): Frame;
   /** A new fd on an inode of this graph (a server opening files for its clients). */
   newFd(inode: Inode, flags: number, isDir: boolean): Fd;
 }

@@ -370,7 +370,7 @@ export class Bridge implements FuseOps {
     return this.onActive('rename', async (r, g, frame) => {
       const src = await r.entry(from);
       const dst = await r.entry(to);
-      const iatt = await g.top.rename(frame, src.loc, dst.loc);
+      const iatt = await g.top.rename(frame, src.loc, dst.loc, 0);
       g.itable.rename(src.parent, src.name, dst.parent, dst.name, iatt);
     });
   }

@@ -3,11 +3,11 @@
 // the frames. Objects (inodes, fds, frames) never travel: GFIDs, names, fd numbers and
 // caller ids do.
 import type { FopName } from '../core/fops';
-import type { Caller, Gfid, SetAttr, Timespec } from '../core/types';
+import type { Caller, Flock, Gfid, SetAttr, Timespec } from '../core/types';
 
 /** A Loc on the wire: GFIDs and names only (the server finds its own inodes). */
 export interface WireLoc {
-  readonly path: string;
+  readonly path?: string;
   readonly gfid?: Gfid;
   readonly parent?: Gfid;
   readonly name?: string;
@@ -24,9 +24,9 @@ export const MAX_IO = 16 * 1024 * 1024;
 /**
  * loc: a WireLoc; fd: the number of an fd the server opened for this client; newfd: a
  * WireNewFd; num, str, buf, bool: values of that type; size: a byte count up to MAX_IO;
- * attr: a SetAttr.
+ * attr: a SetAttr; lock: a Flock.
  */
-export type ArgKind = 'loc' | 'fd' | 'newfd' | 'num' | 'size' | 'str' | 'buf' | 'bool' | 'attr';
+export type ArgKind = 'loc' | 'fd' | 'newfd' | 'num' | 'size' | 'str' | 'buf' | 'bool' | 'attr' | 'lock';
 
 /** Arguments of every fop after its frame; `resend`: harmless if it reaches the server twice. */
 export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKind[]; readonly resend: boolean }>> = {
@@ -40,7 +40,7 @@ export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKin
   unlink: { args: ['loc'], resend: false },
   rmdir: { args: ['loc'], resend: false },
   symlink: { args: ['str', 'loc'], resend: false },
-  rename: { args: ['loc', 'loc'], resend: false },
+  rename: { args: ['loc', 'loc', 'num'], resend: false },
   link: { args: ['loc', 'loc'], resend: false },
   truncate: { args: ['loc', 'num'], resend: true },
   ftruncate: { args: ['fd', 'num'], resend: true },
@@ -53,6 +53,7 @@ export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKin
   fsync: { args: ['fd', 'bool'], resend: true },
   opendir: { args: ['loc', 'newfd'], resend: true },
   readdir: { args: ['fd', 'size', 'num'], resend: true },
+  readdirp: { args: ['fd', 'size', 'num'], resend: true },
   fsyncdir: { args: ['fd', 'bool'], resend: true },
   statfs: { args: ['loc'], resend: true },
   setattr: { args: ['loc', 'attr'], resend: true },
@@ -61,6 +62,10 @@ export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKin
   setxattr: { args: ['loc', 'str', 'buf', 'num'], resend: false },
   listxattr: { args: ['loc'], resend: true },
   removexattr: { args: ['loc', 'str'], resend: false },
+  // A server that lost the connection dropped the locks with the fds: never taken again blindly.
+  lk: { args: ['fd', 'str', 'lock', 'str'], resend: false },
+  fallocate: { args: ['fd', 'num', 'num', 'num'], resend: true },
+  seek: { args: ['fd', 'num', 'str'], resend: true },
 };
 
 /** Not a fop: the client is done with an fd (its last reference went). */
@@ -93,13 +98,17 @@ const isTime = (v: unknown): v is Timespec | 'now' =>
   v === 'now' || (isObj(v) && isInt(v.sec) && isInt(v.nsec) && (v.nsec as number) >= 0 && (v.nsec as number) < 1e9);
 
 export function isWireLoc(v: unknown): v is WireLoc {
-  return isObj(v) && typeof v.path === 'string' && optStr(v.gfid) && optStr(v.parent) && optStr(v.name);
+  return isObj(v) && optStr(v.path) && optStr(v.gfid) && optStr(v.parent) && optStr(v.name);
 }
 
 function isSetAttr(v: unknown): v is SetAttr {
   if (!isObj(v)) return false;
   const ids = ['mode', 'uid', 'gid'].every((k) => v[k] === undefined || isInt(v[k]));
   return ids && (v.atime === undefined || isTime(v.atime)) && (v.mtime === undefined || isTime(v.mtime));
+}
+
+function isFlock(v: unknown): v is Flock {
+  return isObj(v) && ['read', 'write', 'unlock'].includes(v.type as string) && isInt(v.start) && isInt(v.end) && isInt(v.pid);
 }
 
 const CHECK: Record<ArgKind, (v: unknown) => boolean> = {
@@ -112,6 +121,7 @@ const CHECK: Record<ArgKind, (v: unknown) => boolean> = {
   buf: (v) => Buffer.isBuffer(v),
   bool: (v) => typeof v === 'boolean',
   attr: isSetAttr,
+  lock: isFlock,
 };
 
 /** Why a request does not match its fop's arguments, or undefined if it does. */

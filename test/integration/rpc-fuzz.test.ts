@@ -103,6 +103,7 @@ function wrongArg(rng: FuzzRng, kind: ArgKind): unknown {
     buf: ['data', [1, 2, 3], null, 1, { data: [1, 2] }, { type: 'Buffer', data: [1, 2] }],
     bool: [0, 1, 'true', null, {}],
     attr: [null, 'x', 5, { mode: 'x' }, { uid: 1.5 }, { atime: { sec: 1, nsec: 1e9 } }, { mtime: 'yesterday' }, { gid: null }],
+    lock: [null, 'x', { type: 'read' }, { type: 'shared', start: 0, end: 1, pid: 1 }, { type: 'write', start: 0.5, end: 1, pid: 1 }, { type: 'unlock', start: 0, end: '1', pid: 1 }],
   };
   return rng.pick(wrong[kind]);
 }
@@ -128,6 +129,8 @@ function someArg(rng: FuzzRng, kind: ArgKind, fds: number[]): unknown {
       return rng.next() < 0.5;
     case 'attr':
       return { mode: 0o644 };
+    case 'lock':
+      return { type: rng.pick(['read', 'write', 'unlock']), start: rng.pick([0, 1, 4096]), end: rng.pick([0, 4095, 2 ** 53 - 1]), pid: 4242 };
   }
 }
 

@@ -108,4 +108,27 @@ describe('Mutex', () => {
     expect(results.map((r) => r.status)).toEqual(Array.from({ length: 10 }, (_, i) => (i % 3 === 0 ? 'rejected' : 'fulfilled')));
     expect(m.locked).toBe(false);
   });
+
+  it('a waiter gives up after its bound with ETIMEDOUT naming the lock, and the queue goes on', async () => {
+    jest.useFakeTimers();
+    try {
+      const m = new Mutex('handle 7');
+      const gate = deferred();
+      const holder = m.run(() => gate.promise);
+      const impatient = m.run(async () => 'never', 100);
+      const patient = m.run(async () => 'after', 10_000);
+      const settled = impatient.catch((e) => e);
+      jest.advanceTimersByTime(100);
+      const err = await settled;
+      expect(err).toMatchObject({ code: 'ETIMEDOUT' });
+      expect(String(err.message)).toContain('waited 100 ms for handle 7');
+      expect(m.waiting).toBe(1);
+      gate.resolve();
+      await holder;
+      await expect(patient).resolves.toBe('after');
+      expect(m.locked).toBe(false);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
 });

@@ -76,7 +76,7 @@ describe('.xlstack is invisible at the volume root', () => {
     expect(await errCode(g.top.unlink(g.frame('unlink'), { path: '/.xlstack', parent: root, name: '.xlstack' }))).toBe('ENOENT');
     expect(await errCode(g.top.rmdir(g.frame('rmdir'), { path: '/.xlstack', parent: root, name: '.xlstack' }))).toBe('ENOENT');
     expect(
-      await errCode(g.top.rename(g.frame('rename'), { path: '/.xlstack', parent: root, name: '.xlstack' }, { path: '/moved', parent: root, name: 'moved' })),
+      await errCode(g.top.rename(g.frame('rename'), { path: '/.xlstack', parent: root, name: '.xlstack' }, { path: '/moved', parent: root, name: 'moved' }, 0)),
     ).toBe('ENOENT');
 
     // all still in place

@@ -73,8 +73,8 @@ describe('names are checked', () => {
     await g.top.create(g.frame('create'), { path: '/f', parent: root, name: 'f', inode: g.itable.get(f) }, 0o644, fd);
     await fd.unref();
     const fInode = await lookupInode(g, root, 'f');
-    expect(await errCode(g.top.rename(g.frame('rename'), { path: '/f', parent: root, name: 'f' }, { path: name, parent: root, name }))).toBe('EINVAL');
-    expect(await errCode(g.top.rename(g.frame('rename'), { path: name, parent: root, name }, { path: '/z', parent: root, name: 'z' }))).toBe('EINVAL');
+    expect(await errCode(g.top.rename(g.frame('rename'), { path: '/f', parent: root, name: 'f' }, { path: name, parent: root, name }, 0))).toBe('EINVAL');
+    expect(await errCode(g.top.rename(g.frame('rename'), { path: name, parent: root, name }, { path: '/z', parent: root, name: 'z' }, 0))).toBe('EINVAL');
     expect(await errCode(g.top.link(g.frame('link'), { path: '/f', inode: fInode }, { path: name, parent: root, name }))).toBe('EINVAL');
 
     expect(listing(parentDir)).toEqual(beforeOutside);
