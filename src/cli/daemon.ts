@@ -121,7 +121,7 @@ export class MountDaemon {
     const bridge = this.bridge;
     try {
       bridge.stopSweeping();
-      for (const base of [...bridge.basefds.all()]) await bridge.release(base.path, base.id);
+      for (const base of [...bridge.basefds.all()]) await bridge.core.release(base.id);
       await switcher.stopAll();
     } catch (e) {
       log.error(`teardown: ${(e as Error).message}`);

@@ -4,58 +4,11 @@
 import { execFile } from 'child_process';
 import { FopError } from '../core/errors';
 import type { Logger } from '../core/log';
-import type { Iatt, Statfs, Timespec } from '../core/types';
+import { Iatt, Statfs, Timespec, nameFromUtf8, nameToUtf8 } from '../core/types';
+import type { FuseOps, TimeArg } from './bridge';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const Fuse = require('fuse-native');
-
-export interface DirEntry {
-  readonly name: string;
-  readonly ino: number;
-  readonly type: number;
-}
-
-/** A time to set: a value, or the server's clock. */
-export type TimeArg = Timespec | 'now';
-
-/**
- * What the kernel asks of a path-based FUSE filesystem. `fh` values are the
- * filesystem's own handles (uint32, never 0). Every call rejects only with FopError.
- */
-export interface FuseOps {
-  getattr(path: string): Promise<Iatt>;
-  access(path: string, mask: number): Promise<void>;
-  statfs(path: string): Promise<Statfs>;
-  readlink(path: string): Promise<string>;
-  mknod(path: string, mode: number, rdev: number): Promise<void>;
-  mkdir(path: string, mode: number): Promise<void>;
-  unlink(path: string): Promise<void>;
-  rmdir(path: string): Promise<void>;
-  symlink(target: string, path: string): Promise<void>;
-  rename(from: string, to: string): Promise<void>;
-  link(from: string, to: string): Promise<void>;
-  chmod(path: string, mode: number): Promise<void>;
-  chown(path: string, uid: number | undefined, gid: number | undefined): Promise<void>;
-  utimens(path: string, atime: TimeArg, mtime: TimeArg): Promise<void>;
-  truncate(path: string, size: number): Promise<void>;
-  ftruncate(path: string, fh: number, size: number): Promise<void>;
-  open(path: string, flags: number): Promise<number>;
-  create(path: string, mode: number, flags: number): Promise<number>;
-  read(path: string, fh: number, size: number, offset: number): Promise<Buffer>;
-  /** `data` is only valid until the promise settles. */
-  write(path: string, fh: number, data: Buffer, offset: number): Promise<number>;
-  flush(path: string, fh: number): Promise<void>;
-  fsync(path: string, fh: number, datasync: boolean): Promise<void>;
-  release(path: string, fh: number): Promise<void>;
-  opendir(path: string): Promise<number>;
-  readdir(path: string): Promise<DirEntry[]>;
-  fsyncdir(path: string, fh: number, datasync: boolean): Promise<void>;
-  releasedir(path: string, fh: number): Promise<void>;
-  getxattr(path: string, name: string): Promise<Buffer>;
-  setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
-  listxattr(path: string): Promise<string[]>;
-  removexattr(path: string, name: string): Promise<void>;
-}
 
 export interface MountOptions {
   /** Shown as the mount's source in /proc/mounts (fsname=...). */
@@ -191,6 +144,47 @@ async function rmdirPastHidden(ops: FuseOps, path: string): Promise<void> {
   }
 }
 
+/**
+ * fuse-native decodes every path and name as UTF-8 (a name with invalid UTF-8 bytes is
+ * altered before it reaches JS: a limit of this transport); the bridge speaks byte strings.
+ */
+function utf8(ops: FuseOps): FuseOps {
+  const p = nameFromUtf8;
+  return {
+    getattr: (a) => ops.getattr(p(a)),
+    access: (a, m) => ops.access(p(a), m),
+    statfs: (a) => ops.statfs(p(a)),
+    readlink: async (a) => nameToUtf8(await ops.readlink(p(a))),
+    mknod: (a, m, r) => ops.mknod(p(a), m, r),
+    mkdir: (a, m) => ops.mkdir(p(a), m),
+    unlink: (a) => ops.unlink(p(a)),
+    rmdir: (a) => ops.rmdir(p(a)),
+    symlink: (t, a) => ops.symlink(p(t), p(a)),
+    rename: (a, b) => ops.rename(p(a), p(b)),
+    link: (a, b) => ops.link(p(a), p(b)),
+    chmod: (a, m) => ops.chmod(p(a), m),
+    chown: (a, u, g) => ops.chown(p(a), u, g),
+    utimens: (a, at, mt) => ops.utimens(p(a), at, mt),
+    truncate: (a, n) => ops.truncate(p(a), n),
+    ftruncate: (a, fh, n) => ops.ftruncate(p(a), fh, n),
+    open: (a, f) => ops.open(p(a), f),
+    create: (a, m, f) => ops.create(p(a), m, f),
+    read: (a, fh, n, o) => ops.read(p(a), fh, n, o),
+    write: (a, fh, d, o) => ops.write(p(a), fh, d, o),
+    flush: (a, fh) => ops.flush(p(a), fh),
+    fsync: (a, fh, d) => ops.fsync(p(a), fh, d),
+    release: (a, fh) => ops.release(p(a), fh),
+    opendir: (a) => ops.opendir(p(a)),
+    readdir: async (a) => (await ops.readdir(p(a))).map((e) => ({ ...e, name: nameToUtf8(e.name) })),
+    fsyncdir: (a, fh, d) => ops.fsyncdir(p(a), fh, d),
+    releasedir: (a, fh) => ops.releasedir(p(a), fh),
+    getxattr: (a, n) => ops.getxattr(p(a), p(n)),
+    setxattr: (a, n, v, f) => ops.setxattr(p(a), p(n), v, f),
+    listxattr: async (a) => (await ops.listxattr(p(a))).map(nameToUtf8),
+    removexattr: (a, n) => ops.removexattr(p(a), p(n)),
+  };
+}
+
 /** Wires FuseOps into fuse-native's handler table. */
 function handlers(ops: FuseOps, log: Logger) {
   const run = <T>(op: string, p: Promise<T>, ok: (v: T) => unknown[], cb: Cb) =>
@@ -282,16 +276,19 @@ function withPolling<H extends Record<string, (...args: never[]) => unknown>>(hs
 class XlFuse extends Fuse {
   constructor(
     mnt: string,
-    private readonly xops: FuseOps,
+    ops: FuseOps,
     private readonly mountOpts: MountOptions,
     fuseOpts: object,
   ) {
     const poll = new BusyPoll(mountOpts.busyPollUs);
+    const xops = utf8(ops);
     super(mnt, withPolling(handlers(xops, mountOpts.log), poll), fuseOpts);
     this.poll = poll;
+    this.xops = xops;
   }
 
   private readonly poll: BusyPoll;
+  private readonly xops: FuseOps;
 
   _fuseOptions(): string {
     const fsname = this.mountOpts.fsname.replace(/[,\\]/g, '_');

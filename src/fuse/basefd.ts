@@ -10,18 +10,29 @@ export interface GraphFd {
   readonly fd: Fd;
 }
 
+/** Directory entries read from the graph but not yet taken by the transport (its buffer was full). */
+export interface PendingEntries<E> {
+  /** The cookie the transport resumes after: these entries follow it. */
+  readonly after: number;
+  readonly entries: E[];
+}
+
 /**
  * What the user opened, as the bridge records it. The kernel's `fh` names a BaseFd; the
  * BaseFd names the Fd that serves it now. Its own lock guards that choice.
  */
 export class BaseFd {
-  readonly lock = new Mutex();
+  readonly lock: Mutex;
   /** Graphs this handle has had an Fd on. */
   readonly reached = new Set<number>();
   /** A reopen after a switch failed: the handle answers EBADF until released. */
   failed = false;
   /** The graph on which its file could not be found: no use asking it again. */
   stuckOn?: Graph;
+  /** An error the next request on the handle reports, once (its old graph may have lost writes). */
+  pendingError?: FopError;
+  /** A directory listing's read-ahead (see BridgeCore.readdir). */
+  pending?: PendingEntries<unknown>;
 
   constructor(
     readonly id: number,
@@ -29,11 +40,24 @@ export class BaseFd {
     /** open(2) flags as given; O_CREAT/O_EXCL/O_TRUNC are dropped whenever it is reopened. */
     readonly flags: number,
     readonly isDir: boolean,
-    /** Last path the kernel used for it (libfuse keeps it current across renames). */
-    public path: string,
+    /** Last path a path-based transport used for it (libfuse keeps it current across renames). */
+    public path: string | undefined,
     public current: GraphFd,
   ) {
+    this.lock = new Mutex(`handle ${id} (${gfid})`);
     this.reached.add(current.graph.id);
+  }
+
+  /** For logs: the path if one is known, else the GFID. */
+  get name(): string {
+    return this.path ?? `<gfid:${this.gfid}>`;
+  }
+
+  /** Reports (once) an error left for the next request. */
+  takePendingError(): FopError | undefined {
+    const e = this.pendingError;
+    this.pendingError = undefined;
+    return e;
   }
 }
 

@@ -35,7 +35,7 @@ export class Resolver {
   ) {}
 
   /** Looks up `name` in `parent` on the graph and records the answer. */
-  async lookup(parent: Inode, name: string, path: string): Promise<{ inode: Inode; iatt: Iatt }> {
+  async lookup(parent: Inode, name: string, path?: string): Promise<{ inode: Inode; iatt: Iatt }> {
     const table = this.graph.itable;
     try {
       const iatt = await this.graph.top.lookup(this.frame, { path, parent, name });

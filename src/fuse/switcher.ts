@@ -5,7 +5,8 @@ import { Mutex } from '../core/mutex';
 import type { Registry } from '../core/registry';
 import { compareVolfiles } from '../core/topology';
 import { Volfile, readVolfile } from '../core/volfile';
-import { Bridge, BridgeOptions } from './bridge';
+import { Bridge } from './bridge';
+import { BridgeCore, BridgeOptions } from './core';
 
 export interface SwitcherOptions {
   readonly volfile: string;
@@ -18,8 +19,8 @@ export interface SwitcherOptions {
   readonly stopTimeoutMs: number;
   /** Passed to the bridge: when idle handles still on old graphs are moved (ms; 0: never). */
   readonly sweepAfterMs?: number;
-  /** Makes the bridge over graph 1 (tests pass variants). */
-  readonly bridge?: (first: Graph, log: Logger, opts: BridgeOptions) => Bridge;
+  /** Makes the bridge core over graph 1 (tests pass older-design variants). */
+  readonly core?: (first: Graph, log: Logger, opts: BridgeOptions) => BridgeCore;
 }
 
 export interface ReloadResult {
@@ -65,8 +66,8 @@ export class GraphSwitcher {
       await this.cleanup(g);
       throw new Error(`graph ${g.id} of ${this.opts.volfile} did not come up (${status === 'down' ? 'its children are down' : `no answer within ${this.opts.startTimeoutMs / 1000} s`})`);
     }
-    const make = this.opts.bridge ?? ((first, log, o) => new Bridge(first, log, o));
-    this._bridge = make(g, this.opts.log, { sweepAfterMs: this.opts.sweepAfterMs });
+    const make = this.opts.core ?? ((first, log, o) => new BridgeCore(first, log, o));
+    this._bridge = new Bridge(make(g, this.opts.log, { sweepAfterMs: this.opts.sweepAfterMs }));
     return this._bridge;
   }
 
@@ -161,6 +162,7 @@ export class GraphSwitcher {
   protected async cleanup(g: Graph): Promise<void> {
     await g.stop(this.opts.stopTimeoutMs);
     this.live.delete(g.id);
+    this._bridge?.core.graphGone(g);
     this.opts.log.info(`graph ${g.id}: cleaned up`);
   }
 

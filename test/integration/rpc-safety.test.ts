@@ -216,8 +216,8 @@ describe("no request can reach outside the brick's directory, whatever path or G
     o.symlink = outcome(await req('symlink', [outside, loc(parent, name, uuidv4())]));
     o.unlink = outcome(await req('unlink', [loc(parent, name)]));
     o.rmdir = outcome(await req('rmdir', [loc(parent, name)]));
-    o.renameInto = outcome(await req('rename', [loc(ROOT_GFID, 'victim'), loc(parent, name)]));
-    o.renameFrom = outcome(await req('rename', [loc(parent, name), loc(ROOT_GFID, `${PLANT}-stolen`)]));
+    o.renameInto = outcome(await req('rename', [loc(ROOT_GFID, 'victim'), loc(parent, name), 0]));
+    o.renameFrom = outcome(await req('rename', [loc(parent, name), loc(ROOT_GFID, `${PLANT}-stolen`), 0]));
     o.link = outcome(await req('link', [byGfid(VICTIM), loc(parent, name)]));
     return o;
   }
@@ -389,7 +389,7 @@ describe("no request can reach outside the brick's directory, whatever path or G
         mkdirIn: outcome(await req('mkdir', [loc(bad, PLANT, uuidv4()), 0o755])),
         createIn: await create(loc(bad, PLANT, uuidv4())),
         symlinkIn: outcome(await req('symlink', ['x', loc(bad, PLANT, uuidv4())])),
-        renameInto: outcome(await req('rename', [loc(ROOT_GFID, 'victim'), loc(bad, PLANT)])),
+        renameInto: outcome(await req('rename', [loc(ROOT_GFID, 'victim'), loc(bad, PLANT), 0])),
         mkdirAs: outcome(await req('mkdir', [loc(ROOT_GFID, PLANT, bad), 0o755])),
         createAs: await create(loc(ROOT_GFID, PLANT, bad)),
         symlinkAs: outcome(await req('symlink', [outside, loc(ROOT_GFID, PLANT, bad)])),
@@ -429,7 +429,7 @@ describe("no request can reach outside the brick's directory, whatever path or G
         lookupSub: outcome(await req('lookup', [loc(g, 'sub')])),
         unlinkSecret: outcome(await req('unlink', [loc(g, 'secret')])),
         rmdirSub: outcome(await req('rmdir', [loc(g, 'sub')])),
-        renameSecretIn: outcome(await req('rename', [loc(g, 'secret'), loc(ROOT_GFID, `${PLANT}-stolen`)])),
+        renameSecretIn: outcome(await req('rename', [loc(g, 'secret'), loc(ROOT_GFID, `${PLANT}-stolen`), 0])),
         ...(await entryOps(g, PLANT)),
       };
       const dir = await open(byGfid(g), O_RDONLY, true);
@@ -489,7 +489,7 @@ describe("no request can reach outside the brick's directory, whatever path or G
     const d2 = uuidv4();
     expect(outcome(await req('mkdir', [loc(ROOT_GFID, 'd2', d2), 0o755]))).toBe('OK');
     expect(await create(loc(d2, 'inner', uuidv4()))).toBe('OK');
-    expect(outcome(await req('rename', [loc(ROOT_GFID, 'd2'), loc(ROOT_GFID, 'moved')]))).toBe('OK');
+    expect(outcome(await req('rename', [loc(ROOT_GFID, 'd2'), loc(ROOT_GFID, 'moved'), 0]))).toBe('OK');
     expect(outcome(await req('symlink', [outside, loc(ROOT_GFID, 'd2', uuidv4())]))).toBe('OK');
     expect(outcome(await req('lookup', [loc(ROOT_GFID, 'd2')]))).toBe('OK');
 

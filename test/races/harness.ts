@@ -11,7 +11,7 @@ import { Registry } from '../../src/core/registry';
 import type { Bridge } from '../../src/fuse/bridge';
 import { GraphSwitcher, ReloadResult } from '../../src/fuse/switcher';
 import type { Gate } from '../../xlators/debug/gate';
-import { BridgeFlaw, LegacyBridge, LegacySwitcher, SwitcherFlaw, inodeSerializer } from './legacy';
+import { BridgeFlaw, LegacyCore, LegacySwitcher, SwitcherFlaw, inodeSerializer } from './legacy';
 
 export const O_RDWR = constants.O_RDWR;
 
@@ -58,7 +58,7 @@ export async function stack(volfile: string, opts: StackOptions = {}): Promise<S
     startTimeoutMs: 2000,
     stopTimeoutMs: 300,
     sweepAfterMs: opts.sweepAfterMs ?? 0,
-    bridge: flaws.size ? (g: Graph, log: Logger, o: object) => new LegacyBridge(g, log, o, flaws) : undefined,
+    core: flaws.size ? (g: Graph, log: Logger, o: object) => LegacyCore.make(g, log, o, flaws) : undefined,
   };
   const switcher = opts.switcherFlaws?.length ? new LegacySwitcher(switcherOpts, new Set(opts.switcherFlaws)) : new GraphSwitcher(switcherOpts);
   const bridge = await switcher.start();

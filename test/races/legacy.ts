@@ -11,9 +11,11 @@ import type { Graph } from '../../src/core/graph';
 import { Inode } from '../../src/core/inode';
 import type { Logger } from '../../src/core/log';
 import { defineTranslator } from '../../src/core/registry';
+import type { Iatt } from '../../src/core/types';
 import { Xlator } from '../../src/core/xlator';
 import type { BaseFd, GraphFd } from '../../src/fuse/basefd';
-import { Bridge, BridgeOptions, held } from '../../src/fuse/bridge';
+import { BridgeCore, BridgeOptions } from '../../src/fuse/core';
+import { MigrationBounds, Migrator, held, inFrame } from '../../src/fuse/migrator';
 import { Resolver } from '../../src/fuse/resolver';
 import { GraphSwitcher, ReloadResult, SwitcherOptions } from '../../src/fuse/switcher';
 
@@ -39,48 +41,52 @@ export type BridgeFlaw =
   /** The new graph answers path requests about a file whose writes an older graph still holds. */
   | 'no-catch-up';
 
-export class LegacyBridge extends Bridge {
-  private readonly openedAs = new Map<number, string>();
-  private readonly first = new Map<number, Fd>();
+/** What the flawed core and migrator share: the flaws, and what an older design remembered per handle. */
+class Legacy {
+  readonly openedAs = new Map<number, string>();
+  readonly first = new Map<number, Fd>();
 
-  constructor(
-    graph: Graph,
-    log: Logger,
-    opts: BridgeOptions,
-    private readonly flaws: ReadonlySet<BridgeFlaw>,
-  ) {
-    super(graph, log, opts);
-  }
+  constructor(readonly flaws: ReadonlySet<BridgeFlaw>) {}
 
-  private has(f: BridgeFlaw): boolean {
+  has(f: BridgeFlaw): boolean {
     return this.flaws.has(f);
   }
+}
 
-  override activate(g: Graph): void {
-    super.activate(g);
-    // Eager migration: every handle known right now is moved, in the background.
-    if (this.has('eager-only')) for (const base of [...this.basefds.all()]) void this.migrate(base).catch(() => undefined);
+class LegacyMigrator extends Migrator {
+  constructor(
+    active: () => Graph,
+    log: Logger,
+    bounds: MigrationBounds,
+    private readonly legacy: Legacy,
+  ) {
+    super(active, log, bounds);
   }
 
-  protected override resolveFd(base: BaseFd): Promise<GraphFd> {
-    if (this.has('eager-only')) return Promise.resolve(held(base.current));
-    if (!this.has('no-basefd-lock')) return super.resolveFd(base);
-    if (base.current.graph === this.active) return Promise.resolve(held(base.current));
+  override resolve(base: BaseFd): Promise<GraphFd> {
+    if (this.legacy.has('eager-only')) return Promise.resolve(held(base.current));
+    if (!this.legacy.has('no-basefd-lock')) return super.resolve(base);
+    if (base.current.graph === this.target) return Promise.resolve(held(base.current));
     return this.migrate(base).then(held);
+  }
+
+  /** Eager migration: called for every handle at the switch. */
+  migrateNow(base: BaseFd): Promise<GraphFd> {
+    return this.migrate(base);
   }
 
   protected override async migrate(base: BaseFd): Promise<GraphFd> {
     try {
-      return this.has('swap-inode-on-migrate') ? await this.migrateInPlace(base) : await super.migrate(base);
+      return this.legacy.has('swap-inode-on-migrate') ? await this.migrateInPlace(base) : await super.migrate(base);
     } catch (e) {
-      if (this.has('fail-forever')) base.failed = true;
+      if (this.legacy.has('fail-forever')) base.failed = true;
       throw e;
     }
   }
 
   /** The 2012 design: the same fd object is pointed at the new graph's inode. */
   private async migrateInPlace(base: BaseFd): Promise<GraphFd> {
-    const target = this.active;
+    const target = this.target;
     const from = base.current;
     if (from.graph === target) return from;
     const inode = await this.findOn(target, base);
@@ -90,7 +96,7 @@ export class LegacyBridge extends Bridge {
     from.graph.fds.delete(fd);
     target.fds.add(fd);
     base.current = { graph: target, fd };
-    await this.inFrame(target, 'open', (frame) => target.top.open(frame, { path: base.path, inode }, fd));
+    await inFrame(target, 'open', (frame) => target.top.open(frame, { path: base.path, inode }, fd));
     // The old graph's state for this fd goes now, whatever is still in flight on it.
     for (const xl of from.graph.xlators.values()) {
       if (!fd.ctx.has(xl)) continue;
@@ -100,19 +106,15 @@ export class LegacyBridge extends Bridge {
     return base.current;
   }
 
-  protected override catchUp(gfid: string): Promise<boolean> {
-    return this.has('no-catch-up') ? Promise.resolve(false) : super.catchUp(gfid);
-  }
-
   protected override async flushOld(base: BaseFd, from: GraphFd): Promise<void> {
-    if (!this.has('no-flush-on-migrate')) await super.flushOld(base, from);
+    if (!this.legacy.has('no-flush-on-migrate')) await super.flushOld(base, from);
   }
 
   protected override async findOn(g: Graph, base: BaseFd): Promise<Inode | undefined> {
-    if (!this.has('migrate-by-path')) return super.findOn(g, base);
-    const path = this.openedAs.get(base.id)!;
+    if (!this.legacy.has('migrate-by-path')) return super.findOn(g, base);
+    const path = this.legacy.openedAs.get(base.id)!;
     try {
-      return (await this.inFrame(g, 'lookup', (frame) => new Resolver(g, frame, true).inode(path))).inode;
+      return (await inFrame(g, 'lookup', (frame) => new Resolver(g, frame, true).inode(path))).inode;
     } catch {
       base.failed = true;
       throw new FopError('EBADF', `${path} is gone from graph ${g.id}`);
@@ -120,34 +122,61 @@ export class LegacyBridge extends Bridge {
   }
 
   protected override discard(fd: Fd): Promise<void> {
-    return this.has('leak-failed-reopen') ? Promise.resolve() : super.discard(fd);
+    return this.legacy.has('leak-failed-reopen') ? Promise.resolve() : super.discard(fd);
   }
 
   protected override dropOld(from: GraphFd): void {
-    if (!this.has('release-first-fd-only')) super.dropOld(from);
+    if (!this.legacy.has('release-first-fd-only')) super.dropOld(from);
   }
 
-  protected override addBase(g: Graph, fd: Fd, path: string): number {
+  override async close(base: BaseFd): Promise<void> {
+    if (this.legacy.has('release-first-fd-only')) return this.legacy.first.get(base.id)!.unref();
+    if (this.legacy.has('no-basefd-lock')) return base.current.fd.unref();
+    return super.close(base);
+  }
+}
+
+export class LegacyCore extends BridgeCore {
+  private constructor(
+    graph: Graph,
+    log: Logger,
+    opts: BridgeOptions,
+    private readonly legacy: Legacy,
+  ) {
+    super(graph, log, opts);
+  }
+
+  static make(graph: Graph, log: Logger, opts: BridgeOptions, flaws: ReadonlySet<BridgeFlaw>): LegacyCore {
+    const legacy = new Legacy(flaws);
+    return new LegacyCore(graph, log, { ...opts, migrator: (a, l, b) => new LegacyMigrator(a, l, b, legacy) }, legacy);
+  }
+
+  override activate(g: Graph): void {
+    super.activate(g);
+    // Eager migration: every handle known right now is moved, in the background.
+    if (this.legacy.has('eager-only')) for (const base of [...this.basefds.all()]) void (this.migrator as LegacyMigrator).migrateNow(base).catch(() => undefined);
+  }
+
+  protected override catchUp(gfid: string): Promise<boolean> {
+    return this.legacy.has('no-catch-up') ? Promise.resolve(false) : super.catchUp(gfid);
+  }
+
+  protected override addBase(g: Graph, fd: Fd, path: string | undefined): number {
     const id = super.addBase(g, fd, path);
-    this.openedAs.set(id, path);
-    this.first.set(id, fd);
+    this.legacy.openedAs.set(id, path!);
+    this.legacy.first.set(id, fd);
     return id;
   }
 
-  protected override async closeBase(fh: number): Promise<void> {
-    if (!this.has('release-first-fd-only') && !this.has('no-basefd-lock')) return super.closeBase(fh);
-    const base = this.basefds.remove(fh);
-    await (this.has('release-first-fd-only') ? this.first.get(fh)! : base.current.fd).unref();
-  }
-
-  protected override async createOn(g: Graph, frame: Frame, at: Loc, mode: number, flags: number): Promise<Fd> {
-    if (!this.has('swap-inode-on-create')) return super.createOn(g, frame, at, mode, flags);
+  protected override async createOn(g: Graph, frame: Frame, at: Loc, mode: number, flags: number): Promise<{ fd: Fd; iatt: Iatt }> {
+    if (!this.legacy.has('swap-inode-on-create')) return super.createOn(g, frame, at, mode, flags);
     // An inode the table does not know yet: it is linked when the reply comes.
     const fresh = new Inode(uuidv4(), g.itable);
     const fd = g.newFd(fresh, flags, false);
-    const linked = g.itable.link(await g.top.create(frame, { ...at, inode: fresh }, mode, fd), at.parent, at.name);
+    const iatt = await g.top.create(frame, { ...at, inode: fresh }, mode, fd);
+    const linked = g.itable.link(iatt, at.parent, at.name);
     if (linked !== fresh) (fd as { inode: Inode }).inode = linked;
-    return fd;
+    return { fd, iatt };
   }
 }
 
