@@ -155,13 +155,14 @@ export class LockTable {
     if (r.type === 'unlock' && !file.held.some((h) => h.kind === r.kind && h.owner === r.owner)) return Promise.resolve(asFlock(r));
     this.files.set(gfid, file);
 
-    let freed = false;
     if (r.kind === 'flock') {
       const mine = file.held.find((h) => h.kind === 'flock' && h.owner === r.owner);
       if (mine?.type === r.type) return Promise.resolve(asFlock(r));
       if (mine) {
+        // A conversion lets go of the old lock first, and the requests already waiting come first.
         file.held = file.held.filter((h) => h !== mine);
-        freed = true;
+        this.wakeWaiters(file);
+        this.files.set(gfid, file);
       }
     }
     const blockers = r.type === 'unlock' ? [] : this.conflictsOf(file, r);
@@ -170,7 +171,6 @@ export class LockTable {
       this.wakeWaiters(file);
       return Promise.resolve(asFlock(r));
     }
-    if (freed) this.wakeWaiters(file);
     const refuse = (code: 'EAGAIN' | 'EDEADLK' | 'EINTR' | 'ENOTCONN', why: string): Promise<Flock> => {
       this.dropIfEmpty(file);
       return Promise.reject(new FopError(code, why));
@@ -178,7 +178,6 @@ export class LockTable {
     const what = () => `${r.kind} ${r.type} lock ${r.start}-${r.end} on ${gfid} for ${r.owner}`;
     if (!opts.wait) return refuse('EAGAIN', `${what()}: held by ${blockers[0].owner}`);
     if (this.closedReason) return refuse('ENOTCONN', `${what()}: ${this.closedReason}`);
-    if (opts.frame?.interrupted) return refuse('EINTR', `${what()}: interrupted`);
     if (r.kind === 'posix' && this.closesCycle(r.owner, blockers)) return refuse('EDEADLK', `${what()}: would wait for an owner that waits for it`);
     return this.enqueue(file, r, opts.frame);
   }
