@@ -10,6 +10,7 @@ import type { Fd } from '../../src/core/fd';
 import type { Frame } from '../../src/core/frame';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
+import { parseVolfile } from '../../src/core/volfile';
 import { Flock, LOCK_TO_EOF, LockCmd, LockKind, ROOT_CALLER } from '../../src/core/types';
 import type { Gate } from '../../xlators/debug/gate';
 import type { Locks } from '../../xlators/features/locks';
@@ -304,5 +305,21 @@ end-volume
     expect(brickLocks().held.map((h) => `${h.kind} ${h.type}`).sort()).toEqual(['flock write', 'posix write']);
     await fd2.unref();
     await fd3.unref();
+  });
+});
+
+describe('the shipped volfiles', () => {
+  /** The types from the top of a volfile down its first subvolumes. */
+  function stack(file: string): string[] {
+    const vf = parseVolfile(fs.readFileSync(path.resolve(__dirname, '../../../volfiles', file), 'utf8'), file);
+    const byName = new Map(vf.volumes.map((v) => [v.name, v]));
+    const types: string[] = [];
+    for (let v = vf.volumes[vf.volumes.length - 1]; v; v = byName.get(v.subvolumes[0]?.name)!) types.push(v.type);
+    return types;
+  }
+
+  it('stack features/locks right above storage: under the trace layer locally, under the server on a brick', () => {
+    expect(stack('default.vol')).toEqual(['debug/trace', 'features/locks', 'storage/posix']);
+    expect(stack('brick.vol')).toEqual(['protocol/server', 'features/locks', 'storage/posix']);
   });
 });
