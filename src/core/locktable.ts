@@ -171,7 +171,7 @@ export class LockTable {
       this.wakeWaiters(file);
       return Promise.resolve(asFlock(r));
     }
-    const refuse = (code: 'EAGAIN' | 'EDEADLK' | 'EINTR' | 'ENOTCONN', why: string): Promise<Flock> => {
+    const refuse = (code: 'EAGAIN' | 'EDEADLK' | 'ENOTCONN', why: string): Promise<Flock> => {
       this.dropIfEmpty(file);
       return Promise.reject(new FopError(code, why));
     };
