@@ -20,8 +20,11 @@ export type FdKey = object | string;
 export interface LockOpts {
   /** F_SETLKW: wait until the lock can be granted (else F_SETLK: EAGAIN on conflict). */
   readonly wait: boolean;
-  /** The request's frame: a waiting request ends with EINTR when it is interrupted. */
-  readonly frame?: Frame;
+  /**
+   * What tells of the caller giving up (a Frame, or a transport's request): a waiting
+   * request ends with EINTR when it is interrupted.
+   */
+  readonly frame?: Pick<Frame, 'onInterrupt'>;
   readonly fdKey: FdKey;
 }
 
@@ -320,7 +323,7 @@ export class LockTable {
     this.dropIfEmpty(file);
   }
 
-  private enqueue(file: FileLocks, r: Request, frame: Frame | undefined): Promise<Flock> {
+  private enqueue(file: FileLocks, r: Request, frame: LockOpts['frame']): Promise<Flock> {
     return new Promise<Flock>((resolve, reject) => {
       const w: Waiter = { ...r, since: Date.now(), resolve, reject, unlisten: () => undefined };
       file.waiting.push(w);
