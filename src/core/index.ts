@@ -9,6 +9,8 @@ export type { FopArgs, FopName, FopResult, Fops, Loc } from './fops';
 export { Frame } from './frame';
 export type { FrameInit } from './frame';
 export { Inode, InodeTable } from './inode';
+export { LockTable } from './locktable';
+export type { FdKey, LockOpts, LockOwner } from './locktable';
 export type { Logger } from './log';
 export { DEFAULT_LOCK_WAIT_MS, Mutex } from './mutex';
 export { opt } from './options';
