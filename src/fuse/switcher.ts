@@ -7,6 +7,7 @@ import { compareVolfiles } from '../core/topology';
 import { Volfile, readVolfile } from '../core/volfile';
 import { Bridge } from './bridge';
 import { BridgeCore, BridgeOptions } from './core';
+import type { MigrationBounds } from './migrator';
 
 export interface SwitcherOptions {
   readonly volfile: string;
@@ -19,6 +20,8 @@ export interface SwitcherOptions {
   readonly stopTimeoutMs: number;
   /** Passed to the bridge: when idle handles still on old graphs are moved (ms; 0: never). */
   readonly sweepAfterMs?: number;
+  /** How long migrations wait for an old graph and for a handle's lock. */
+  readonly bounds?: MigrationBounds;
   /** Makes the bridge core over graph 1 (tests pass older-design variants). */
   readonly core?: (first: Graph, log: Logger, opts: BridgeOptions) => BridgeCore;
 }
@@ -67,7 +70,7 @@ export class GraphSwitcher {
       throw new Error(`graph ${g.id} of ${this.opts.volfile} did not come up (${status === 'down' ? 'its children are down' : `no answer within ${this.opts.startTimeoutMs / 1000} s`})`);
     }
     const make = this.opts.core ?? ((first, log, o) => new BridgeCore(first, log, o));
-    this._bridge = new Bridge(make(g, this.opts.log, { sweepAfterMs: this.opts.sweepAfterMs }));
+    this._bridge = new Bridge(make(g, this.opts.log, { sweepAfterMs: this.opts.sweepAfterMs, bounds: this.opts.bounds }));
     return this._bridge;
   }
 

@@ -9,6 +9,7 @@ import type { Graph } from '../../src/core/graph';
 import { Logger } from '../../src/core/log';
 import { Registry } from '../../src/core/registry';
 import type { Bridge } from '../../src/fuse/bridge';
+import type { MigrationBounds } from '../../src/fuse/migrator';
 import { GraphSwitcher, ReloadResult } from '../../src/fuse/switcher';
 import type { Gate } from '../../xlators/debug/gate';
 import { BridgeFlaw, LegacyCore, LegacySwitcher, SwitcherFlaw, inodeSerializer } from './legacy';
@@ -35,6 +36,7 @@ export interface StackOptions {
   readonly switcherFlaws?: readonly SwitcherFlaw[];
   readonly passthroughUnknown?: boolean;
   readonly sweepAfterMs?: number;
+  readonly bounds?: MigrationBounds;
 }
 
 const open: Stack[] = [];
@@ -58,6 +60,7 @@ export async function stack(volfile: string, opts: StackOptions = {}): Promise<S
     startTimeoutMs: 2000,
     stopTimeoutMs: 300,
     sweepAfterMs: opts.sweepAfterMs ?? 0,
+    bounds: opts.bounds,
     core: flaws.size ? (g: Graph, log: Logger, o: object) => LegacyCore.make(g, log, o, flaws) : undefined,
   };
   const switcher = opts.switcherFlaws?.length ? new LegacySwitcher(switcherOpts, new Set(opts.switcherFlaws)) : new GraphSwitcher(switcherOpts);

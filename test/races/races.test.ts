@@ -3,6 +3,7 @@
 // that does what an older design did (it must fail: hang, leak or corrupt). A reproduction
 // that did not fail on the older design would prove nothing.
 import * as fs from 'fs';
+import { constants } from 'fs';
 import * as path from 'path';
 import type { Iatt } from '../../src/core/types';
 import { InodeSerializer } from './legacy';
@@ -471,5 +472,35 @@ describe('16. a path request after a switch away from write-behind, while the ol
 
   test('older design (no-catch-up): the new graph answers from storage, and the written data is invisible', async () => {
     expect(await schedule({ flaws: ['no-catch-up'] })).toEqual({ size: 0, readByOther: 0 });
+  });
+});
+
+describe('17. a flush on the old graph that never answers (a lost reply) when a handle moves', () => {
+  const DROP_FLUSH = POSIX + layer('top', 'debug/error-gen', 'posix', '    option enable flush\n    option drop-replies on\n');
+  const BOUNDS = { flushMs: 200, lockWaitMs: 5000 };
+
+  async function schedule(opts: StackOptions) {
+    const s = await stack(DROP_FLUSH, opts);
+    const fh = await createFile(s.bridge, '/f', 'one');
+    const ro = await s.bridge.open('/f', constants.O_RDONLY);
+    await s.reload(TRACE_OVER_POSIX);
+    // Both handles need graph 1 to flush before they move; graph 1 never answers.
+    const first = outcome(s.bridge.write('/f', fh, Buffer.from('two'), 0));
+    const concurrent = outcome(s.bridge.read('/f', fh, 3, 0)); // waits for the same handle's move
+    const reader = outcome(read(s.bridge, '/f', ro));
+    const results = { first: await within(first, 5000), concurrent: await within(concurrent, 5000), reader: await within(reader, 5000) };
+    const after = await within(outcome(s.bridge.write('/f', fh, Buffer.from('TWO'), 0)), 5000);
+    const onGraph = s.bridge.basefds.get(fh).current.graph.id;
+    return { ...results, after, onGraph, final: fs.readFileSync(path.join(s.backing, 'f'), 'utf8') };
+  }
+
+  test('real bridge: the handle moves on after the bound; a writer is told once (EIO) that writes may be lost, a reader is not', async () => {
+    const r = await schedule({ bounds: BOUNDS });
+    // Whichever of the two requests on the writable handle migrates it reports the loss; the other is served.
+    expect([r.first, r.concurrent].filter((x) => x === 'EIO')).toHaveLength(1);
+    expect(r.reader).toBe('one');
+    expect(r.after).toBe(3);
+    expect(r.onGraph).toBe(2);
+    expect(r.final).toBe('TWO');
   });
 });
