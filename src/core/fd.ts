@@ -14,6 +14,12 @@ export const reopenFlags = (flags: number): number => flags & ~(constants.O_CREA
 export class Fd {
   readonly id = nextFdId++;
   readonly ctx = new Map<object, unknown>();
+  /**
+   * What the user opened, across graphs and connections: an Fd that reopens the same open
+   * file elsewhere (a graph switch, a reconnection) carries the same openId, so what belongs
+   * to the open file (its flock lock, the locks taken through it) outlives the move.
+   */
+  readonly openId: string;
   private refs = 1;
 
   constructor(
@@ -23,7 +29,9 @@ export class Fd {
     readonly isDir: boolean,
     /** Runs the translators' release callbacks; set by the graph that owns the fd. */
     private readonly onRelease: (fd: Fd) => Promise<void>,
+    openId?: string,
   ) {
+    this.openId = openId ?? `${process.pid}.${this.id}`;
     inode.ref();
   }
 

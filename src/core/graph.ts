@@ -132,10 +132,10 @@ export class Graph implements XlatorHost {
 
   // --- fds --------------------------------------------------------------------
 
-  /** A new fd on an inode of this graph; the last unref releases it on each translator. */
-  newFd(inode: Inode, flags: number, isDir: boolean): Fd {
+  /** A new fd on an inode of this graph (continuing open file `openId`, if given); the last unref releases it on each translator. */
+  newFd(inode: Inode, flags: number, isDir: boolean, openId?: string): Fd {
     if (inode.table !== this.itable) throw new Error(`graph ${this.id}: fd for an inode of another graph`);
-    const fd = new Fd(inode, flags, isDir, (f) => this.releaseFd(f));
+    const fd = new Fd(inode, flags, isDir, (f) => this.releaseFd(f), openId);
     this.fds.add(fd);
     return fd;
   }
@@ -252,7 +252,7 @@ export class Graph implements XlatorHost {
         path: this.itable.path(i),
         refs: i.refcount,
       })),
-      fds: [...this.fds].map((fd) => ({ id: fd.id, gfid: fd.inode.gfid, flags: fd.flags, refs: fd.refcount })),
+      fds: [...this.fds].map((fd) => ({ id: fd.id, openId: fd.openId, gfid: fd.inode.gfid, flags: fd.flags, refs: fd.refcount })),
     };
   }
 }

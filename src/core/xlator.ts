@@ -18,7 +18,7 @@ export interface XlatorHost {
   /** A frame counted on this graph: for background work, or for a request from a remote caller. */
   frame(op: string, who?: Caller | FrameInit): Frame;
   /** A new fd on an inode of this graph (a server opening files for its clients). */
-  newFd(inode: Inode, flags: number, isDir: boolean): Fd;
+  newFd(inode: Inode, flags: number, isDir: boolean, openId?: string): Fd;
 }
 
 export interface XlatorInit<V> {
@@ -116,7 +116,8 @@ export class Xlator<V = unknown> {
   /** Passes a fop, unchanged, to the first child. */
   protected wind<K extends FopName>(op: K, ...args: FopArgs<K>): Promise<FopResult<K>> {
     const child = this.children[0];
-    if (!child) return Promise.reject(new FopError('ENOTCONN', `${this.name} has no subvolume to serve ${op}`));
+    // A leaf that does not implement a fop: the truth is ENOSYS (the bridge knows what to do then).
+    if (!child) return Promise.reject(new FopError('ENOSYS', `${this.name} (${this.type}) does not implement ${op}`));
     return (child[op] as unknown as (...a: FopArgs<K>) => Promise<FopResult<K>>).apply(child, args);
   }
 

@@ -31,6 +31,8 @@ export class BaseFd {
   stuckOn?: Graph;
   /** An error the next request on the handle reports, once (its old graph may have lost writes). */
   pendingError?: FopError;
+  /** The open file every Fd of this handle continues (Fd.openId). */
+  readonly openId: string;
   /** A directory listing's read-ahead (see BridgeCore.readdir). */
   pending?: PendingEntries<unknown>;
 
@@ -45,6 +47,7 @@ export class BaseFd {
     public current: GraphFd,
   ) {
     this.lock = new Mutex(`handle ${id} (${gfid})`);
+    this.openId = current.fd.openId;
     this.reached.add(current.graph.id);
   }
 

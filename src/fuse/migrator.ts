@@ -119,7 +119,7 @@ export class Migrator {
    * handle EBADF for good. A failed open leaves nothing behind.
    */
   protected async reopen(target: Graph, base: BaseFd, inode: Inode): Promise<Fd | undefined> {
-    const fd = target.newFd(inode, reopenFlags(base.flags), base.isDir);
+    const fd = target.newFd(inode, reopenFlags(base.flags), base.isDir, base.openId);
     try {
       await inFrame(target, 'open', (frame) => {
         const loc = { path: base.path, inode };

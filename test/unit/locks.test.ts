@@ -52,7 +52,7 @@ async function setup(): Promise<Setup> {
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, 'f'), 'some data');
   const g = await startGraph(dir, 1, localVolfile(dir));
-  return { g, dir, file: await lookupInode(g, g.itable.root, 'f'), gate: g.xlators.get('g') as Gate, locks: g.xlators.get('l') as Locks };
+  return { g, dir, file: await lookupInode(g, g.itable.root, 'f'), gate: g.xlators.get('g') as Gate, locks: g.xlators.get('l') as unknown as Locks };
 }
 
 async function open(g: Graph, inode: Inode, flags = O_RDWR): Promise<Fd> {

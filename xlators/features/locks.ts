@@ -1,6 +1,6 @@
 import { constants } from 'fs';
 import { Fd, FdContext, FopError, Frame, LockTable, Xlator, XlatorInit, defineTranslator } from '../../src/core/index';
-import type { Flock, LockCmd, LockKind, LockOwner, OptionValues } from '../../src/core/index';
+import type { Flock, Iatt, LockCmd, LockKind, LockOwner, Loc, OptionValues } from '../../src/core/index';
 
 const options = {};
 
@@ -13,7 +13,51 @@ type Options = OptionValues<typeof options>;
  * open file.
  */
 function ownerOf(frame: Frame, fd: Fd, kind: LockKind): LockOwner {
-  return kind === 'posix' && frame.lkOwner !== '' ? frame.lkOwner : `fd:${fd.id}`;
+  return kind === 'posix' && frame.lkOwner !== '' ? frame.lkOwner : `open:${fd.openId}`;
+}
+
+/**
+ * The locks of one volume, shared by every graph of the process that has it (by volume
+ * name): a graph switch builds a new translator, and the locks must not notice. What is
+ * held through an open file lasts while any Fd continues it (Fd.openId: the handle moved
+ * to the new graph before its Fd on the old one was released).
+ */
+class Shared {
+  private static readonly byName = new Map<string, Shared>();
+  readonly table: LockTable;
+  /** Fds open through this volume, per open file. */
+  private readonly opens = new Map<string, number>();
+  private users = 0;
+
+  private constructor(readonly name: string, log: Locks['log']) {
+    this.table = new LockTable({ log });
+  }
+
+  static acquire(name: string, log: Locks['log']): Shared {
+    let s = Shared.byName.get(name);
+    if (!s) Shared.byName.set(name, (s = new Shared(name, log)));
+    s.users++;
+    return s;
+  }
+
+  /** The last graph with this volume went down: waiting requests end. */
+  release(reason: string): void {
+    if (--this.users > 0) return;
+    Shared.byName.delete(this.name);
+    this.table.close(reason);
+  }
+
+  opened(openId: string): void {
+    this.opens.set(openId, (this.opens.get(openId) ?? 0) + 1);
+  }
+
+  /** An Fd of the open file went; with the last, what the open file held goes. */
+  closed(openId: string): void {
+    const n = (this.opens.get(openId) ?? 1) - 1;
+    if (n > 0) return void this.opens.set(openId, n);
+    this.opens.delete(openId);
+    this.table.releaseFd(openId);
+  }
 }
 
 const O_ACCMODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
@@ -36,13 +80,34 @@ function checkAccess(fd: Fd, lock: Flock, kind: LockKind): void {
  * still waiting (ENOTCONN).
  */
 export class Locks extends Xlator<Options> {
-  private readonly table: LockTable;
-  /** Marks the fds that locked here, so their release comes here. */
-  private readonly locked = new FdContext<true>(this);
+  private readonly shared: Shared;
+  /** Marks the fds opened through here, so their release comes here. */
+  private readonly opens = new FdContext<true>(this);
+  private down = false;
 
   constructor(init: XlatorInit<Options>) {
     super(init);
-    this.table = new LockTable({ log: this.log });
+    this.shared = Shared.acquire(init.name, this.log);
+  }
+
+  private get table(): LockTable {
+    return this.shared.table;
+  }
+
+  private opened(fd: Fd): void {
+    this.opens.set(fd, true);
+    this.shared.opened(fd.openId);
+  }
+
+  override async open(frame: Frame, loc: Loc, fd: Fd): Promise<void> {
+    await this.wind('open', frame, loc, fd);
+    this.opened(fd);
+  }
+
+  override async create(frame: Frame, loc: Loc, mode: number, fd: Fd): Promise<Iatt> {
+    const iatt = await this.wind('create', frame, loc, mode, fd);
+    this.opened(fd);
+    return iatt;
   }
 
   override async lk(frame: Frame, fd: Fd, cmd: LockCmd, lock: Flock, kind: LockKind): Promise<Flock> {
@@ -50,8 +115,9 @@ export class Locks extends Xlator<Options> {
     if (cmd === 'get') return this.table.test(fd.inode.gfid, kind, owner, lock);
     if (cmd !== 'set' && cmd !== 'wait') throw new FopError('EINVAL', `unknown lock command ${JSON.stringify(cmd)}`);
     checkAccess(fd, lock, kind);
-    this.locked.set(fd, true);
-    return this.table.lock(fd.inode.gfid, kind, owner, lock, { wait: cmd === 'wait', frame, fdKey: fd });
+    // An fd this translator did not see opened (a test driving it directly) counts from here.
+    if (!this.opens.get(fd)) this.opened(fd);
+    return this.table.lock(fd.inode.gfid, kind, owner, lock, { wait: cmd === 'wait', frame, fdKey: fd.openId });
   }
 
   override async flush(frame: Frame, fd: Fd): Promise<void> {
@@ -60,12 +126,21 @@ export class Locks extends Xlator<Options> {
   }
 
   override async release(fd: Fd): Promise<void> {
-    this.locked.take(fd);
-    this.table.releaseFd(fd);
+    if (this.opens.take(fd)) this.shared.closed(fd.openId);
   }
 
   protected override async drain(): Promise<void> {
-    this.table.close(`${this.name} is going down`);
+    this.shutdown();
+  }
+
+  override async fini(): Promise<void> {
+    this.shutdown();
+  }
+
+  private shutdown(): void {
+    if (this.down) return;
+    this.down = true;
+    this.shared.release(`${this.name} is going down`);
   }
 
   override dump(): Record<string, unknown> {
