@@ -116,8 +116,7 @@ export class Xlator<V = unknown> {
   /** Passes a fop, unchanged, to the first child. */
   protected wind<K extends FopName>(op: K, ...args: FopArgs<K>): Promise<FopResult<K>> {
     const child = this.children[0];
-    // A leaf that does not implement a fop: the truth is ENOSYS (the bridge knows what to do then).
-    if (!child) return Promise.reject(new FopError('ENOSYS', `${this.name} (${this.type}) does not implement ${op}`));
+    if (!child) return Promise.reject(new FopError('ENOTCONN', `${this.name} has no subvolume to serve ${op}`));
     return (child[op] as unknown as (...a: FopArgs<K>) => Promise<FopResult<K>>).apply(child, args);
   }
 

@@ -116,7 +116,32 @@ export async function outcome<T>(p: Promise<T>): Promise<T | string> {
   }
 }
 
-export async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
+/** A promise and whether it has settled yet: a probe to read, not a wait. */
+export interface Tracked<T> {
+  readonly promise: Promise<T>;
+  readonly settled: boolean;
+}
+
+export function track<T>(promise: Promise<T>): Tracked<T> {
+  const t = { promise, settled: false };
+  promise.then(
+    () => (t.settled = true),
+    () => (t.settled = true),
+  );
+  return t;
+}
+
+/**
+ * Waits (bounded) until `t` settles or `blocked()` says it is stuck where the schedule holds
+ * it; returns its outcome, or 'blocked'. Deterministic: in a correct run the request can only
+ * be blocked there, so 'blocked' is a state observed, not a wait that timed out.
+ */
+export async function settledOrBlocked<T>(t: Tracked<T>, blocked: () => boolean): Promise<T | string> {
+  if (!(await until(() => t.settled || blocked(), 10_000))) return HUNG.toString();
+  return t.settled ? outcome(t.promise) : 'blocked';
+}
+
+export async function until(cond: () => boolean, ms = 10_000): Promise<boolean> {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) return false;

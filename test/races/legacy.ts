@@ -187,6 +187,9 @@ export type SwitcherFlaw =
   | 'no-supersede';
 
 export class LegacySwitcher extends GraphSwitcher {
+  /** The switch-barrier variant is waiting for the old graph to have nothing in flight. */
+  waitingForDrain = false;
+
   constructor(
     opts: SwitcherOptions,
     private readonly flaws: ReadonlySet<SwitcherFlaw>,
@@ -201,6 +204,7 @@ export class LegacySwitcher extends GraphSwitcher {
   protected override async activate(g: Graph, reason: string): Promise<void> {
     if (this.flaws.has('switch-barrier')) {
       const old = this.bridge.active;
+      this.waitingForDrain = true;
       // Until the old graph is idle, or gone (the test is over: stop polling).
       const drained = await new Promise<boolean>((resolve) => {
         const check = () => (old.pendingFrames === 0 ? resolve(true) : old.state === 'dead' ? resolve(false) : setTimeout(check, 5).unref());
@@ -222,6 +226,10 @@ export class PointerLock {
 
   get isHeld(): boolean {
     return this.holder;
+  }
+
+  get waiting(): number {
+    return this.waiters.length;
   }
 
   async lock(): Promise<void> {

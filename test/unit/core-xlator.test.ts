@@ -188,7 +188,7 @@ describe('default fops', () => {
     await expect(top.stat(host.frame('stat'), { path: '/x' })).rejects.toMatchObject({ code: 'ESTALE', message: 'ESTALE: gone' });
   });
 
-  it('a leaf without children rejects every fop it does not implement with ENOSYS (a rejected promise, not a throw)', async () => {
+  it('a leaf without children rejects every fop with ENOTCONN (a rejected promise, not a throw)', async () => {
     const leaf = new Xlator(init('lonely'));
     const frame = host.frame('x');
     for (const op of FOP_NAMES) {
@@ -202,7 +202,7 @@ describe('default fops', () => {
         (e: unknown) => e,
       );
       expect(err).toBeInstanceOf(FopError);
-      expect((err as FopError).code).toBe('ENOSYS');
+      expect((err as FopError).code).toBe('ENOTCONN');
       expect((err as FopError).message).toContain('lonely');
       expect((err as FopError).message).toContain(op);
     }
