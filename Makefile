@@ -16,10 +16,10 @@ bench: build
 	@command -v fio >/dev/null && command -v bindfs >/dev/null || (apt-get update && apt-get install -y fio bindfs)
 	bench/run.sh
 
-build: deps build/Release/posix_sys.node
+build: deps build/Release/posix_sys.node build/Release/fuse_dev.node
 	npm run build
 
-build/Release/posix_sys.node: xlators/storage/posix/sys.c binding.gyp
+build/Release/posix_sys.node build/Release/fuse_dev.node &: xlators/storage/posix/sys.c src/fuse/kernel/dev.c binding.gyp
 	npm run build:native
 
 # fuse + libfuse2: FUSE itself; attr: getfattr/setfattr, which the tests use.

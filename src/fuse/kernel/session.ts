@@ -1,0 +1,778 @@
+// One FUSE connection served on the Node event loop: the /dev/fuse fd is non-blocking and
+// polled; each readable event reads requests (one read, one request), decodes them, calls
+// the KernelFs method and answers each with one writev, all on the loop thread. A WRITE's
+// data is a view of the read buffer, lent to that request until its promise settles while
+// reading goes on into another buffer of a small pool: nothing is copied on the write path.
+import * as fs from 'fs';
+import { FopError } from '../../core/errors';
+import { Logger } from '../../core/log';
+import { withDeadline } from '../../core/time';
+import { dev } from './dev';
+import type { NotifierHandle, PollHandle } from './dev';
+import type { Attr, ConnInfo, Entry, KernelFs, Opened, Request } from './fs';
+import {
+  DirPacker,
+  E,
+  IN_HEADER_SIZE,
+  Init,
+  KERNEL_MAJOR,
+  KERNEL_MINOR,
+  KERNEL_MINOR_MIN,
+  OUT_HEADER_SIZE,
+  Op,
+  SIZE,
+  WANTED_FLAGS,
+  decodeAccess,
+  decodeBatchForget,
+  decodeCopyFileRange,
+  decodeCreate,
+  decodeFallocate,
+  decodeFlush,
+  decodeForget,
+  decodeFsync,
+  decodeGetattr,
+  decodeGetxattr,
+  decodeInHeader,
+  decodeInit,
+  decodeInterrupt,
+  decodeLink,
+  decodeLk,
+  decodeLseek,
+  decodeMkdir,
+  decodeMknod,
+  decodeName,
+  decodeOpen,
+  decodeRead,
+  decodeRelease,
+  decodeRename,
+  decodeSetattr,
+  decodeSetxattr,
+  decodeSymlink,
+  decodeWrite,
+  encodeAttrOut,
+  encodeEntryOut,
+  encodeInitOut,
+  encodeLkOut,
+  encodeNotifyDelete,
+  encodeNotifyInvalEntry,
+  encodeNotifyInvalInode,
+  encodeOpenOut,
+  encodeOutHeader,
+  encodeStatfs,
+  encodeU32Out,
+  encodeU64Out,
+  flagNames,
+  opName,
+  readBufferSize,
+} from './protocol';
+import type { InHeader, InitFlag } from './protocol';
+import type { Flock, Statfs } from '../../core/types';
+
+export interface SessionOptions {
+  readonly log?: Logger;
+  /** max_write offered to the kernel (default 1 MiB); also sizes the read buffers. */
+  readonly maxWrite?: number;
+  /** max_pages asked for (default 256; the kernel caps it at fs.fuse.max_pages_limit). */
+  readonly maxPages?: number;
+  readonly maxBackground?: number;
+  readonly congestionThreshold?: number;
+  /** Capabilities to leave out of INIT (tests, benchmarks). */
+  readonly disable?: readonly InitFlag[];
+  /** How long a notification may stay blocked in the kernel before its promise fails ETIMEDOUT. */
+  readonly notifyTimeoutMs?: number;
+}
+
+/** What a statedump shows of a session. */
+export interface SessionDump {
+  readonly state: 'waiting for INIT' | 'serving' | 'closed';
+  readonly closedReason?: string;
+  readonly protocol?: string;
+  readonly flags: string[];
+  readonly maxWrite?: number;
+  readonly requests: Record<string, number>;
+  readonly inFlight: { unique: number; op: string; ageMs: number; interrupted: boolean }[];
+  readonly replyFailures: number;
+  readonly readBuffers: { lent: number; free: number };
+}
+
+const DEFAULT_MAX_WRITE = 1 << 20;
+const DEFAULT_MAX_PAGES = 256;
+const PAGE_SIZE = 4096;
+const DEFAULT_NOTIFY_TIMEOUT_MS = 30_000;
+/** Requests read per readable event before the loop gets its turn (the poll is level-triggered: the rest wait one turn). */
+const READS_PER_EVENT = 32;
+/** Spare read buffers kept for when a lent one comes back; more are allocated while many WRITEs are in flight. */
+const FREE_BUFFERS_MAX = 4;
+/** The largest reply body of fixed size (CREATE: entry_out + open_out). */
+const REPLY_SCRATCH = 256;
+/** COPY_FILE_RANGE (not _64) answers in a u32. */
+const U32_COPY_MAX = 0xfffff000;
+const MAX_PAGES_LIMIT_SYSCTL = '/proc/sys/fs/fuse/max_pages_limit';
+
+const noop = (): void => undefined;
+
+/** One request read from the kernel and not yet answered. */
+class Req implements Request {
+  readonly started = Date.now();
+  interrupted = false;
+  /** READ/READDIR/xattr: the caller's buffer size. */
+  size = 0;
+  private listeners?: (() => void)[];
+
+  constructor(
+    readonly unique: number,
+    readonly opcode: number,
+    readonly nodeid: number,
+    readonly uid: number,
+    readonly gid: number,
+    readonly pid: number,
+  ) {}
+
+  onInterrupt(fn: () => void): () => void {
+    if (this.interrupted) {
+      fn();
+      return noop;
+    }
+    const l = (this.listeners ??= []);
+    l.push(fn);
+    return () => {
+      const i = l.indexOf(fn);
+      if (i >= 0) l.splice(i, 1);
+    };
+  }
+
+  /** Runs the listeners once; returns those that threw. */
+  interrupt(): unknown[] {
+    if (this.interrupted) return [];
+    this.interrupted = true;
+    const l = this.listeners ?? [];
+    this.listeners = undefined;
+    const errors: unknown[] = [];
+    for (const fn of l) {
+      try {
+        fn();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    return errors;
+  }
+}
+
+export class KernelSession {
+  /** Resolves once, with why the session ended ('unmounted', 'aborted', 'closed: ...'). */
+  readonly closed: Promise<string>;
+  /** Resolves when INIT is answered; rejects if the session ends before. */
+  readonly ready: Promise<ConnInfo>;
+
+  private readonly log: Logger;
+  private readonly bufSize: number;
+  private buf: Buffer;
+  private readonly freeBufs: Buffer[] = [];
+  private lentBufs = 0;
+  private readonly out = Buffer.alloc(OUT_HEADER_SIZE + REPLY_SCRATCH);
+  private readonly inFlight = new Map<number, Req>();
+  private readonly counts = new Map<number, number>();
+  private replyFailures = 0;
+  private poll?: PollHandle;
+  private notifier?: NotifierHandle;
+  private conn?: ConnInfo;
+  private setxattrExt = false;
+  private endedReason?: string;
+  private resolveClosed!: (reason: string) => void;
+  private settleReady!: [(c: ConnInfo) => void, (e: Error) => void];
+
+  constructor(
+    private fd: number,
+    private readonly fs: KernelFs,
+    private readonly opts: SessionOptions = {},
+  ) {
+    this.log = opts.log ?? Logger.create('info').child('kernel');
+    this.bufSize = readBufferSize(opts.maxWrite ?? DEFAULT_MAX_WRITE);
+    this.buf = Buffer.allocUnsafeSlow(this.bufSize);
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+    this.ready = new Promise<ConnInfo>((res, rej) => (this.settleReady = [res, rej]));
+    this.ready.catch(noop); // whoever does not wait for it must not see an unhandled rejection
+  }
+
+  /** Starts serving: polls the fd from the event loop until unmount, abort or close(). */
+  start(): void {
+    if (this.poll || this.endedReason) throw new Error('KernelSession.start: already started');
+    const n = dev.notifierOpen(this.fd);
+    if (typeof n === 'number') throw FopError.fromErrno(n, 'cannot start the notification thread');
+    this.notifier = n;
+    const p = dev.pollStart(this.fd, this.onReadable);
+    if (typeof p === 'number') {
+      dev.notifierClose(n);
+      this.notifier = undefined;
+      throw new Error(`cannot poll the FUSE device: libuv error ${p}`);
+    }
+    this.poll = p;
+  }
+
+  /** Stops serving: the fd is closed (which aborts the connection if still mounted) and fs.destroy() runs. */
+  close(reason = 'closed by the server'): void {
+    this.end(`closed: ${reason}`);
+  }
+
+  get connection(): ConnInfo | undefined {
+    return this.conn;
+  }
+
+  // ---- the request loop ------------------------------------------------------------------
+
+  private readonly onReadable = (status: number): void => {
+    for (let i = 0; i < READS_PER_EVENT && this.endedReason === undefined; i++) {
+      const n = dev.read(this.fd, this.buf);
+      if (n > 0) {
+        this.handle(n);
+        continue;
+      }
+      if (n === -E.EAGAIN) break;
+      // ENOENT: the request vanished between poll and read (interrupted, aborted): go on.
+      if (n === -E.ENOENT) continue;
+      if (n === -E.ENODEV) return this.end('unmounted');
+      if (n === -E.ECONNABORTED) return this.end('aborted');
+      if (n === 0) return this.end('end of stream');
+      return this.end(`read from the FUSE device failed: ${FopError.fromErrno(n).code}`);
+    }
+    // libuv stops a poll that saw POLLERR: whatever the reads said, nothing more will come.
+    if (status < 0 && this.endedReason === undefined) this.end(`poll error ${status}`);
+  };
+
+  private handle(n: number): void {
+    const b = this.buf;
+    let h: InHeader;
+    try {
+      h = decodeInHeader(b, n);
+    } catch (e) {
+      this.log.error(`malformed request from the kernel: ${(e as Error).message}`);
+      return;
+    }
+    const op = h.opcode;
+    this.counts.set(op, (this.counts.get(op) ?? 0) + 1);
+    const off = IN_HEADER_SIZE;
+    const end = h.len - h.extLen;
+    if (end < off) {
+      this.log.error(`${opName(op)}: extensions (${h.extLen} bytes) longer than the request`);
+      if (op !== Op.FORGET && op !== Op.BATCH_FORGET && op !== Op.INTERRUPT && op !== Op.NOTIFY_REPLY) this.replyRaw(h.unique, -E.EIO);
+      return;
+    }
+    // The messages that get no reply.
+    switch (op) {
+      case Op.FORGET:
+        return this.forgetOne(b, h.nodeid, off, end);
+      case Op.BATCH_FORGET:
+        return this.batchForget(b, off, end);
+      case Op.INTERRUPT:
+        return this.interrupt(b, off, end);
+      case Op.NOTIFY_REPLY:
+        return; // RETRIEVE data: never asked for
+      case Op.INIT:
+        return this.init(h, b, off, end);
+    }
+    const req = new Req(h.unique, op, h.nodeid, h.uid, h.gid, h.pid);
+    this.inFlight.set(h.unique, req);
+    if (!this.conn) return this.replyError(req, new FopError('EIO', `${opName(op)} before INIT`));
+    try {
+      this.dispatch(req, h.nodeid, b, off, end);
+    } catch (e) {
+      this.replyError(req, e);
+    }
+  }
+
+  /**
+   * Decodes the body (before the next read reuses the buffer) and starts the fs method.
+   * Throws only what decoding refuses; the method's own failures arrive through serve().
+   */
+  private dispatch(req: Req, nodeid: number, b: Buffer, off: number, end: number): void {
+    const f = this.fs;
+    switch (req.opcode) {
+      case Op.LOOKUP:
+        return void this.serve(req, f.lookup(req, nodeid, decodeName(b, off, end, 'LOOKUP')), this.replyEntry);
+      case Op.GETATTR:
+        return void this.serve(req, f.getattr(req, nodeid, decodeGetattr(b, off, end)), this.replyAttr);
+      case Op.SETATTR:
+        return void this.serve(req, f.setattr(req, nodeid, decodeSetattr(b, off, end)), this.replyAttr);
+      case Op.READLINK:
+        req.size = 4095;
+        return void this.serve(req, f.readlink(req, nodeid), this.replyData);
+      case Op.SYMLINK: {
+        const s = decodeSymlink(b, off, end);
+        return void this.serve(req, f.symlink(req, nodeid, s.name, s.target), this.replyEntry);
+      }
+      case Op.MKNOD: {
+        const m = decodeMknod(b, off, end);
+        return void this.serve(req, f.mknod(req, nodeid, m.name, m.mode, m.rdev, m.umask), this.replyEntry);
+      }
+      case Op.MKDIR: {
+        const m = decodeMkdir(b, off, end);
+        return void this.serve(req, f.mkdir(req, nodeid, m.name, m.mode, m.umask), this.replyEntry);
+      }
+      case Op.UNLINK:
+        return void this.serve(req, f.unlink(req, nodeid, decodeName(b, off, end, 'UNLINK')), this.replyEmpty);
+      case Op.RMDIR:
+        return void this.serve(req, f.rmdir(req, nodeid, decodeName(b, off, end, 'RMDIR')), this.replyEmpty);
+      case Op.RENAME:
+      case Op.RENAME2: {
+        const r = decodeRename(b, off, end, req.opcode === Op.RENAME2);
+        return void this.serve(req, f.rename(req, nodeid, r.name, r.newParent, r.newName, r.flags), this.replyEmpty);
+      }
+      case Op.LINK: {
+        const l = decodeLink(b, off, end);
+        return void this.serve(req, f.link(req, l.oldNodeid, nodeid, l.newName), this.replyEntry);
+      }
+      case Op.OPEN:
+        req.size = decodeOpen(b, off, end); // the flags, for a release if the reply is lost
+        return void this.serve(req, f.open(req, nodeid, req.size), this.replyOpen);
+      case Op.OPENDIR:
+        req.size = decodeOpen(b, off, end);
+        return void this.serve(req, f.opendir(req, nodeid, req.size), this.replyOpen);
+      case Op.CREATE: {
+        const c = decodeCreate(b, off, end);
+        req.size = c.flags;
+        return void this.serve(req, f.create(req, nodeid, c.name, c.mode, c.umask, c.flags), this.replyCreate);
+      }
+      case Op.READ: {
+        const r = decodeRead(b, off, end);
+        if (r.size === 0) return this.replyData(req, Buffer.alloc(0));
+        req.size = r.size;
+        return void this.serve(req, f.read(req, nodeid, r.fh, r.offset, r.size), this.replyData);
+      }
+      case Op.WRITE:
+        return this.write(req, nodeid, b, off, end);
+      case Op.STATFS:
+        return void this.serve(req, f.statfs(req, nodeid), this.replyStatfs);
+      case Op.RELEASE: {
+        const r = decodeRelease(b, off, end);
+        return void this.serve(req, f.release(req, nodeid, r.fh, r.flags, r.lockOwner, r.flockUnlock), this.replyEmpty);
+      }
+      case Op.RELEASEDIR:
+        return void this.serve(req, f.releasedir(req, nodeid, decodeRelease(b, off, end).fh), this.replyEmpty);
+      case Op.FSYNC: {
+        const s = decodeFsync(b, off, end);
+        return void this.serve(req, f.fsync(req, nodeid, s.fh, s.datasync), this.replyEmpty);
+      }
+      case Op.FSYNCDIR: {
+        const s = decodeFsync(b, off, end);
+        return void this.serve(req, f.fsyncdir(req, nodeid, s.fh, s.datasync), this.replyEmpty);
+      }
+      case Op.FLUSH: {
+        const fl = decodeFlush(b, off, end);
+        return void this.serve(req, f.flush(req, nodeid, fl.fh, fl.lockOwner), this.replyEmpty);
+      }
+      case Op.SETXATTR: {
+        const x = decodeSetxattr(b, off, end, this.setxattrExt);
+        return void this.serve(req, f.setxattr(req, nodeid, x.name, x.value, x.flags), this.replyEmpty);
+      }
+      case Op.GETXATTR: {
+        const x = decodeGetxattr(b, off, end, true);
+        req.size = x.size;
+        return void this.serve(req, f.getxattr(req, nodeid, x.name!), this.replyXattr);
+      }
+      case Op.LISTXATTR:
+        req.size = decodeGetxattr(b, off, end, false).size;
+        return void this.serve(req, f.listxattr(req, nodeid), this.replyXattr);
+      case Op.REMOVEXATTR:
+        return void this.serve(req, f.removexattr(req, nodeid, decodeName(b, off, end, 'REMOVEXATTR')), this.replyEmpty);
+      case Op.ACCESS:
+        return void this.serve(req, f.access(req, nodeid, decodeAccess(b, off, end)), this.replyEmpty);
+      case Op.READDIR:
+      case Op.READDIRPLUS: {
+        const r = decodeRead(b, off, end);
+        return void this.readdir(req, nodeid, r.fh, r.offset, r.size, req.opcode === Op.READDIRPLUS);
+      }
+      case Op.GETLK: {
+        const l = decodeLk(b, off, end);
+        return void this.serve(req, f.getlk(req, nodeid, l), this.replyLk);
+      }
+      case Op.SETLK:
+      case Op.SETLKW:
+        return void this.serve(req, f.setlk(req, nodeid, decodeLk(b, off, end), req.opcode === Op.SETLKW), this.replyEmpty);
+      case Op.FALLOCATE: {
+        const a = decodeFallocate(b, off, end);
+        return void this.serve(req, f.fallocate(req, nodeid, a.fh, a.offset, a.length, a.mode), this.replyEmpty);
+      }
+      case Op.LSEEK: {
+        const l = decodeLseek(b, off, end);
+        return void this.serve(req, f.lseek(req, nodeid, l.fh, l.offset, l.whence), this.replyU64);
+      }
+      case Op.COPY_FILE_RANGE:
+      case Op.COPY_FILE_RANGE_64: {
+        const c = decodeCopyFileRange(b, off, end);
+        const narrow = req.opcode === Op.COPY_FILE_RANGE;
+        const length = narrow ? Math.min(c.length, U32_COPY_MAX) : c.length;
+        req.size = length;
+        const p = f.copyFileRange(req, nodeid, c.fhIn, c.offIn, c.nodeOut, c.fhOut, c.offOut, length, c.flags);
+        return void this.serve(req, p, narrow ? this.replyCount : this.replyCount64);
+      }
+      case Op.DESTROY:
+        this.replyRaw(req.unique, 0);
+        this.inFlight.delete(req.unique);
+        return this.end('destroyed by the kernel');
+      default:
+        // IOCTL, POLL, BMAP, SYNCFS, TMPFILE, STATX, DAX mappings, anything newer: none is
+        // harmful as ENOSYS (each falls back, or fails the caller with ENOTTY/EOPNOTSUPP).
+        return this.replyErrno(req, E.ENOSYS);
+    }
+  }
+
+  private async serve<T>(req: Req, p: Promise<T>, reply: (this: KernelSession, req: Req, v: T) => void): Promise<void> {
+    try {
+      reply.call(this, req, await p);
+    } catch (e) {
+      this.replyError(req, e);
+    }
+  }
+
+  private write(req: Req, nodeid: number, b: Buffer, off: number, end: number): void {
+    const w = decodeWrite(b, off, end);
+    req.size = w.data.length;
+    const p = this.fs.write(req, nodeid, w.fh, w.offset, w.data, w.lockOwner);
+    // The data stays a view of the read buffer: lend it to this request, read on into another.
+    this.buf = this.freeBufs.pop() ?? Buffer.allocUnsafeSlow(this.bufSize);
+    this.lentBufs++;
+    void this.serve(req, p, this.replyWritten).finally(() => this.giveBack(b));
+  }
+
+  private giveBack(b: Buffer): void {
+    this.lentBufs--;
+    if (this.freeBufs.length < FREE_BUFFERS_MAX) this.freeBufs.push(b);
+  }
+
+  private async readdir(req: Req, nodeid: number, fh: number, offset: number, size: number, plus: boolean): Promise<void> {
+    const sink = new DirPacker(size, plus);
+    try {
+      if (size > 0) await this.fs.readdir(req, nodeid, fh, offset, sink);
+    } catch (e) {
+      return this.replyError(req, e);
+    }
+    if (!this.send(req, 0, sink.buf, sink.length)) this.unreference(sink.nodeids);
+  }
+
+  // ---- the messages without a reply ------------------------------------------------------
+
+  private forget(nodeid: number, nlookup: number): void {
+    try {
+      this.fs.forget(nodeid, nlookup);
+    } catch (e) {
+      this.log.error(`FORGET ${nodeid} ${nlookup}: ${(e as Error).stack ?? e}`);
+    }
+  }
+
+  private forgetOne(b: Buffer, nodeid: number, off: number, end: number): void {
+    let n: number;
+    try {
+      n = decodeForget(b, off, end);
+    } catch (e) {
+      return this.log.error(`FORGET: ${(e as Error).message}`);
+    }
+    this.forget(nodeid, n);
+  }
+
+  private batchForget(b: Buffer, off: number, end: number): void {
+    try {
+      decodeBatchForget(b, off, end, (nodeid, n) => this.forget(nodeid, n));
+    } catch (e) {
+      this.log.error(`BATCH_FORGET: ${(e as Error).message}`);
+    }
+  }
+
+  private interrupt(b: Buffer, off: number, end: number): void {
+    let target: number;
+    try {
+      target = decodeInterrupt(b, off, end);
+    } catch (e) {
+      this.log.error(`INTERRUPT: ${(e as Error).message}`);
+      return;
+    }
+    // Not in flight: answered already (the kernel sends INTERRUPT only after we read its target).
+    const req = this.inFlight.get(target);
+    if (!req) return;
+    for (const e of req.interrupt()) this.log.error(`${opName(req.opcode)} ${target}: an interrupt listener threw: ${(e as Error).stack ?? e}`);
+  }
+
+  // ---- INIT --------------------------------------------------------------------------------
+
+  private init(h: InHeader, b: Buffer, off: number, end: number): void {
+    let i: ReturnType<typeof decodeInit>;
+    try {
+      i = decodeInit(b, off, end);
+    } catch (e) {
+      this.replyRaw(h.unique, -E.EIO);
+      return this.end(`INIT: ${(e as Error).message}`);
+    }
+    if (i.major > KERNEL_MAJOR) {
+      // A newer major: say which we speak and wait for the kernel to offer it (libfuse does the same).
+      encodeOutHeader(this.out, OUT_HEADER_SIZE + 8, 0, h.unique);
+      this.out.writeUInt32LE(KERNEL_MAJOR, 16);
+      this.out.writeUInt32LE(KERNEL_MINOR, 20);
+      this.writeReply(h.unique, Op.INIT, OUT_HEADER_SIZE + 8);
+      return;
+    }
+    if (i.major < KERNEL_MAJOR || i.minor < KERNEL_MINOR_MIN) {
+      this.replyRaw(h.unique, -E.EPROTO);
+      return this.end(`kernel FUSE protocol ${i.major}.${i.minor} is older than ${KERNEL_MAJOR}.${KERNEL_MINOR_MIN}`);
+    }
+    const disabled = new Set(this.opts.disable ?? []);
+    let want = 0n;
+    for (const f of WANTED_FLAGS) if (!disabled.has(f)) want |= Init[f];
+    const flags = i.flags & want;
+    const maxPages = Math.min(this.opts.maxPages ?? DEFAULT_MAX_PAGES, maxPagesLimit());
+    const maxWrite = this.bufSize - 4096;
+    const minor = Math.min(i.minor, KERNEL_MINOR);
+    const len = OUT_HEADER_SIZE + SIZE.init_out;
+    encodeOutHeader(this.out, len, 0, h.unique);
+    encodeInitOut(this.out, OUT_HEADER_SIZE, {
+      major: KERNEL_MAJOR,
+      minor,
+      maxReadahead: i.maxReadahead,
+      flags,
+      maxBackground: this.opts.maxBackground ?? 64,
+      congestionThreshold: this.opts.congestionThreshold ?? 48,
+      maxWrite,
+      timeGran: 1,
+      maxPages,
+    });
+    if (!this.writeReply(h.unique, Op.INIT, len)) return this.end('the INIT reply failed');
+    // Without MAX_PAGES the kernel keeps its default of 32 pages per request.
+    const pages = flags & Init.MAX_PAGES ? maxPages : 32;
+    this.conn = { major: KERNEL_MAJOR, minor, maxWrite: Math.min(maxWrite, pages * PAGE_SIZE), maxRead: pages * PAGE_SIZE, flags };
+    this.setxattrExt = (flags & Init.SETXATTR_EXT) !== 0n;
+    this.log.debug(`INIT: kernel ${i.major}.${i.minor}, serving ${KERNEL_MAJOR}.${minor}, flags ${flagNames(flags).join(',')}`);
+    try {
+      this.fs.init(this.conn);
+    } catch (e) {
+      this.log.error(`fs.init threw: ${(e as Error).stack ?? e}`);
+    }
+    this.settleReady[0](this.conn);
+  }
+
+  // ---- replies -----------------------------------------------------------------------------
+  // Each writes its body at OUT_HEADER_SIZE in `out` (or passes data) and sends one writev.
+
+  private replyEmpty(req: Req): void {
+    this.send(req, 0);
+  }
+
+  private replyEntry(req: Req, e: Entry): void {
+    encodeEntryOut(this.out, OUT_HEADER_SIZE, e);
+    if (!this.send(req, SIZE.entry_out) && e.nodeid !== 0) this.unreference([e.nodeid]);
+  }
+
+  private replyCreate(req: Req, c: { entry: Entry; opened: Opened }): void {
+    encodeEntryOut(this.out, OUT_HEADER_SIZE, c.entry);
+    encodeOpenOut(this.out, OUT_HEADER_SIZE + SIZE.entry_out, c.opened);
+    if (this.send(req, SIZE.entry_out + SIZE.open_out)) return;
+    // The kernel never saw the file or its handle: give both back, as it would have.
+    this.releaseLost(req, c.entry.nodeid, c.opened.fh, false);
+    this.unreference([c.entry.nodeid]);
+  }
+
+  private replyOpen(req: Req, o: Opened): void {
+    encodeOpenOut(this.out, OUT_HEADER_SIZE, o);
+    if (!this.send(req, SIZE.open_out)) this.releaseLost(req, req.nodeid, o.fh, req.opcode === Op.OPENDIR);
+  }
+
+  private replyAttr(req: Req, a: Attr): void {
+    encodeAttrOut(this.out, OUT_HEADER_SIZE, a.attrMs, a.attr);
+    this.send(req, SIZE.attr_out);
+  }
+
+  private replyStatfs(req: Req, s: Statfs): void {
+    encodeStatfs(this.out, OUT_HEADER_SIZE, s);
+    this.send(req, SIZE.kstatfs);
+  }
+
+  private replyLk(req: Req, lk: Flock): void {
+    encodeLkOut(this.out, OUT_HEADER_SIZE, lk);
+    this.send(req, SIZE.lk_out);
+  }
+
+  /** READ, READLINK: at most what was asked (more would be refused with EINVAL). */
+  private replyData(req: Req, data: Buffer): void {
+    this.send(req, 0, data, Math.min(data.length, req.size));
+  }
+
+  private replyWritten(req: Req, n: number): void {
+    encodeU32Out(this.out, OUT_HEADER_SIZE, Math.min(n, req.size));
+    this.send(req, SIZE.write_out);
+  }
+
+  private replyCount(req: Req, n: number): void {
+    encodeU32Out(this.out, OUT_HEADER_SIZE, Math.min(n, req.size));
+    this.send(req, SIZE.write_out);
+  }
+
+  private replyCount64(req: Req, n: number): void {
+    encodeU64Out(this.out, OUT_HEADER_SIZE, Math.min(n, req.size));
+    this.send(req, SIZE.copy_file_range_out);
+  }
+
+  private replyU64(req: Req, v: number): void {
+    encodeU64Out(this.out, OUT_HEADER_SIZE, v);
+    this.send(req, SIZE.lseek_out);
+  }
+
+  /** GETXATTR/LISTXATTR: the size for a probe, ERANGE if the caller's buffer is too small. */
+  private replyXattr(req: Req, v: Buffer): void {
+    if (req.size === 0) {
+      encodeU32Out(this.out, OUT_HEADER_SIZE, v.length);
+      this.send(req, SIZE.getxattr_out);
+    } else if (v.length > req.size) {
+      this.replyErrno(req, E.ERANGE);
+    } else {
+      this.send(req, 0, v);
+    }
+  }
+
+  private replyError(req: Req, e: unknown): void {
+    if (e instanceof FopError) return this.replyErrno(req, e.errno);
+    this.log.error(`${opName(req.opcode)} ${req.unique} (nodeid ${req.nodeid}) failed with something that is not a FopError: ${(e as Error)?.stack ?? e}`);
+    this.replyErrno(req, E.EIO);
+  }
+
+  private replyErrno(req: Req, errno: number): void {
+    if (!this.finish(req)) return;
+    // An errno outside (0, 512) makes the kernel refuse the reply and leave the caller waiting.
+    this.replyRaw(req.unique, errno > 0 && errno < 512 ? -errno : -E.EIO, req.opcode);
+  }
+
+  /** Sends a success reply: `bodyLen` bytes of `out` after the header, then `extra`. */
+  private send(req: Req, bodyLen: number, extra?: Buffer, extraLen?: number): boolean {
+    if (!this.finish(req)) return false;
+    const xl = extra ? extraLen ?? extra.length : 0;
+    encodeOutHeader(this.out, OUT_HEADER_SIZE + bodyLen + xl, 0, req.unique);
+    return this.writeReply(req.unique, req.opcode, OUT_HEADER_SIZE + bodyLen, extra, xl);
+  }
+
+  /** Takes the request out of flight; false if it was answered already (a bug) or the session is over. */
+  private finish(req: Req): boolean {
+    if (this.inFlight.get(req.unique) !== req) {
+      if (this.endedReason === undefined) this.log.error(`${opName(req.opcode)} ${req.unique}: answered twice`);
+      return false;
+    }
+    this.inFlight.delete(req.unique);
+    return this.endedReason === undefined;
+  }
+
+  private replyRaw(unique: number, error: number, opcode = 0): void {
+    encodeOutHeader(this.out, OUT_HEADER_SIZE, error, unique);
+    this.writeReply(unique, opcode, OUT_HEADER_SIZE);
+  }
+
+  private writeReply(unique: number, opcode: number, len: number, extra?: Buffer, extraLen?: number): boolean {
+    if (this.endedReason !== undefined) return false;
+    const r = dev.write(this.fd, this.out, len, extra, extraLen);
+    if (r >= 0) return true;
+    this.replyFailures++;
+    if (r === -E.ENOENT) {
+      // The request was interrupted or aborted meanwhile: normal.
+      if (this.log.enabled('debug')) this.log.debug(`${opName(opcode)} ${unique}: the kernel no longer waits for the reply`);
+    } else {
+      this.log.error(`${opName(opcode)} ${unique}: reply of ${len + (extraLen ?? 0)} bytes failed: ${FopError.fromErrno(r).code}`);
+    }
+    return false;
+  }
+
+  /** References the kernel never received (its reply failed): forget them as it would have. */
+  private unreference(nodeids: readonly number[]): void {
+    if (this.endedReason !== undefined) return;
+    for (const id of nodeids) this.forget(id, 1);
+  }
+
+  private releaseLost(req: Req, nodeid: number, fh: number, dir: boolean): void {
+    if (this.endedReason !== undefined) return;
+    const p = dir ? this.fs.releasedir(req, nodeid, fh) : this.fs.release(req, nodeid, fh, req.size, 0n, false);
+    p.catch((e) => this.log.warn(`release of handle ${fh} whose open reply was lost: ${(e as Error).message}`));
+  }
+
+  // ---- notifications -----------------------------------------------------------------------
+
+  /** Drops the kernel's cached attributes of `nodeid` and, if off >= 0, its pages from off (len <= 0: to the end). False: not cached. */
+  notifyInvalInode(nodeid: number, off: number, len: number): Promise<boolean> {
+    return this.notify('INVAL_INODE', () => encodeNotifyInvalInode(nodeid, off, len));
+  }
+
+  /** Drops the kernel's dentry `name` in `parent`. False: not cached. */
+  notifyInvalEntry(parent: number, name: Buffer): Promise<boolean> {
+    return this.notify('INVAL_ENTRY', () => encodeNotifyInvalEntry(parent, name));
+  }
+
+  /** As notifyInvalEntry, and tells inotify watchers that `child` was deleted. */
+  notifyDelete(parent: number, child: number, name: Buffer): Promise<boolean> {
+    return this.notify('DELETE', () => encodeNotifyDelete(parent, child, name));
+  }
+
+  private async notify(what: string, encode: () => Buffer): Promise<boolean> {
+    if (!this.notifier || this.endedReason !== undefined) throw new FopError('ENOTCONN', `${what}: the session is not serving`);
+    const ms = this.opts.notifyTimeoutMs ?? DEFAULT_NOTIFY_TIMEOUT_MS;
+    let r: number;
+    try {
+      r = await withDeadline(dev.notifierWrite(this.notifier, encode()), ms, `notification ${what}`);
+    } catch (e) {
+      this.log.warn(`notification ${what} still blocked in the kernel after ${ms} ms (a related request unanswered?)`);
+      throw new FopError('ETIMEDOUT', (e as Error).message);
+    }
+    if (r >= 0) return true;
+    if (r === -E.ENOENT) return false;
+    throw FopError.fromErrno(r, `notification ${what}`);
+  }
+
+  // ---- the end -----------------------------------------------------------------------------
+
+  private end(reason: string): void {
+    if (this.endedReason !== undefined) return;
+    this.endedReason = reason;
+    if (this.poll) dev.pollStop(this.poll);
+    if (this.notifier) dev.notifierClose(this.notifier);
+    this.poll = undefined;
+    this.notifier = undefined;
+    try {
+      fs.closeSync(this.fd);
+    } catch (e) {
+      this.log.warn(`closing the FUSE device: ${(e as Error).message}`);
+    }
+    this.fd = -1;
+    // Nobody waits for these any more: let waiting methods (blocked locks) stop.
+    for (const req of this.inFlight.values()) req.interrupt();
+    this.inFlight.clear();
+    this.log.info(`FUSE session ended: ${reason}`);
+    try {
+      this.fs.destroy();
+    } catch (e) {
+      this.log.error(`fs.destroy threw: ${(e as Error).stack ?? e}`);
+    }
+    this.settleReady[1](new Error(`the FUSE session ended before INIT: ${reason}`));
+    this.resolveClosed(reason);
+  }
+
+  // ---- statedump ---------------------------------------------------------------------------
+
+  dump(): SessionDump {
+    const now = Date.now();
+    const requests: Record<string, number> = {};
+    for (const [op, n] of [...this.counts].sort((a, b) => a[0] - b[0])) requests[opName(op)] = n;
+    return {
+      state: this.endedReason !== undefined ? 'closed' : this.conn ? 'serving' : 'waiting for INIT',
+      closedReason: this.endedReason,
+      protocol: this.conn ? `${this.conn.major}.${this.conn.minor}` : undefined,
+      flags: this.conn ? flagNames(this.conn.flags) : [],
+      maxWrite: this.conn?.maxWrite,
+      requests,
+      inFlight: [...this.inFlight.values()].map((r) => ({ unique: r.unique, op: opName(r.opcode), ageMs: now - r.started, interrupted: r.interrupted })),
+      replyFailures: this.replyFailures,
+      readBuffers: { lent: this.lentBufs, free: this.freeBufs.length },
+    };
+  }
+}
+
+/** The kernel's cap on max_pages (fs.fuse.max_pages_limit; 256 before it existed). */
+function maxPagesLimit(): number {
+  try {
+    const v = parseInt(fs.readFileSync(MAX_PAGES_LIMIT_SYSCTL, 'utf8'), 10);
+    return v > 0 ? Math.min(v, 0xffff) : DEFAULT_MAX_PAGES;
+  } catch {
+    return DEFAULT_MAX_PAGES;
+  }
+}

@@ -1,0 +1,597 @@
+// A small in-memory KernelFs for the kernel transport's tests and measurements (test code
+// only): nodeids with lookup counts, files with data, directories, symlinks, hard links,
+// xattrs, and POSIX/flock locks where SETLKW blocks until the lock is free or the request
+// is interrupted. Its events let a test wait for what the kernel did instead of for time.
+import { EventEmitter } from 'events';
+import { constants as fsConstants } from 'fs';
+import { constants } from 'os';
+import { FopError } from '../../src/core/errors';
+import { LOCK_TO_EOF, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../../src/core/types';
+import type { Flock, Iatt, Statfs, Timespec } from '../../src/core/types';
+import type { Attr, ConnInfo, DirSink, Entry, KernelFs, LockIn, Opened, Request, SetattrIn } from '../../src/fuse/kernel/fs';
+
+const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fsConstants;
+const O_TRUNC = 0o1000;
+const O_ACCMODE = 3;
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+const FALLOC_FL_KEEP_SIZE = 1;
+const DOT = 1;
+const DOTDOT = 2;
+
+interface Node {
+  readonly id: number;
+  readonly generation: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  rdev: number;
+  data: Buffer;
+  size: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
+  /** Directories: name (latin1) -> child, in cookie order. */
+  children?: Map<string, { id: number; cookie: number }>;
+  nextCookie: number;
+  parent: number;
+  target?: Buffer;
+  xattrs: Map<string, Buffer>;
+  /** The kernel's references (entry replies minus FORGETs). */
+  lookups: number;
+  opens: number;
+  locks: HeldLock[];
+}
+
+interface HeldLock {
+  readonly owner: string;
+  readonly type: 'read' | 'write';
+  readonly start: number;
+  readonly end: number;
+  readonly pid: number;
+}
+
+interface Waiter {
+  readonly nodeid: number;
+  retry(): boolean;
+}
+
+export interface MemFsOptions {
+  /** Validity of entries and attributes handed to the kernel (default 1000 ms). */
+  readonly ttlMs?: number;
+}
+
+export interface MemFsEvents {
+  /** A SETLKW is now waiting for a conflicting lock. */
+  lockWait: [nodeid: number];
+  /** A request this fs was serving got interrupted. */
+  interrupt: [op: string];
+  forget: [nodeid: number, nlookup: number];
+  destroy: [];
+}
+
+const now = (): Timespec => {
+  const ms = Date.now();
+  return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 };
+};
+const key = (name: Buffer): string => name.toString('latin1');
+const err = (code: keyof typeof constants.errno, msg?: string): FopError => new FopError(code, msg);
+
+export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
+  readonly nodes = new Map<number, Node>();
+  private nextId = 2;
+  private nextFh = 1;
+  private readonly handles = new Map<number, { nodeid: number; flags: number }>();
+  private readonly waiters = new Set<Waiter>();
+  private readonly ttl: number;
+  conn?: ConnInfo;
+  destroyed = 0;
+  interrupts = 0;
+  /** Sizes of the WRITEs received, and how the largest one's data was placed. */
+  readonly writeSizes: number[] = [];
+  largestWrite?: { size: number; byteOffset: number; bufferLength: number };
+  /** Throws something that is not a FopError on LOOKUP of this name (a bug, for tests). */
+  bugName?: string;
+
+  constructor(opts: MemFsOptions = {}) {
+    super();
+    this.ttl = opts.ttlMs ?? 1000;
+    const root = this.newNode(S_IFDIR | 0o755, 1);
+    root.lookups = 1; // the kernel holds the root for the whole mount, without a LOOKUP
+  }
+
+  // ---- inspection ----------------------------------------------------------------------
+
+  /** The kernel's references to every node but the root. */
+  totalLookups(): number {
+    let n = 0;
+    for (const node of this.nodes.values()) if (node.id !== 1) n += node.lookups;
+    return n;
+  }
+
+  /** The node at a path of names below the root (latin1), if any. */
+  find(...names: string[]): Node | undefined {
+    let node = this.nodes.get(1);
+    for (const n of names) {
+      const c = node?.children?.get(n);
+      node = c ? this.nodes.get(c.id) : undefined;
+    }
+    return node;
+  }
+
+  // ---- KernelFs --------------------------------------------------------------------------
+
+  init(conn: ConnInfo): void {
+    this.conn = conn;
+  }
+
+  forget(nodeid: number, nlookup: number): void {
+    const n = this.nodes.get(nodeid);
+    if (!n) return;
+    n.lookups = Math.max(0, n.lookups - nlookup);
+    this.emit('forget', nodeid, nlookup);
+    this.maybeFree(n);
+  }
+
+  destroy(): void {
+    this.destroyed++;
+    for (const w of this.waiters) w.retry();
+    this.emit('destroy');
+  }
+
+  async lookup(req: Request, parent: number, name: Buffer): Promise<Entry> {
+    if (this.bugName !== undefined && key(name) === this.bugName) throw new TypeError(`memfs: a planted bug on LOOKUP ${this.bugName}`);
+    const dir = this.dir(parent);
+    const k = key(name);
+    const id = k === '.' ? dir.id : k === '..' ? dir.parent : dir.children!.get(k)?.id;
+    if (id === undefined) throw err('ENOENT');
+    return this.entry(this.node(id));
+  }
+
+  async getattr(req: Request, nodeid: number): Promise<Attr> {
+    return { attrMs: this.ttl, attr: this.iatt(this.node(nodeid)) };
+  }
+
+  async setattr(req: Request, nodeid: number, s: SetattrIn): Promise<Attr> {
+    const n = this.node(nodeid);
+    if (s.mode !== undefined) n.mode = (n.mode & S_IFMT) | (s.mode & ~S_IFMT);
+    if (s.uid !== undefined) n.uid = s.uid;
+    if (s.gid !== undefined) n.gid = s.gid;
+    if (s.size !== undefined) {
+      if ((n.mode & S_IFMT) !== S_IFREG) throw err('EINVAL');
+      this.resize(n, s.size);
+      n.mtime = now();
+    }
+    if (s.atime !== undefined) n.atime = s.atime === 'now' ? now() : s.atime;
+    if (s.mtime !== undefined) n.mtime = s.mtime === 'now' ? now() : s.mtime;
+    n.ctime = s.ctime ?? now();
+    return { attrMs: this.ttl, attr: this.iatt(n) };
+  }
+
+  async readlink(req: Request, nodeid: number): Promise<Buffer> {
+    const n = this.node(nodeid);
+    if (!n.target) throw err('EINVAL');
+    return n.target;
+  }
+
+  async symlink(req: Request, parent: number, name: Buffer, target: Buffer): Promise<Entry> {
+    const n = this.create1(req, parent, name, S_IFLNK | 0o777);
+    n.target = Buffer.from(target);
+    n.size = target.length;
+    return this.entry(n);
+  }
+
+  async mknod(req: Request, parent: number, name: Buffer, mode: number, rdev: number, umask: number): Promise<Entry> {
+    const n = this.create1(req, parent, name, mode & ~umask);
+    n.rdev = rdev;
+    return this.entry(n);
+  }
+
+  async mkdir(req: Request, parent: number, name: Buffer, mode: number, umask: number): Promise<Entry> {
+    return this.entry(this.create1(req, parent, name, S_IFDIR | (mode & ~umask & 0o7777)));
+  }
+
+  async unlink(req: Request, parent: number, name: Buffer): Promise<void> {
+    const dir = this.dir(parent);
+    const c = dir.children!.get(key(name));
+    if (!c) throw err('ENOENT');
+    const n = this.node(c.id);
+    if ((n.mode & S_IFMT) === S_IFDIR) throw err('EISDIR');
+    dir.children!.delete(key(name));
+    n.nlink--;
+    n.ctime = dir.mtime = dir.ctime = now();
+    this.maybeFree(n);
+  }
+
+  async rmdir(req: Request, parent: number, name: Buffer): Promise<void> {
+    const dir = this.dir(parent);
+    const c = dir.children!.get(key(name));
+    if (!c) throw err('ENOENT');
+    const n = this.node(c.id);
+    if (!n.children) throw err('ENOTDIR');
+    if (n.children.size > 0) throw err('ENOTEMPTY');
+    dir.children!.delete(key(name));
+    dir.nlink--;
+    n.nlink = 0;
+    dir.mtime = dir.ctime = now();
+    this.maybeFree(n);
+  }
+
+  async rename(req: Request, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): Promise<void> {
+    const from = this.dir(parent);
+    const to = this.dir(newParent);
+    const src = from.children!.get(key(name));
+    if (!src) throw err('ENOENT');
+    const dst = to.children!.get(key(newName));
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw err('EINVAL');
+    if (flags & RENAME_NOREPLACE && dst) throw err('EEXIST');
+    if (flags & RENAME_EXCHANGE) {
+      if (!dst) throw err('ENOENT');
+      from.children!.set(key(name), { id: dst.id, cookie: from.nextCookie++ });
+      to.children!.set(key(newName), { id: src.id, cookie: to.nextCookie++ });
+      this.node(src.id).parent = to.id;
+      this.node(dst.id).parent = from.id;
+      return;
+    }
+    const moving = this.node(src.id);
+    if (dst) {
+      if (dst.id === src.id) return;
+      const old = this.node(dst.id);
+      if (old.children && !moving.children) throw err('EISDIR');
+      if (!old.children && moving.children) throw err('ENOTDIR');
+      if (old.children && old.children.size > 0) throw err('ENOTEMPTY');
+      old.nlink = old.children ? 0 : old.nlink - 1;
+      if (old.children) to.nlink--;
+      this.maybeFree(old);
+    }
+    from.children!.delete(key(name));
+    // A fresh cookie: a listing in progress neither skips nor repeats the others.
+    to.children!.set(key(newName), { id: src.id, cookie: to.nextCookie++ });
+    if (moving.children && from !== to) {
+      from.nlink--;
+      to.nlink++;
+    }
+    moving.parent = to.id;
+    moving.ctime = from.mtime = to.mtime = now();
+  }
+
+  async link(req: Request, nodeid: number, newParent: number, newName: Buffer): Promise<Entry> {
+    const n = this.node(nodeid);
+    if (n.children) throw err('EPERM');
+    const dir = this.dir(newParent);
+    if (dir.children!.has(key(newName))) throw err('EEXIST');
+    dir.children!.set(key(newName), { id: n.id, cookie: dir.nextCookie++ });
+    n.nlink++;
+    n.ctime = now();
+    return this.entry(n);
+  }
+
+  async open(req: Request, nodeid: number, flags: number): Promise<Opened> {
+    const n = this.node(nodeid);
+    if (n.children) throw err('EISDIR');
+    if (flags & O_TRUNC && (flags & O_ACCMODE) !== 0) this.resize(n, 0);
+    return { fh: this.openHandle(n, flags) };
+  }
+
+  async create(req: Request, parent: number, name: Buffer, mode: number, umask: number, flags: number): Promise<{ entry: Entry; opened: Opened }> {
+    const n = this.create1(req, parent, name, S_IFREG | (mode & ~umask & 0o7777));
+    return { entry: this.entry(n), opened: { fh: this.openHandle(n, flags) } };
+  }
+
+  async read(req: Request, nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
+    const n = this.handleNode(fh, nodeid);
+    if (offset >= n.size) return Buffer.alloc(0);
+    return n.data.subarray(offset, Math.min(n.size, offset + size));
+  }
+
+  async write(req: Request, nodeid: number, fh: number, offset: number, data: Buffer): Promise<number> {
+    const n = this.handleNode(fh, nodeid);
+    this.writeSizes.push(data.length);
+    if (!this.largestWrite || data.length > this.largestWrite.size) {
+      this.largestWrite = { size: data.length, byteOffset: data.byteOffset, bufferLength: data.buffer.byteLength };
+    }
+    const end = offset + data.length;
+    if (end > n.size) this.resize(n, end);
+    data.copy(n.data, offset);
+    n.mtime = n.ctime = now();
+    return data.length;
+  }
+
+  /** A close: the POSIX locks of its lock owner go (the kernel keeps no record of them to drop itself). */
+  async flush(req: Request, nodeid: number, fh: number, lockOwner: bigint): Promise<void> {
+    this.unlockAll(this.handleNode(fh, nodeid), `posix:${lockOwner}`);
+  }
+
+  async fsync(): Promise<void> {}
+
+  async release(req: Request, nodeid: number, fh: number, flags: number, lockOwner: bigint, flockUnlock: boolean): Promise<void> {
+    const h = this.handles.get(fh);
+    if (!h) throw err('EBADF');
+    this.handles.delete(fh);
+    const n = this.nodes.get(h.nodeid);
+    if (!n) return;
+    n.opens--;
+    if (flockUnlock) this.unlockAll(n, `flock:${fh}`);
+    this.maybeFree(n);
+  }
+
+  async statfs(): Promise<Statfs> {
+    return { bsize: 4096, frsize: 4096, blocks: 1 << 20, bfree: 1 << 19, bavail: 1 << 19, files: 1 << 20, ffree: (1 << 20) - this.nodes.size, favail: 0, fsid: 0, flag: 0, namemax: 255 };
+  }
+
+  async getxattr(req: Request, nodeid: number, name: Buffer): Promise<Buffer> {
+    const v = this.node(nodeid).xattrs.get(key(name));
+    if (!v) throw err('ENODATA');
+    return v;
+  }
+
+  async listxattr(req: Request, nodeid: number): Promise<Buffer> {
+    return Buffer.concat([...this.node(nodeid).xattrs.keys()].map((k) => Buffer.from(k + '\0', 'latin1')));
+  }
+
+  async setxattr(req: Request, nodeid: number, name: Buffer, value: Buffer, flags: number): Promise<void> {
+    const x = this.node(nodeid).xattrs;
+    const k = key(name);
+    if (flags & XATTR_CREATE && x.has(k)) throw err('EEXIST');
+    if (flags & XATTR_REPLACE && !x.has(k)) throw err('ENODATA');
+    x.set(k, Buffer.from(value));
+  }
+
+  async removexattr(req: Request, nodeid: number, name: Buffer): Promise<void> {
+    if (!this.node(nodeid).xattrs.delete(key(name))) throw err('ENODATA');
+  }
+
+  async access(req: Request, nodeid: number): Promise<void> {
+    this.node(nodeid);
+  }
+
+  async opendir(req: Request, nodeid: number, flags: number): Promise<Opened> {
+    return { fh: this.openHandle(this.dir(nodeid), flags) };
+  }
+
+  async readdir(req: Request, nodeid: number, fh: number, offset: number, sink: DirSink): Promise<void> {
+    const dir = this.handleNode(fh, nodeid);
+    if (!dir.children) throw err('ENOTDIR');
+    const all: [string, number, number][] = [
+      ['.', dir.id, DOT],
+      ['..', dir.parent, DOTDOT],
+      ...[...dir.children].map(([name, c]): [string, number, number] => [name, c.id, c.cookie]),
+    ];
+    for (const [name, id, cookie] of all) {
+      if (cookie <= offset) continue;
+      const n = this.node(id);
+      const d = { name: Buffer.from(name, 'latin1'), offset: cookie, ino: n.id, type: n.mode & S_IFMT };
+      const dots = cookie === DOT || cookie === DOTDOT;
+      const e = sink.plus ? this.entryOf(n) : undefined;
+      if (!sink.add(d, e)) return;
+      if (sink.plus && !dots) n.lookups++;
+    }
+  }
+
+  async fsyncdir(): Promise<void> {}
+
+  async releasedir(req: Request, nodeid: number, fh: number): Promise<void> {
+    if (!this.handles.delete(fh)) throw err('EBADF');
+    const n = this.nodes.get(nodeid);
+    if (n) {
+      n.opens--;
+      this.maybeFree(n);
+    }
+  }
+
+  async getlk(req: Request, nodeid: number, lk: LockIn): Promise<Flock> {
+    const c = this.conflict(this.node(nodeid), this.owner(lk), lk.lock);
+    return c ? { type: c.type, start: c.start, end: c.end, pid: c.pid } : { ...lk.lock, type: 'unlock' };
+  }
+
+  setlk(req: Request, nodeid: number, lk: LockIn, wait: boolean): Promise<void> {
+    const n = this.node(nodeid);
+    const owner = this.owner(lk);
+    if (lk.lock.type === 'unlock') {
+      this.unlockRange(n, owner, lk.lock.start, lk.lock.end);
+      return Promise.resolve();
+    }
+    const tryTake = (): boolean => {
+      if (this.conflict(n, owner, lk.lock)) return false;
+      this.unlockRange(n, owner, lk.lock.start, lk.lock.end);
+      n.locks.push({ owner, type: lk.lock.type as 'read' | 'write', start: lk.lock.start, end: lk.lock.end, pid: lk.lock.pid });
+      return true;
+    };
+    if (tryTake()) return Promise.resolve();
+    if (!wait) return Promise.reject(err('EAGAIN'));
+    if (req.interrupted) return Promise.reject(this.interrupted('SETLKW'));
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        nodeid,
+        retry: () => {
+          if (this.destroyed) done(err('ENOTCONN'));
+          else if (tryTake()) done();
+          else return false;
+          return true;
+        },
+      };
+      const stop = req.onInterrupt(() => done(this.interrupted('SETLKW')));
+      const done = (e?: FopError): void => {
+        this.waiters.delete(waiter);
+        stop();
+        if (e) reject(e);
+        else resolve();
+      };
+      this.waiters.add(waiter);
+      this.emit('lockWait', nodeid);
+    });
+  }
+
+  private interrupted(op: string): FopError {
+    this.interrupts++;
+    this.emit('interrupt', op);
+    return err('EINTR', `${op} interrupted`);
+  }
+
+  async fallocate(req: Request, nodeid: number, fh: number, offset: number, length: number, mode: number): Promise<void> {
+    const n = this.handleNode(fh, nodeid);
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > n.size) this.resize(n, offset + length);
+  }
+
+  async lseek(req: Request, nodeid: number, fh: number, offset: number, whence: number): Promise<number> {
+    const n = this.handleNode(fh, nodeid);
+    if (offset >= n.size) throw err('ENXIO');
+    if (whence === SEEK_DATA) return offset;
+    if (whence === SEEK_HOLE) return n.size;
+    throw err('EINVAL');
+  }
+
+  async copyFileRange(req: Request, nodeIn: number, fhIn: number, offIn: number, nodeOut: number, fhOut: number, offOut: number, length: number): Promise<number> {
+    const src = this.handleNode(fhIn, nodeIn);
+    const dst = this.handleNode(fhOut, nodeOut);
+    const n = Math.max(0, Math.min(length, src.size - offIn));
+    const chunk = Buffer.from(src.data.subarray(offIn, offIn + n));
+    if (offOut + n > dst.size) this.resize(dst, offOut + n);
+    chunk.copy(dst.data, offOut);
+    return n;
+  }
+
+  // ---- internals ---------------------------------------------------------------------------
+
+  private newNode(mode: number, parent: number): Node {
+    const t = now();
+    const isDir = (mode & S_IFMT) === S_IFDIR;
+    const n: Node = {
+      id: parent === 1 && this.nodes.size === 0 ? 1 : this.nextId++,
+      generation: 1,
+      mode,
+      uid: 0,
+      gid: 0,
+      nlink: isDir ? 2 : 1,
+      rdev: 0,
+      data: Buffer.alloc(0),
+      size: 0,
+      atime: t,
+      mtime: t,
+      ctime: t,
+      children: isDir ? new Map() : undefined,
+      nextCookie: 3,
+      parent,
+      xattrs: new Map(),
+      lookups: 0,
+      opens: 0,
+      locks: [],
+    };
+    if (n.id === 1) (n as { generation: number }).generation = 0;
+    this.nodes.set(n.id, n);
+    return n;
+  }
+
+  private create1(req: Request, parent: number, name: Buffer, mode: number): Node {
+    const dir = this.dir(parent);
+    if (dir.children!.has(key(name))) throw err('EEXIST');
+    const n = this.newNode(mode, dir.id);
+    n.uid = req.uid;
+    n.gid = req.gid;
+    dir.children!.set(key(name), { id: n.id, cookie: dir.nextCookie++ });
+    if (n.children) dir.nlink++;
+    dir.mtime = dir.ctime = now();
+    return n;
+  }
+
+  private node(id: number): Node {
+    const n = this.nodes.get(id);
+    if (!n) throw err('ESTALE', `no node ${id}`);
+    return n;
+  }
+
+  private dir(id: number): Node {
+    const n = this.node(id);
+    if (!n.children) throw err('ENOTDIR');
+    return n;
+  }
+
+  private handleNode(fh: number, nodeid: number): Node {
+    const h = this.handles.get(fh);
+    if (!h || h.nodeid !== nodeid) throw err('EBADF', `fh ${fh} is not open on ${nodeid}`);
+    return this.node(nodeid);
+  }
+
+  private openHandle(n: Node, flags: number): number {
+    const fh = this.nextFh++;
+    this.handles.set(fh, { nodeid: n.id, flags });
+    n.opens++;
+    return fh;
+  }
+
+  private entryOf(n: Node): Entry {
+    return { nodeid: n.id, generation: n.generation, entryMs: this.ttl, attrMs: this.ttl, attr: this.iatt(n) };
+  }
+
+  /** An entry reply: the kernel holds the node once more. */
+  private entry(n: Node): Entry {
+    n.lookups++;
+    return this.entryOf(n);
+  }
+
+  private iatt(n: Node): Iatt {
+    return {
+      gfid: '',
+      ino: n.id,
+      mode: n.mode,
+      nlink: n.nlink,
+      uid: n.uid,
+      gid: n.gid,
+      rdev: n.rdev,
+      size: n.size,
+      blksize: 4096,
+      blocks: Math.ceil(n.size / 512),
+      atime: n.atime,
+      mtime: n.mtime,
+      ctime: n.ctime,
+    };
+  }
+
+  private resize(n: Node, size: number): void {
+    if (size > n.data.length) {
+      const grown = Buffer.alloc(Math.max(size, Math.min(n.data.length * 2, size + (64 << 20))));
+      n.data.copy(grown, 0, 0, n.size);
+      n.data = grown;
+    } else if (size < n.size) {
+      n.data.fill(0, size, n.size);
+    }
+    n.size = size;
+  }
+
+  private maybeFree(n: Node): void {
+    if (n.id !== 1 && n.nlink <= 0 && n.lookups === 0 && n.opens === 0) this.nodes.delete(n.id);
+  }
+
+  private owner(lk: LockIn): string {
+    return lk.flock ? `flock:${lk.fh}` : `posix:${lk.owner}`;
+  }
+
+  private conflict(n: Node, owner: string, l: Flock): HeldLock | undefined {
+    return n.locks.find((h) => h.owner !== owner && h.start <= l.end && l.start <= h.end && (h.type === 'write' || l.type === 'write'));
+  }
+
+  private unlockRange(n: Node, owner: string, start: number, end: number): void {
+    const kept: HeldLock[] = [];
+    for (const h of n.locks) {
+      if (h.owner !== owner || h.end < start || h.start > end) {
+        kept.push(h);
+        continue;
+      }
+      if (h.start < start) kept.push({ ...h, end: start - 1 });
+      if (h.end > end) kept.push({ ...h, start: end + 1 });
+    }
+    n.locks = kept;
+    this.wake(n.id);
+  }
+
+  private unlockAll(n: Node, owner: string): void {
+    this.unlockRange(n, owner, 0, LOCK_TO_EOF);
+  }
+
+  private wake(nodeid: number): void {
+    for (const w of [...this.waiters]) if (w.nodeid === nodeid) w.retry();
+  }
+}
