@@ -72,18 +72,20 @@ interface FdCtx {
 
 /**
  * performance/write-behind: acknowledges writes at once and writes them out behind the
- * application's back, but only while its child is up: while the child reports CHILD_DOWN
- * (a brick away), every write goes through and is answered by the child, so nothing is
- * acknowledged that cannot land. Writes are copied and queued per inode, in arrival order; contiguous
- * writes of one fd are merged up to aggregate-size. A queue is written out in order, several
- * writes at once as long as their ranges do not overlap (a write waits for every earlier
- * one it overlaps; an O_APPEND write, whose place only storage knows, waits for all and is
- * waited for), when it grows past cache-size (writers then wait: backpressure), when its oldest data is
- * older than flush-after, on fsync/flush/release, before any other fop that would see the
- * file's data or size, when the child goes down, and when the graph goes down. A failed
- * background write is reported, once, by the next fop on the fd that wrote it, at the latest
- * by its flush (which the kernel sends on every close); one still unreported when the fd is
- * released (nobody left to tell) is logged.
+ * application's back, but only while its child is up: while the child reports CHILD_DOWN (a
+ * brick away), every write goes through and returns what the child answered, so nothing is
+ * acknowledged that cannot land.
+ *
+ * Writes are copied and queued per inode, in arrival order; contiguous writes of one fd are
+ * merged up to aggregate-size. A queue is written out in order, several writes at once as
+ * long as their ranges do not overlap (a write waits for every earlier one it overlaps; an
+ * O_APPEND write, whose place only storage knows, waits for all and is waited for): when it
+ * grows past cache-size (writers then wait: backpressure), when its oldest data is older than
+ * flush-after, on fsync/flush/release, before any other fop that would see the file's data or
+ * size, when the child goes down, and when the graph goes down. A failed background write is
+ * reported, once, by the next fop on the fd that wrote it, at the latest by its flush (which
+ * the kernel sends on every close); one still unreported when the fd is released (nobody is
+ * left to tell) is logged.
  */
 export class WriteBehind extends Xlator<Options> {
   private readonly queues = new Map<Gfid, InodeQueue>();
