@@ -43,7 +43,11 @@ function kind<T, Extra = object>(type: string, parser: (raw: string, o: Extra & 
       default: o.default,
       aliases: o.aliases ?? [],
       reconfigurable: o.reconfigurable ?? true,
-      parse: (raw: string, ctx: OptionContext) => parser(raw.trim(), o, ctx),
+      parse: (raw: string, ctx: OptionContext) => {
+        // No value may carry one: the system calls a path or name reaches would refuse it (or cut it short).
+        if (raw.includes('\0')) throw new Error(`${JSON.stringify(raw)} contains a NUL byte`);
+        return parser(raw.trim(), o, ctx);
+      },
     }) as Parsed<O, T>;
 }
 

@@ -23,3 +23,29 @@ export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promis
   });
   return Promise.race([p, expired]).finally(() => clearTimeout(timer));
 }
+
+/** A pending timer of a Clock. */
+export interface Timer {
+  /** Stops it; nothing happens if it already fired. */
+  cancel(): void;
+}
+
+/**
+ * Where a translator gets the time and its timers: the system's, or a test's clock that the
+ * test moves by hand (so no test depends on how fast a machine is).
+ */
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+  /** Calls `fn` once, `ms` from now. A timer never keeps the process alive. */
+  timer(ms: number, fn: () => void): Timer;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  timer(ms, fn) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return { cancel: () => clearTimeout(t) };
+  },
+};

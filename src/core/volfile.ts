@@ -8,7 +8,9 @@
 // Unlike GlusterFS the grammar is line-oriented: a statement's words are the ones on its
 // keyword's line, so a forgotten value cannot silently swallow the next line. Syntax errors
 // stop at the first one (later tokens mean nothing once the structure is lost); structural
-// problems are collected so one run shows them all.
+// problems (unknown or cyclic subvolumes, volumes defined twice...) are collected in the
+// Volfile, and checkVolfile (builder.ts) reports them with every other problem of the file,
+// so that one run shows them all.
 import { readFileSync } from 'fs';
 import type { RawOption } from './options';
 
@@ -31,6 +33,11 @@ export interface Volfile {
   readonly file: string;
   /** In definition order; the last one is the top of the graph. */
   readonly volumes: readonly VolumeDecl[];
+  /**
+   * What is wrong with the structure, sorted by line. A volfile with problems is never
+   * built: checkVolfile reports them, together with the problems of types and options.
+   */
+  readonly problems: readonly VolfileProblem[];
 }
 
 export interface VolfileProblem {
@@ -49,6 +56,10 @@ export class VolfileError extends Error {
   }
 }
 
+/**
+ * Parses a volfile. Throws VolfileError for a syntax error (the first one) or a file without
+ * volumes; every other problem is listed in the result's `problems`.
+ */
 export function parseVolfile(text: string, file: string): Volfile {
   let parsed: { volumes: VolumeDecl[]; problems: VolfileProblem[] };
   try {
@@ -59,13 +70,11 @@ export function parseVolfile(text: string, file: string): Volfile {
   }
   const { volumes } = parsed;
   if (volumes.length === 0) throw new VolfileError(file, [{ line: 1, message: 'no volumes defined' }]);
-  const problems = [...parsed.problems, ...checkSubvolumes(volumes)];
-  if (problems.length > 0) {
-    // Array.prototype.sort is stable, so problems on one line keep the order they were found in.
-    throw new VolfileError(file, problems.sort((a, b) => a.line - b.line));
-  }
-  return { file, volumes };
+  return { file, volumes, problems: byLine([...parsed.problems, ...checkSubvolumes(volumes)]) };
 }
+
+/** Sorted by line; problems on one line keep the order they were found in (the sort is stable). */
+export const byLine = <P extends VolfileProblem>(problems: P[]): P[] => problems.sort((a, b) => a.line - b.line);
 
 // ---------------------------------------------------------------------------------------------
 // Lexer

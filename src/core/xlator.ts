@@ -29,6 +29,47 @@ export interface XlatorInit<V> {
   readonly host: XlatorHost;
 }
 
+// A graph may be a chain of any depth (a volfile of 10,000 volumes is valid), so neither an
+// event nor a fop may need a stack frame per level.
+
+/** Events waiting to be delivered, in the order they were sent (see deliver()). */
+const events: { to: Xlator; event: XlEvent; from?: Xlator }[] = [];
+let delivering = false;
+
+/**
+ * Hands `event` to `to`. Delivery is iterative: an event sent while another is being
+ * delivered waits in line and goes out when that one returns, so propagating through a
+ * chain of any depth takes no stack per level. Everything sent is delivered before the
+ * outermost send returns.
+ */
+function deliver(to: Xlator, event: XlEvent, from?: Xlator): void {
+  events.push({ to, event, from });
+  if (delivering) return;
+  delivering = true;
+  try {
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i];
+      try {
+        e.to.notify(e.event, e.from);
+      } catch (err) {
+        // One translator's bug must not stop the event reaching the others.
+        e.to.log.error(`handling ${e.event}${e.from ? ` from ${e.from.name}` : ''} failed: ${(err as Error).message}`);
+      }
+    }
+  } finally {
+    events.length = 0;
+    delivering = false;
+  }
+}
+
+/**
+ * How many levels one fop winds down on the caller's stack; past that it goes on from a
+ * fresh one (a microtask), so a chain of any depth fits the stack.
+ */
+const MAX_SYNC_WIND_DEPTH = 256;
+/** Levels the fop being wound now went down without returning (synchronous nesting). */
+let windDepth = 0;
+
 // Declaration merging: an Xlator has every fop; the defaults are installed below.
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export interface Xlator extends Fops {}
@@ -91,7 +132,7 @@ export class Xlator<V = unknown> {
     switch (event) {
       case XlEvent.PARENT_UP:
         if (this.children.length === 0) this.up(XlEvent.CHILD_DOWN);
-        for (const c of this.children) c.notify(event, this);
+        for (const c of this.children) deliver(c, event, this);
         return;
       case XlEvent.PARENT_DOWN:
         if (this.parentDownSeen) return;
@@ -110,14 +151,22 @@ export class Xlator<V = unknown> {
   /** Sends an event towards the top. */
   protected up(event: XlEvent): void {
     if (this.parents.length === 0) this.host.topEvent(event, this);
-    for (const p of this.parents) p.notify(event, this);
+    for (const p of this.parents) deliver(p, event, this);
   }
 
   /** Passes a fop, unchanged, to the first child. */
   protected wind<K extends FopName>(op: K, ...args: FopArgs<K>): Promise<FopResult<K>> {
     const child = this.children[0];
     if (!child) return Promise.reject(new FopError('ENOTCONN', `${this.name} has no subvolume to serve ${op}`));
-    return (child[op] as unknown as (...a: FopArgs<K>) => Promise<FopResult<K>>).apply(child, args);
+    const call = () => (child[op] as unknown as (...a: FopArgs<K>) => Promise<FopResult<K>>).apply(child, args);
+    // Microtasks run on an empty stack, where windDepth is back to 0.
+    if (windDepth >= MAX_SYNC_WIND_DEPTH) return Promise.resolve().then(call);
+    windDepth++;
+    try {
+      return call();
+    } finally {
+      windDepth--;
+    }
   }
 
   /**
@@ -166,7 +215,7 @@ export class Xlator<V = unknown> {
       this.log.error(`finishing background work before going down failed: ${(e as Error).message}`);
     }
     this.drained = true;
-    for (const c of this.children) c.notify(XlEvent.PARENT_DOWN, this);
+    for (const c of this.children) deliver(c, XlEvent.PARENT_DOWN, this);
     this.maybeDownDone();
   }
 

@@ -10,6 +10,7 @@ import { Volfile, VolfileError, VolfileProblem, parseVolfile } from '../../src/c
 import { Xlator } from '../../src/core/xlator';
 import { expectSame, vol } from '../helpers/core';
 import { FIXTURES, volfilesUnder } from '../helpers/fixtures';
+import { newBridge, readAll, within, writeFile } from '../helpers/graphs';
 
 // --- a test translator that records the fops it sees ----------------------------------
 
@@ -281,6 +282,149 @@ describe('buildGraph', () => {
     const err = volfileError(() => build(text));
     expectProblem(err.problems[0], 5, 'debug/describe');
   });
+
+  it('an unknown subvolume does not hide the other problems of the file: all of them, sorted by line', () => {
+    const text = vol(
+      'volume leaf', //                     1
+      '  type test/rec', //                  2
+      'end-volume', //                       3
+      'volume tr', //                        4
+      '  type debug/trace', //               5
+      '  option log-history maybe', //       6
+      '  subvolumes nowhere', //             7
+      'end-volume', //                       8
+      'volume x', //                         9
+      '  type features/nope', //             10
+      '  subvolumes tr', //                  11
+      'end-volume', //                       12
+      'volume tr', //                        13
+      '  type debug/trace', //               14
+      '  option colour blue', //             15
+      '  subvolumes leaf', //                16
+      'end-volume', //                       17
+    );
+    const err = volfileError(() => build(text));
+    expect(err.problems.map((p) => p.line)).toEqual([6, 7, 10, 13, 15]);
+    expectProblem(err.problems[0], 6, "'log-history'", 'maybe');
+    expectProblem(err.problems[1], 7, "unknown subvolume 'nowhere'");
+    expectProblem(err.problems[2], 10, "'features/nope'", 'not implemented');
+    expectProblem(err.problems[3], 13, "volume 'tr' is defined again");
+    expectProblem(err.problems[4], 15, "unknown option 'colour'");
+    expect(err.message.split('\n').map((l) => l.slice(0, FILE.length + 4))).toEqual([6, 7, 10, 13, 15].map((n) => `${FILE}:${n}: `.slice(0, FILE.length + 4)));
+  });
+
+  it('checkVolfile reports the structural problems the parser found, with its own', () => {
+    const text = vol('volume a', '  type test/rec', '  subvolumes b', 'end-volume', 'volume t', '  type debug/trace', '  option include-ops zap', '  subvolumes a', 'end-volume');
+    const volfile = parse(text);
+    expect(volfile.problems).toHaveLength(1);
+    const err = volfileError(() => checkVolfile(volfile, { registry, log }));
+    expect(err.problems.map((p) => p.line)).toEqual([3, 7]);
+  });
+
+  it('refuses a NUL byte in a path option (mount could never use it), on its line', () => {
+    const text = vol('volume b', '  type storage/posix', '  option directory /srv/a\0b', 'end-volume');
+    expectOnlyBuildProblem(text, 3, "volume 'b'", "'directory'", 'NUL byte');
+    // Any kind of option: no option value has a use for one.
+    expectOnlyBuildProblem(vol('volume l', '  type test/rec', 'end-volume', 'volume e', '  type debug/error-gen', '  option error-no EIO\0', '  subvolumes l', 'end-volume'), 6, 'NUL byte');
+  });
+
+  it('what a translator refuses when it is created is a problem of its volume, reported with the others', () => {
+    const text = vol(
+      'volume leaf', '  type test/rec', 'end-volume', //                            1-3
+      'volume g1', '  type debug/gate', '  option hold zap:before', '  subvolumes leaf', 'end-volume', // 4-8
+      'volume g2', '  type debug/gate', '  option hold open:sideways', '  subvolumes g1', 'end-volume', // 9-13
+    );
+    const err = volfileError(() => build(text));
+    expect(err.problems.map((p) => p.line)).toEqual([4, 9]);
+    expectProblem(err.problems[0], 4, "volume 'g1'", "bad hold 'zap:before'");
+    expectProblem(err.problems[1], 9, "volume 'g2'", "bad hold 'open:sideways'");
+  });
+
+  it('a type whose module declares another type is a problem on its type line, not a crash', () => {
+    const broken = new Registry();
+    broken.find = (type: string) => {
+      if (type === 'test/odd') throw new Error('xlators/test/odd.js does not export the translator test/odd (it declares test/even)');
+      return registry.find(type);
+    };
+    const text = vol('volume leaf', '  type test/rec', 'end-volume', 'volume o', '  type test/odd', '  subvolumes leaf', '  option x 1', 'end-volume', 'volume t', '  type debug/trace', '  option bad 1', '  subvolumes o', 'end-volume');
+    const err = volfileError(() => checkVolfile(parse(text), { registry: broken, log }));
+    expect(err.problems.map((p) => p.line)).toEqual([5, 11]);
+    expectProblem(err.problems[0], 5, "volume 'o'", 'cannot be loaded', 'declares test/even');
+  });
+});
+
+describe('passthroughUnknown never makes a volume that spreads data serve from one child', () => {
+  const leaves = ['volume a', '  type test/rec', 'end-volume', 'volume b', '  type test/rec', 'end-volume']; // 1-6
+
+  it('refuses an unimplemented cluster/ type, even over one subvolume, naming volume, line and why', () => {
+    const text = vol(...leaves, 'volume dht', '  type cluster/distribute', '  subvolumes a', 'end-volume');
+    const err = volfileError(() => build(text, true));
+    expect(err.problems).toHaveLength(1);
+    expectProblem(err.problems[0], 8, "volume 'dht'", "type 'cluster/distribute'", 'cannot be passed through, even with --passthrough-unknown', 'silently');
+    expect(err.message).toContain(`${FILE}:8: volume 'dht'`);
+  });
+
+  it('refuses an unimplemented type over several subvolumes: data would go to the first alone', () => {
+    const text = vol(...leaves, 'volume m', '  type features/mirror', '  subvolumes a b', 'end-volume');
+    const err = volfileError(() => build(text, true));
+    expectProblem(err.problems[0], 8, "volume 'm'", "type 'features/mirror'", 'it has 2 subvolumes', "data would silently go to 'a' alone");
+  });
+
+  it('without the flag, says it cannot be passed through (not that the flag would help)', () => {
+    const text = vol(...leaves, 'volume afr', '  type cluster/replicate', '  subvolumes a b', 'end-volume', 'volume u', '  type features/utime', '  subvolumes afr', 'end-volume');
+    const err = volfileError(() => build(text));
+    expect(err.problems.map((p) => p.line)).toEqual([8, 12]);
+    expectProblem(err.problems[0], 8, 'cannot be passed through', "data would silently go to 'a' alone");
+    expect(err.problems[0].message).not.toContain('passes such volumes through');
+    expectProblem(err.problems[1], 12, "'features/utime'", '--passthrough-unknown passes such volumes through');
+  });
+
+  it('still passes through an unimplemented type over one subvolume, or none', () => {
+    const text = vol(...leaves, 'volume u', '  type features/utime', '  subvolumes a', 'end-volume', 'volume m', '  type mgmt/thing', 'end-volume');
+    const g = build(text, true);
+    expect([...g.xlators.keys()]).toEqual(['a', 'b', 'u', 'm']);
+  });
+});
+
+describe('a chain of 10,000 volumes', () => {
+  const N = 10_000;
+  // Every translator in the chain passes fops on. Near the bottom, a few that wait for
+  // something before they wind (gate, write-behind) or inject nothing (error-gen); above them
+  // thousands that wind on the caller's stack (default pass-throughs, trace), which is what
+  // used to overflow it.
+  const BOTTOM = ['debug/gate', 'performance/write-behind', 'debug/error-gen'];
+  const typeOf = (i: number) => (i <= BOTTOM.length ? BOTTOM[i - 1] : i % 2 ? 'debug/trace' : 'features/not-here');
+  const chain = (dir: string) => {
+    const lines = ['volume v0', '  type storage/posix', `  option directory ${dir}`, 'end-volume'];
+    for (let i = 1; i < N; i++) {
+      const type = typeOf(i);
+      lines.push(`volume v${i}`, `  type ${type}`, ...(type === 'debug/error-gen' ? ['  option failure 0'] : []), `  subvolumes v${i - 1}`, 'end-volume');
+    }
+    return vol(...lines);
+  };
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xl-core-builder-deep-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('checks, builds, starts, serves a lookup and a write through all of it, and stops', async () => {
+    const volfile = parse(chain(dir));
+    expect(checkVolfile(volfile, { registry, log, passthroughUnknown: true })).toHaveLength(N);
+    const g = buildGraph(volfile, { id: 1, registry, log, passthroughUnknown: true });
+    try {
+      expect(await within(g.start(30_000), 60_000)).toBe('up');
+      const frame = g.frame('lookup');
+      const iatt = await within(g.top.lookup(frame, { path: '/', inode: g.itable.root }));
+      frame.done();
+      expect(iatt.gfid).toBe(g.itable.root.gfid);
+      const b = newBridge(g);
+      await within(writeFile(b, '/deep', 'through 10,000 volumes'));
+      expect(await within(readAll(b, '/deep'))).toBe('through 10,000 volumes');
+      expect(fs.readFileSync(path.join(dir, 'deep'), 'utf8')).toBe('through 10,000 volumes');
+    } finally {
+      await within(g.stop(30_000), 60_000);
+    }
+    expect(g.state).toBe('dead');
+  });
 });
 
 // --- the GlusterFS volfiles in test/fixtures ----------------------------------------------
@@ -317,6 +461,32 @@ describe('GlusterFS volfiles (test/fixtures/volfiles-glusterfs)', () => {
       expect(err.problems.map((p) => p.line)).toEqual([...err.problems.map((p) => p.line)].sort((a, b) => a - b));
     });
 
+    // A pass-through serves everything from its first subvolume: a replica or a distribute
+    // passed through would silently stop writing to the other bricks.
+    const refused = volfile.volumes.filter((v) => registry.find(v.type) === undefined && (v.type.startsWith('cluster/') || v.subvolumes.length > 1));
+
+    it('names the GlusterFS fixtures with cluster translators (the ones passthroughUnknown must refuse)', () => {
+      const clusterTypes = volfile.volumes.filter((v) => v.type === 'cluster/replicate' || v.type === 'cluster/distribute');
+      expect(refused.map((v) => v.name)).toEqual(clusterTypes.map((v) => v.name));
+    });
+
+    if (refused.length > 0) {
+      it('is refused even with passthroughUnknown: each cluster volume named on its type line, with why', () => {
+        const err = volfileError(() => checkVolfile(volfile, { registry, log, passthroughUnknown: true }));
+        expect(err.problems).toHaveLength(refused.length);
+        err.problems.forEach((p, i) => {
+          const v = refused[i];
+          expect(p.line).toBe(v.typeLine);
+          expect(p.message).toContain(`volume '${v.name}': type '${v.type}' is not implemented by xlstack and cannot be passed through, even with --passthrough-unknown`);
+          expect(p.message).toContain('a cluster translator');
+          expect(p.message).toContain('silently');
+          if (v.subvolumes.length > 1) expect(p.message).toContain(`data would silently go to '${v.subvolumes[0].name}' alone`);
+        });
+        expect(() => buildGraph(volfile, { id: 9, registry, log, passthroughUnknown: true })).toThrow(VolfileError);
+      });
+      return;
+    }
+
     it('passes checkVolfile and builds with passthroughUnknown', () => {
       const checked = checkVolfile(volfile, { registry, log, passthroughUnknown: true });
       expect(checked.map((c) => c.decl.name)).toEqual(volfile.volumes.map((v) => v.name));
@@ -339,6 +509,22 @@ describe('GlusterFS volfiles (test/fixtures/volfiles-glusterfs)', () => {
         expect(xl.children.map((c) => c.name)).toEqual(v.subvolumes.map((s) => s.name));
       }
     });
+  });
+
+  it('with passthroughUnknown, those with cluster/replicate or cluster/distribute are refused and every other one loads', () => {
+    const outcome = FIXTURE_FILES.map((f) => {
+      try {
+        buildGraph(parseVolfile(fs.readFileSync(f, 'utf8'), f), { id: 1, registry, log, passthroughUnknown: true });
+        return 'loads';
+      } catch (e) {
+        if (e instanceof VolfileError && e.problems.every((p) => p.message.includes('cannot be passed through'))) return 'refused';
+        throw e;
+      }
+    });
+    const clustered = FIXTURE_FILES.map((f) => /^\s*type cluster\/(replicate|distribute)\s*$/m.test(fs.readFileSync(f, 'utf8')));
+    expect(outcome).toEqual(clustered.map((c) => (c ? 'refused' : 'loads')));
+    expect(outcome.filter((o) => o === 'refused').length).toBeGreaterThanOrEqual(10);
+    expect(outcome.filter((o) => o === 'loads').length).toBeGreaterThanOrEqual(10);
   });
 
   it('some brick volfiles carry storage/posix options posix does not know (so the warning path is exercised)', () => {

@@ -206,6 +206,26 @@ describe('opt.path', () => {
     expect(parseError(() => spec.parse('', ctx))).toContain('empty path');
     expect(parseError(() => spec.parse('   ', ctx))).toContain('empty path');
   });
+
+  it('rejects a NUL byte anywhere in it (no system call would take it)', () => {
+    for (const raw of ['/srv/a\0b', '\0', '/srv/b1\0', 'rel\0/x']) expect(parseError(() => spec.parse(raw, ctx))).toContain('NUL byte');
+  });
+});
+
+describe('every kind of option', () => {
+  it.each([
+    ['string', opt.string({ description: 's' }), 'abc'],
+    ['enum', opt.enum({ description: 'e', values: ['abc'] as const }), 'abc'],
+    ['bool', opt.bool({ description: 'b' }), 'on'],
+    ['int', opt.int({ description: 'i' }), '12'],
+    ['size', opt.size({ description: 'z' }), '1MB'],
+    ['time', opt.time({ description: 't' }), '1s'],
+    ['fops', opt.fops({ description: 'f' }), 'open'],
+    ['errno', opt.errno({ description: 'n' }), 'EIO'],
+  ])('%s refuses a value with a NUL byte that would otherwise parse', (_kind, spec, good) => {
+    expect(() => spec.parse(good, ctx)).not.toThrow();
+    expect(parseError(() => spec.parse(`${good}\0`, ctx))).toContain('NUL byte');
+  });
 });
 
 describe('opt.fops', () => {

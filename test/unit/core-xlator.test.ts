@@ -440,3 +440,92 @@ describe('notify routing', () => {
     expect(journal.indexOf('top<-PARENT_DOWN_HANDLED from b')).toBeGreaterThan(journal.indexOf('b drained'));
   });
 });
+
+// --- depth ----------------------------------------------------------------------------
+
+describe('event delivery', () => {
+  it('an event sent while another is being delivered waits its turn, and all are delivered before the first send returns', () => {
+    const x = new UpLeaf(init('x'));
+    const y = new UpLeaf(init('y'));
+    const mid = new Node(init('mid', [x, y]));
+    const top = new Node(init('top', [mid]));
+    top.notify(XlEvent.PARENT_UP);
+    expect(journal).toEqual([
+      'top<-PARENT_UP',
+      'mid<-PARENT_UP from top',
+      'x<-PARENT_UP',
+      'y<-PARENT_UP',
+      'mid<-CHILD_UP from x',
+      'mid<-CHILD_UP from y',
+      'top<-CHILD_UP from mid',
+      'top<-CHILD_UP from mid',
+    ]);
+    expect(host.events).toEqual([
+      [XlEvent.CHILD_UP, 'top'],
+      [XlEvent.CHILD_UP, 'top'],
+    ]);
+  });
+
+  it('a translator whose notify throws is logged; the event still reaches the others', () => {
+    class Broken extends Node {
+      override notify(event: XlEvent, from?: Xlator): void {
+        super.notify(event, from);
+        throw new Error('boom');
+      }
+    }
+    const a = new Broken(init('a'));
+    const b = new Node(init('b'));
+    const top = new Node(init('top', [a, b]));
+    expect(() => top.notify(XlEvent.PARENT_UP)).not.toThrow();
+    expect(journal).toContain('b<-PARENT_UP from top');
+    expect(host.logs.some((l) => l.includes('a-7') && l.includes('handling PARENT_UP from top failed: boom'))).toBe(true);
+  });
+});
+
+describe('a chain of any depth needs no stack frame per level', () => {
+  const DEPTH = 20_000;
+  /** DEPTH default translators over `leaf`; returns the top. */
+  function chainOver(leaf: Xlator): Xlator {
+    let below = leaf;
+    for (let i = 1; i < DEPTH; i++) below = new Xlator(init(`x${i}`, [below]));
+    return below;
+  }
+
+  it('a fop winds down to the leaf and its result comes back', async () => {
+    const sink = new Sink(init('sink'));
+    const top = chainOver(sink);
+    const frame = host.frame('lookup');
+    const loc: Loc = { path: '/deep' };
+    const result = await fop(top, 'lookup')(frame, loc);
+    expect(result).toEqual({ from: 'sink', op: 'lookup' });
+    expect(sink.calls).toHaveLength(1);
+    expectSame(sink.calls[0].args[0], frame, 'frame');
+    expectSame(sink.calls[0].args[1], loc, 'loc');
+  });
+
+  it('an error from the leaf comes back up unchanged', async () => {
+    class Failing extends Xlator {}
+    Xlator.interceptAll(Failing, async () => {
+      throw new FopError('ESTALE', 'deep down');
+    });
+    const top = chainOver(new Failing(init('leaf')));
+    await expect(fop(top, 'stat')(host.frame('stat'), { path: '/x' })).rejects.toMatchObject({ code: 'ESTALE' });
+  });
+
+  it('PARENT_UP reaches the leaf and its CHILD_UP reaches the host', () => {
+    const leaf = new UpLeaf(init('leaf'));
+    const top = chainOver(leaf);
+    top.notify(XlEvent.PARENT_UP);
+    expect(journal).toEqual(['leaf<-PARENT_UP']);
+    expect(host.events).toEqual([[XlEvent.CHILD_UP, top.name]]);
+  });
+
+  it('PARENT_DOWN reaches the leaf and PARENT_DOWN_HANDLED the host', async () => {
+    const leaf = new Node(init('leaf'));
+    const top = chainOver(leaf);
+    top.notify(XlEvent.PARENT_DOWN);
+    await until(() => host.count(XlEvent.PARENT_DOWN_HANDLED) > 0, 10_000);
+    expect(leaf.drains).toBe(1);
+    expect(host.events).toEqual([[XlEvent.PARENT_DOWN_HANDLED, top.name]]);
+  });
+});

@@ -1,19 +1,24 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { parseVolfile, VolfileError } from '../../src/core/volfile';
-import type { VolfileProblem } from '../../src/core/volfile';
+import type { Volfile, VolfileProblem } from '../../src/core/volfile';
 import { vol } from '../helpers/core';
 import { FIXTURES, volfilesUnder } from '../helpers/fixtures';
 
-/** Every problem the parser reports for `text`; fails the test if it parses. */
+/**
+ * Every problem the parser reports for `text`: the syntax error it stops at (thrown), or the
+ * structural problems it lists in the Volfile; fails the test if there are none.
+ */
 function problemsOf(text: string): readonly VolfileProblem[] {
-  expect(() => parseVolfile(text, 't.vol')).toThrow(VolfileError);
+  let problems: readonly VolfileProblem[];
   try {
-    parseVolfile(text, 't.vol');
+    problems = parseVolfile(text, 't.vol').problems;
   } catch (err) {
-    return (err as VolfileError).problems;
+    if (!(err instanceof VolfileError)) throw err;
+    problems = err.problems;
   }
-  throw new Error('unreachable');
+  expect(problems.length).toBeGreaterThan(0);
+  return problems;
 }
 
 /** The one problem reported for `text`, checked against its line and the words of its message. */
@@ -22,6 +27,13 @@ function expectOnlyProblem(text: string, line: number, ...words: string[]): void
   expect(problems).toHaveLength(1);
   expect(problems[0].line).toBe(line);
   for (const w of words) expect(problems[0].message).toContain(w);
+}
+
+/** Parses a volfile that must have no problems at all. */
+function parseOk(text: string, file: string): Volfile {
+  const v = parseVolfile(text, file);
+  expect(v.problems).toEqual([]);
+  return v;
 }
 
 const posix = ['volume posix', '  type storage/posix', '  option directory /tmp/x', 'end-volume'];
@@ -79,11 +91,12 @@ describe('parseVolfile: valid volfiles', () => {
           ],
         },
       ],
+      problems: [],
     });
   });
 
   it('keeps options in file order, including repeated keys', () => {
-    const v = parseVolfile(vol('volume a', 'type t', 'option k 1', 'option j 2', 'option k 3', 'end-volume'), 'f');
+    const v = parseOk(vol('volume a', 'type t', 'option k 1', 'option j 2', 'option k 3', 'end-volume'), 'f');
     expect(v.volumes[0].options).toEqual([
       { key: 'k', value: '1', line: 3 },
       { key: 'j', value: '2', line: 4 },
@@ -103,14 +116,14 @@ describe('parseVolfile: valid volfiles', () => {
       'end-volume # done', //               8
       '#volume b', //                       9
     );
-    const [a, ...rest] = parseVolfile(text, 'f').volumes;
+    const [a, ...rest] = parseOk(text, 'f').volumes;
     expect(rest).toEqual([]);
     expect(a).toMatchObject({ name: 'a', line: 3, type: 't/x', typeLine: 5 });
     expect(a.options).toEqual([{ key: 'k', value: 'v', line: 7 }]);
   });
 
   it('treats # inside a word as part of the word', () => {
-    const v = parseVolfile(vol('volume a', 'type t', 'option k abc#d', 'option x#y z', 'end-volume'), 'f');
+    const v = parseOk(vol('volume a', 'type t', 'option k abc#d', 'option x#y z', 'end-volume'), 'f');
     expect(v.volumes[0].options).toEqual([
       { key: 'k', value: 'abc#d', line: 3 },
       { key: 'x#y', value: 'z', line: 4 },
@@ -119,7 +132,7 @@ describe('parseVolfile: valid volfiles', () => {
 
   it('accepts tabs and CRLF line endings', () => {
     const text = 'volume a\r\n\ttype\tt\r\n\t\toption\tk\tv\r\n\r\nend-volume\r\n';
-    const [a] = parseVolfile(text, 'f').volumes;
+    const [a] = parseOk(text, 'f').volumes;
     expect(a).toEqual({
       name: 'a',
       line: 1,
@@ -131,7 +144,7 @@ describe('parseVolfile: valid volfiles', () => {
   });
 
   it('accepts a file without a final newline', () => {
-    expect(parseVolfile('volume a\ntype t\nend-volume', 'f').volumes.map((v) => v.name)).toEqual(['a']);
+    expect(parseOk('volume a\ntype t\nend-volume', 'f').volumes.map((v) => v.name)).toEqual(['a']);
   });
 
   it('reads quoted values with spaces and escapes', () => {
@@ -146,7 +159,7 @@ describe('parseVolfile: valid volfiles', () => {
       '  option hash "# not a comment"',
       'end-volume',
     );
-    const [v] = parseVolfile(text, 'f').volumes;
+    const [v] = parseOk(text, 'f').volumes;
     expect(v.name).toBe('my vol');
     expect(v.options).toEqual([
       { key: 'a key', value: 'two words', line: 3 },
@@ -160,7 +173,7 @@ describe('parseVolfile: valid volfiles', () => {
 
   it('drops the line break from a quoted value spanning two lines and keeps counting lines', () => {
     const text = vol('volume a', 'type t', 'option k "first', 'second"', 'option j v', 'end-volume');
-    const [a] = parseVolfile(text, 'f').volumes;
+    const [a] = parseOk(text, 'f').volumes;
     expect(a.options).toEqual([
       { key: 'k', value: 'firstsecond', line: 3 },
       { key: 'j', value: 'v', line: 5 },
@@ -168,25 +181,25 @@ describe('parseVolfile: valid volfiles', () => {
   });
 
   it('drops CRLF inside a quoted value', () => {
-    const [a] = parseVolfile('volume a\r\ntype t\r\noption k "x\r\ny"\r\nend-volume\r\n', 'f').volumes;
+    const [a] = parseOk('volume a\r\ntype t\r\noption k "x\r\ny"\r\nend-volume\r\n', 'f').volumes;
     expect(a.options).toEqual([{ key: 'k', value: 'xy', line: 3 }]);
   });
 
   it('accepts the singular subvolume keyword', () => {
-    const v = parseVolfile(vol(...posix, 'volume b', 'type t', 'subvolume posix', 'end-volume'), 'f');
+    const v = parseOk(vol(...posix, 'volume b', 'type t', 'subvolume posix', 'end-volume'), 'f');
     expect(v.volumes[1].subvolumes).toEqual([{ name: 'posix', line: 7 }]);
   });
 
   it('treats keyword-like words that are not exactly keywords as words', () => {
     const text = vol('volume volumes', 'type Type', 'option option-x end-volumes', 'end-volume');
-    const [v] = parseVolfile(text, 'f').volumes;
+    const [v] = parseOk(text, 'f').volumes;
     expect(v).toMatchObject({ name: 'volumes', type: 'Type' });
     expect(v.options).toEqual([{ key: 'option-x', value: 'end-volumes', line: 3 }]);
   });
 
   it('allows backticks inside comments', () => {
     const text = vol('# `rm -rf /`', 'volume a', 'type t # `date`', 'end-volume');
-    expect(parseVolfile(text, 'f').volumes).toHaveLength(1);
+    expect(parseOk(text, 'f').volumes).toHaveLength(1);
   });
 });
 
@@ -381,15 +394,21 @@ describe('parseVolfile: structural problems', () => {
 
   it('formats the error message as file:line: message, one problem per line', () => {
     const text = vol('volume a', 'type t', 'subvolumes x', 'end-volume', 'volume b', 'end-volume');
-    expect(() => parseVolfile(text, 'dir/my.vol')).toThrow(
-      "dir/my.vol:3: unknown subvolume 'x'\ndir/my.vol:6: volume 'b' has no type",
-    );
+    const { file, problems } = parseVolfile(text, 'dir/my.vol');
+    expect(new VolfileError(file, problems).message).toBe("dir/my.vol:3: unknown subvolume 'x'\ndir/my.vol:6: volume 'b' has no type");
+  });
+
+  it('lists structural problems without throwing (checkVolfile reports them with the rest), sorted by line', () => {
+    const text = vol('volume a', 'type t', 'subvolumes x', 'end-volume', 'volume b', 'end-volume', 'volume a', 'type t', 'end-volume');
+    const v = parseVolfile(text, 't.vol');
+    expect(v.volumes.map((d) => d.name)).toEqual(['a', 'b', 'a']);
+    expect(v.problems.map((p) => p.line)).toEqual([3, 6, 7]);
   });
 });
 
 describe('parseVolfile: volfiles generated by GlusterFS', () => {
   function load(rel: string) {
-    return parseVolfile(fs.readFileSync(path.join(FIXTURES, rel), 'utf8'), rel);
+    return parseOk(fs.readFileSync(path.join(FIXTURES, rel), 'utf8'), rel);
   }
 
   const files = volfilesUnder(FIXTURES);
@@ -400,7 +419,7 @@ describe('parseVolfile: volfiles generated by GlusterFS', () => {
 
   it.each(files.map((f) => [path.relative(FIXTURES, f)]))('parses %s', (rel) => {
     const text = fs.readFileSync(path.join(FIXTURES, rel), 'utf8');
-    const v = parseVolfile(text, rel);
+    const v = parseOk(text, rel);
     expect(v.file).toBe(rel);
     expect(v.volumes.length).toBeGreaterThan(0);
     // The top is the last volume: nothing else lists it as a subvolume.

@@ -1,12 +1,6 @@
 import { constants } from 'fs';
-import { FopError } from '../../src/core/errors';
-import type { Fd } from '../../src/core/fd';
-import type { Loc } from '../../src/core/fops';
-import type { Frame } from '../../src/core/frame';
-import { OptionValues, opt } from '../../src/core/options';
-import { defineTranslator } from '../../src/core/registry';
-import type { Gfid, Iatt, SetAttr } from '../../src/core/types';
-import { Xlator } from '../../src/core/xlator';
+import { FopError, MAX_OFFSET, XlEvent, Xlator, defineTranslator, gfidOfLoc as gfidOf, opt, systemClock } from '../../src/core/index';
+import type { Clock, Fd, Flock, Frame, Gfid, Iatt, LockCmd, LockKind, Loc, OptionValues, SetAttr, Timer, XlatorInit } from '../../src/core/index';
 
 const options = {
   'cache-size': opt.size({
@@ -43,7 +37,7 @@ interface Req {
   /** Copies of the application's buffers, in order. */
   readonly chunks: Buffer[];
   length: number;
-  /** When its first byte was queued (ms since epoch). */
+  /** When its first byte was queued (ms, by the translator's clock). */
   readonly queuedAt: number;
 }
 
@@ -67,7 +61,7 @@ interface InodeQueue {
   readonly blocked: (() => void)[];
   /** A waiting write was let in and has not queued its data yet (1 at most). */
   waking: number;
-  timer?: NodeJS.Timeout;
+  timer?: Timer;
 }
 
 /** Per-fd state (fd.ctx), so release is called for every fd that wrote here. */
@@ -78,15 +72,20 @@ interface FdCtx {
 
 /**
  * performance/write-behind: acknowledges writes at once and writes them out behind the
- * application's back. Writes are copied and queued per inode, in arrival order; contiguous
- * writes of one fd are merged up to aggregate-size. A queue is written out in order, several
- * writes at once as long as their ranges do not overlap (a write waits for every earlier
- * one it overlaps; an O_APPEND write, whose place only storage knows, waits for all and is
- * waited for), when it grows past cache-size (writers then wait: backpressure), when its oldest data is
- * older than flush-after, on fsync/flush/release, before any other fop that would see the
- * file's data or size, and when the graph goes down. A failed background write is reported,
- * once, by the next fop on the fd that wrote it (or by its flush); one still unreported when
- * the fd is released is logged.
+ * application's back, but only while its child is up: while the child reports CHILD_DOWN (a
+ * brick away), every write goes through and returns what the child answered, so nothing is
+ * acknowledged that cannot land.
+ *
+ * Writes are copied and queued per inode, in arrival order; contiguous writes of one fd are
+ * merged up to aggregate-size. A queue is written out in order, several writes at once as
+ * long as their ranges do not overlap (a write waits for every earlier one it overlaps; an
+ * O_APPEND write, whose place only storage knows, waits for all and is waited for): when it
+ * grows past cache-size (writers then wait: backpressure), when its oldest data is older than
+ * flush-after, on fsync/flush/release, before any other fop that would see the file's data or
+ * size, when the child goes down, and when the graph goes down. A failed background write is
+ * reported, once, by the next fop on the fd that wrote it, at the latest by its flush (which
+ * the kernel sends on every close); one still unreported when the fd is released (nobody is
+ * left to tell) is logged.
  */
 export class WriteBehind extends Xlator<Options> {
   private readonly queues = new Map<Gfid, InodeQueue>();
@@ -95,34 +94,52 @@ export class WriteBehind extends Xlator<Options> {
   private seq = 0;
   /** The graph is going down: no more caching, writes go through. */
   private down = false;
+  /** What the child last reported; until it reports up, writes go through. */
+  private childUp = false;
   /** Most bytes any one inode ever had queued (for statedumps and tests). */
   private peakBytes = 0;
+
+  constructor(
+    init: XlatorInit<Options>,
+    private readonly clock: Clock = systemClock,
+  ) {
+    super(init);
+  }
+
+  override notify(event: XlEvent, from?: Xlator): void {
+    if (event === XlEvent.CHILD_UP) this.childUp = true;
+    if (event === XlEvent.CHILD_DOWN) {
+      this.childUp = false;
+      // What was acknowledged goes on its way now: the child may still deliver it (a client
+      // resends on reconnection within its frame-timeout); a failure goes to the writer's fd.
+      for (const q of this.queues.values()) this.startWriteOut(q, q.lastSeq);
+    }
+    super.notify(event, from);
+  }
+
+  /** Writes are cached only while the child is up and the graph is not going down. */
+  private get caching(): boolean {
+    return this.childUp && !this.down;
+  }
 
   override async reconfigure(options: Options): Promise<void> {
     await super.reconfigure(options);
     for (const q of [...this.queues.values()]) {
       if (q.bytes > this.limit) this.startWriteOut(q, q.lastSeq);
       this.admit(q);
-      clearTimeout(q.timer);
-      q.timer = undefined;
+      this.clearTimer(q);
       this.armTimer(q);
     }
   }
 
   override async fini(): Promise<void> {
-    for (const q of this.queues.values()) {
-      clearTimeout(q.timer);
-      q.timer = undefined;
-    }
+    for (const q of this.queues.values()) this.clearTimer(q);
   }
 
   protected override async drain(): Promise<void> {
     this.down = true;
     await Promise.all([...this.queues.keys()].map((gfid) => this.writeOut(gfid)));
-    for (const q of this.queues.values()) {
-      clearTimeout(q.timer);
-      q.timer = undefined;
-    }
+    for (const q of this.queues.values()) this.clearTimer(q);
   }
 
   override async release(fd: Fd): Promise<void> {
@@ -139,10 +156,11 @@ export class WriteBehind extends Xlator<Options> {
   }
 
   override dump(): Record<string, unknown> {
-    const now = Date.now();
+    const now = this.clock.now();
     return {
       'cache-size': this.limit,
       'flush-after': this.options['flush-after'],
+      childUp: this.childUp,
       peakQueuedBytes: this.peakBytes,
       timers: [...this.queues.values()].filter((q) => q.timer).length,
       inodes: [...this.queues.values()].map((q) => {
@@ -151,6 +169,7 @@ export class WriteBehind extends Xlator<Options> {
           gfid: q.gfid,
           queuedBytes: q.bytes,
           queuedWrites: q.reqs.length + q.inflight.size,
+          writesInFlight: q.inflight.size,
           oldestAgeMs: oldest ? now - oldest.queuedAt : 0,
           writingOut: q.inflight.size > 0,
           blockedWriters: q.blocked.length,
@@ -168,14 +187,13 @@ export class WriteBehind extends Xlator<Options> {
 
   override async write(frame: Frame, fd: Fd, data: Buffer, offset: number): Promise<number> {
     const gfid = fd.inode.gfid;
+    // The transports refuse these; a request past them could never be queued or merged right.
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + data.length > MAX_OFFSET) {
+      throw new FopError('EFBIG', `write of ${data.length} bytes at ${offset} is beyond what the stack carries (${MAX_OFFSET})`);
+    }
     this.ctx(fd);
     this.takeError(fd);
-    if (this.down || (fd.flags & WRITE_THROUGH) !== 0) {
-      // Through, but after what is queued: order matters for overlapping ranges.
-      await this.writeOut(gfid);
-      this.takeError(fd);
-      return this.wind('write', frame, fd, data, offset);
-    }
+    if (!this.caching || (fd.flags & WRITE_THROUGH) !== 0) return this.writeThrough(frame, fd, data, offset);
     if (data.length === 0) return 0;
     // The queue is not deleted while writers wait on it or are being let in.
     const q = this.queue(gfid);
@@ -196,16 +214,20 @@ export class WriteBehind extends Xlator<Options> {
     try {
       // An error that came while this write waited: this write is the next fop on the fd.
       this.takeError(fd);
-      if (this.down) {
-        await this.writeOut(gfid);
-        this.takeError(fd);
-        return await this.wind('write', frame, fd, data, offset);
-      }
+      // The child went down (or the graph started going down) while this write waited.
+      if (!this.caching) return await this.writeThrough(frame, fd, data, offset);
       this.enqueue(q, fd, data, offset);
     } finally {
       this.admit(q);
     }
     return data.length;
+  }
+
+  /** A write the child answers itself, after everything queued before it (order matters where ranges overlap). */
+  private async writeThrough(frame: Frame, fd: Fd, data: Buffer, offset: number): Promise<number> {
+    await this.writeOut(fd.inode.gfid);
+    this.takeError(fd);
+    return this.wind('write', frame, fd, data, offset);
   }
 
   override async read(frame: Frame, fd: Fd, size: number, offset: number): Promise<Buffer> {
@@ -244,6 +266,25 @@ export class WriteBehind extends Xlator<Options> {
   override async fsetattr(frame: Frame, fd: Fd, attr: SetAttr): Promise<Iatt> {
     await this.beforeFdFop(fd);
     return this.wind('fsetattr', frame, fd, attr);
+  }
+
+  override async fallocate(frame: Frame, fd: Fd, mode: number, offset: number, length: number): Promise<void> {
+    // A hole punched or a range zeroed after queued writes must not be undone by them.
+    await this.beforeFdFop(fd);
+    return this.wind('fallocate', frame, fd, mode, offset, length);
+  }
+
+  override async seek(frame: Frame, fd: Fd, offset: number, what: 'data' | 'hole'): Promise<number> {
+    await this.beforeFdFop(fd);
+    return this.wind('seek', frame, fd, offset, what);
+  }
+
+  override async lk(frame: Frame, fd: Fd, cmd: LockCmd, lock: Flock, kind: LockKind): Promise<Flock> {
+    // Whoever takes the lock next must see the data written under it. A write error is not
+    // this call's to report: a failed unlock would leave the lock held; it waits for the
+    // next data fop or the flush.
+    await this.writeOut(fd.inode.gfid);
+    return this.wind('lk', frame, fd, cmd, lock, kind);
   }
 
   override async open(frame: Frame, loc: Loc, fd: Fd): Promise<void> {
@@ -374,7 +415,7 @@ export class WriteBehind extends Xlator<Options> {
       tail.chunks.push(Buffer.from(data));
       tail.length += data.length;
     } else {
-      const req: Req = { seq: ++this.seq, fd, offset, chunks: [Buffer.from(data)], length: data.length, queuedAt: Date.now() };
+      const req: Req = { seq: ++this.seq, fd, offset, chunks: [Buffer.from(data)], length: data.length, queuedAt: this.clock.now() };
       q.reqs.push(req);
       q.lastSeq = req.seq;
     }
@@ -453,25 +494,28 @@ export class WriteBehind extends Xlator<Options> {
     }
   }
 
-  /** One unref'd timer per queue, for when its oldest write reaches flush-after. */
+  /** One timer per queue (it never keeps the process alive), for when its oldest write reaches flush-after. */
   private armTimer(q: InodeQueue): void {
     const after = this.options['flush-after'] * 1000;
     if (!q.reqs.length) {
-      clearTimeout(q.timer);
-      q.timer = undefined;
+      this.clearTimer(q);
       return;
     }
     if (this.down || after <= 0 || q.timer || q.inflight.size) return;
-    const delay = Math.max(0, q.reqs[0].queuedAt + after - Date.now());
-    q.timer = setTimeout(() => this.expire(q), delay);
-    q.timer.unref();
+    const delay = Math.max(0, q.reqs[0].queuedAt + after - this.clock.now());
+    q.timer = this.clock.timer(delay, () => this.expire(q));
+  }
+
+  private clearTimer(q: InodeQueue): void {
+    q.timer?.cancel();
+    q.timer = undefined;
   }
 
   private expire(q: InodeQueue): void {
     q.timer = undefined;
     if (this.queues.get(q.gfid) !== q) return;
     // Everything old enough (1 ms of slack for timer granularity).
-    const cutoff = Date.now() - this.options['flush-after'] * 1000 + 1;
+    const cutoff = this.clock.now() - this.options['flush-after'] * 1000 + 1;
     let seq = 0;
     for (const r of q.reqs) if (r.queuedAt <= cutoff) seq = r.seq;
     this.startWriteOut(q, seq);
@@ -480,20 +524,19 @@ export class WriteBehind extends Xlator<Options> {
 
   private maybeDelete(q: InodeQueue): void {
     if (q.reqs.length || q.inflight.size || q.waiters.length || q.blocked.length || q.waking) return;
-    clearTimeout(q.timer);
-    q.timer = undefined;
+    this.clearTimer(q);
     if (this.queues.get(q.gfid) === q) this.queues.delete(q.gfid);
   }
 }
 
-function gfidOf(loc: Loc): Gfid | undefined {
-  return loc.inode?.gfid ?? loc.gfid;
-}
+/** The translator type, its timers on `clock` (tests pass one they move by hand). */
+export const writeBehind = (clock: Clock = systemClock) =>
+  defineTranslator({
+    type: 'performance/write-behind',
+    description: 'acknowledges writes at once and writes them out in the background, aggregated and in order',
+    options,
+    subvolumes: { min: 1, max: 1 },
+    create: (init) => new WriteBehind(init, clock),
+  });
 
-export default defineTranslator({
-  type: 'performance/write-behind',
-  description: 'acknowledges writes at once and writes them out in the background, aggregated and in order',
-  options,
-  subvolumes: { min: 1, max: 1 },
-  create: (init) => new WriteBehind(init),
-});
+export default writeBehind();
