@@ -1,14 +1,18 @@
-import * as path from 'path';
 import * as fs from 'fs';
+import * as path from 'path';
 import { buildGraph } from '../core/builder';
-import { LOG_LEVELS, LogLevel, Logger } from '../core/log';
+import { FileSink, LOG_LEVELS, LogLevel, Logger, stderrSink } from '../core/log';
 import { Registry } from '../core/registry';
 import { readVolfile } from '../core/volfile';
-import { fusermountU, mountFuse } from '../fuse/adapter';
+import { mountNativeTransport } from '../fuse/fuse-native';
+import { unmountKernel } from '../fuse/kernel/mount';
+import { mountKernelTransport } from '../fuse/kernel/transport';
+import { MountSpec, Mounted, TRANSPORTS, TransportName } from '../fuse/mounted';
 import { GraphSwitcher } from '../fuse/switcher';
 import { ParsedArgs, UsageError, parseArgs } from './args';
+import { runInBackground, tellParent } from './background';
 import { NoDaemonError, callControl } from './control';
-import { MountDaemon } from './daemon';
+import { MountDaemon, writePrivate } from './daemon';
 import { checkFuse, checkMountpoint, isDeadMount, mountAt } from './preflight';
 import { controlSocket } from './runtime';
 
@@ -18,32 +22,54 @@ const START_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 10_000;
 /** After a switch, handles left idle move to the new graph this much later, so old graphs can go. */
 const SWEEP_AFTER_MS = 1000;
-/**
- * How long the kernel waits for any one request before failing it with ETIMEDOUT.
- * Every wait inside xlstack is bounded well below this.
- */
-const OP_TIMEOUT_MS = 60_000;
 const CONTROL_TIMEOUT_MS = 30_000;
-/** See BusyPoll in the adapter: on this kind of VM it cuts a small request's latency by a third. */
+/** See BusyPoll in the fuse-native transport: on this kind of VM it cuts a small request's latency by a third. */
 const DEFAULT_BUSY_POLL_US = 1000;
 
-function logger(args: ParsedArgs): Logger {
+/** Options every daemon takes. */
+const DAEMON_OPTIONS = ['pidfile', 'log-level', 'log-file'];
+
+/** The logger a command asked for: stderr, or a file (reopened on SIGUSR2). */
+function logger(args: ParsedArgs): { log: Logger; reopen?: () => void } {
   const level = args.options.get('log-level') ?? 'info';
   if (!(LOG_LEVELS as string[]).includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
-  return Logger.create(level as LogLevel);
+  const file = args.options.get('log-file');
+  if (!file) return { log: Logger.create(level as LogLevel, stderrSink()) };
+  const sink = new FileSink(path.resolve(file));
+  return { log: Logger.create(level as LogLevel, sink.write), reopen: () => sink.reopen() };
 }
 
+function seconds(args: ParsedArgs, name: string, def: number): number {
+  const raw = args.options.get(name);
+  if (raw === undefined) return def;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0 || n > 3600) throw new UsageError(`--${name} must be a number of seconds from 0 to 3600`);
+  return Math.round(n * 1000);
+}
+
+const MOUNT_SPEC = {
+  flags: ['passthrough-unknown', 'background'],
+  options: [...DAEMON_OPTIONS, 'transport', 'busy-poll-us', 'entry-timeout', 'attribute-timeout', 'negative-timeout'],
+  positionals: ['volfile', 'mountpoint'],
+  // What mount(8) and fstab pass along that means nothing here.
+  mountOptions: ['rw', 'defaults', 'auto', 'noauto', 'user', 'nouser', 'users', 'nofail', '_netdev', 'exec', 'noexec', 'suid', 'nosuid', 'dev', 'nodev', 'atime', 'relatime', 'noatime', 'comment'],
+};
+
 export async function mount(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, {
-    flags: ['passthrough-unknown'],
-    options: ['pidfile', 'log-level', 'busy-poll-us'],
-    positionals: ['volfile', 'mountpoint'],
-  });
+  const args = parseArgs(argv, MOUNT_SPEC);
+  const transport = (args.options.get('transport') ?? 'kernel') as TransportName;
+  if (!TRANSPORTS.includes(transport)) throw new UsageError(`--transport must be one of ${TRANSPORTS.join(', ')}`);
   const busyPollUs = Number(args.options.get('busy-poll-us') ?? DEFAULT_BUSY_POLL_US);
   if (!Number.isInteger(busyPollUs) || busyPollUs < 0 || busyPollUs > 1_000_000) throw new UsageError('--busy-poll-us must be an integer from 0 to 1000000');
+  const timeouts = {
+    entryTimeoutMs: seconds(args, 'entry-timeout', 1),
+    attrTimeoutMs: seconds(args, 'attribute-timeout', 1),
+    negativeTimeoutMs: seconds(args, 'negative-timeout', 0),
+  };
   const [volfilePath, mountpoint] = args.positionals.map((p) => path.resolve(p));
-  const log = logger(args);
-  checkFuse();
+  if (args.flags.has('background')) return runInBackground(argv, mountpoint);
+  const { log, reopen } = logger(args);
+  checkFuse(transport);
   checkMountpoint(mountpoint);
   const switcher = new GraphSwitcher({
     volfile: volfilePath,
@@ -54,21 +80,33 @@ export async function mount(argv: string[]): Promise<number> {
     stopTimeoutMs: STOP_TIMEOUT_MS,
     sweepAfterMs: SWEEP_AFTER_MS,
   });
-  const bridge = await switcher.start();
+  const core = (await switcher.start()).core;
   // The kernel has already applied the caller's umask to every mode it sends.
   process.umask(0);
-  let fuse;
+  const spec: MountSpec = { mountpoint, fsname: `xlstack:${core.active.top.name}`, core, log, busyPollUs, ...timeouts };
+  let mounted: Mounted;
   try {
-    fuse = await mountFuse(mountpoint, bridge, { fsname: `xlstack:${bridge.active.top.name}`, opTimeoutMs: OP_TIMEOUT_MS, busyPollUs, log });
+    mounted = transport === 'kernel' ? await mountKernelTransport(spec) : await mountNativeTransport(spec, () => mountAt(mountpoint)?.fstype === 'fuse.xlstack');
   } catch (e) {
     await switcher.stopAll();
     throw e;
   }
-  const daemon = new MountDaemon({ volfile: volfilePath, mountpoint, pidfile: args.options.get('pidfile'), switcher, mount: fuse, log });
+  const daemon = new MountDaemon({ key: mountpoint, volfile: volfilePath, pidfile: args.options.get('pidfile'), switcher, mounted, log, reopenLog: reopen });
   await daemon.start();
-  log.info(`serving ${volfilePath} on ${mountpoint} (graph ${bridge.active.id}, pid ${process.pid})`);
+  log.info(`serving ${volfilePath} on ${mountpoint} (graph ${core.active.id}, ${transport} transport, pid ${process.pid})`);
+  tellParent({ ready: true });
   await daemon.done;
   return 0;
+}
+
+/** Asks the daemon known by `target` (a mountpoint, a brick's volfile); says plainly if none answers. */
+async function ask(target: string, cmd: string): Promise<unknown> {
+  try {
+    return await callControl(controlSocket(target), { cmd }, CONTROL_TIMEOUT_MS);
+  } catch (e) {
+    if (e instanceof NoDaemonError) throw new NoDaemonError(`no xlstack daemon serves ${path.resolve(target)}`);
+    throw e;
+  }
 }
 
 export async function unmount(argv: string[]): Promise<number> {
@@ -83,7 +121,7 @@ export async function unmount(argv: string[]): Promise<number> {
     const m = mountAt(mountpoint);
     if (!m) throw new Error(`${mountpoint} is not mounted`);
     if (!m.fstype.startsWith('fuse')) throw new Error(`${mountpoint} is not a FUSE mount (${m.fstype})`);
-    await fusermountU(mountpoint, lazy || isDeadMount(mountpoint));
+    await unmountKernel(mountpoint, lazy || isDeadMount(mountpoint));
   }
   process.stdout.write(`unmounted ${mountpoint}\n`);
   return 0;
@@ -92,14 +130,15 @@ export async function unmount(argv: string[]): Promise<number> {
 /** Asks the daemon to re-read its volfile, and says what happened. */
 export async function reload(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { positionals: ['mountpoint'] });
-  const r = (await callControl(controlSocket(args.positionals[0]), { cmd: 'reload' }, CONTROL_TIMEOUT_MS)) as { action: string; graph: number; detail?: string };
+  const r = (await ask(args.positionals[0], 'reload')) as { action: string; graph: number; detail?: string };
   process.stdout.write(`${r.action}: graph ${r.graph}${r.detail ? ` (${r.detail})` : ''}\n`);
   return 0;
 }
 
+/** A mount's statedump (by its mountpoint), or a brick's (by its volfile). */
 export async function statedump(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { positionals: ['mountpoint'] });
-  const dump = await callControl(controlSocket(args.positionals[0]), { cmd: 'statedump' }, CONTROL_TIMEOUT_MS);
+  const dump = await ask(args.positionals[0], 'statedump');
   process.stdout.write(JSON.stringify(dump, null, 2) + '\n');
   return 0;
 }
@@ -109,9 +148,9 @@ export async function statedump(argv: string[]): Promise<number> {
  * listens for clients. SIGTERM/SIGINT take the graph down gracefully.
  */
 export async function brick(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { flags: ['passthrough-unknown'], options: ['pidfile', 'log-level'], positionals: ['volfile'] });
+  const args = parseArgs(argv, { flags: ['passthrough-unknown'], options: DAEMON_OPTIONS, positionals: ['volfile'] });
   const volfilePath = path.resolve(args.positionals[0]);
-  const log = logger(args);
+  const { log } = logger(args);
   const graph = buildGraph(readVolfile(volfilePath), { id: 1, registry: new Registry(), log, passthroughUnknown: args.flags.has('passthrough-unknown') });
   const status = await graph.start(START_TIMEOUT_MS);
   if (status !== 'up') {
@@ -119,7 +158,7 @@ export async function brick(argv: string[]): Promise<number> {
     throw new Error(`brick ${volfilePath} did not come up (${status === 'down' ? 'its storage is down' : 'no answer'})`);
   }
   const pidfile = args.options.get('pidfile');
-  if (pidfile) fs.writeFileSync(pidfile, `${process.pid}\n`);
+  if (pidfile) writePrivate(pidfile, `${process.pid}\n`, 0o644);
   log.info(`brick ${volfilePath} up (pid ${process.pid})`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
@@ -141,7 +180,7 @@ export async function brick(argv: string[]): Promise<number> {
 export async function check(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { flags: ['passthrough-unknown'], options: ['log-level'], positionals: ['volfile'] });
   const volfile = readVolfile(args.positionals[0]);
-  const graph = buildGraph(volfile, { id: 0, registry: new Registry(), log: logger(args), passthroughUnknown: args.flags.has('passthrough-unknown') });
+  const graph = buildGraph(volfile, { id: 0, registry: new Registry(), log: logger(args).log, passthroughUnknown: args.flags.has('passthrough-unknown') });
   process.stdout.write(`${volfile.file}: ok (${graph.xlators.size} volumes, top '${graph.top.name}')\n`);
   return 0;
 }

@@ -2,161 +2,210 @@ import * as fs from 'fs';
 import type { Server } from 'net';
 import * as path from 'path';
 import type { Logger } from '../core/log';
-import type { FuseMount } from '../fuse/adapter';
-import type { Bridge } from '../fuse/bridge';
+import type { Mounted } from '../fuse/mounted';
 import type { GraphSwitcher, ReloadResult } from '../fuse/switcher';
 import { ControlRequest, serveControl } from './control';
-import { mountAt } from './preflight';
 import { controlSocket, ensureRuntimeDir } from './runtime';
 
-export interface DaemonOptions {
-  readonly volfile: string;
-  readonly mountpoint: string;
+/** How long a daemon that is going waits for the answers it is sending on its control socket. */
+const CONTROL_DRAIN_MS = 5000;
+
+/** What every xlstack daemon (a mount, a brick) shares: its pidfile, control socket, signals and statedumps. */
+export interface DaemonBase {
+  /** The path the daemon is known by: a mountpoint, or a brick's volfile. */
+  readonly key: string;
   readonly pidfile?: string;
-  readonly switcher: GraphSwitcher;
-  readonly mount: FuseMount;
   readonly log: Logger;
+  /** SIGUSR2: the log file was rotated; write to a new one. */
+  readonly reopenLog?: () => void;
 }
 
-/** How often the daemon checks that its mount is still there (umount from outside ends it). */
-const MOUNT_CHECK_MS = 2000;
+/** Writes a file no one else may change: pidfiles 0644, statedumps 0600 (the daemon's umask is 0). */
+export function writePrivate(file: string, text: string, mode: number): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fd = fs.openSync(tmp, 'w', mode);
+  try {
+    fs.fchmodSync(fd, mode);
+    fs.writeSync(fd, text);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+}
 
 /**
- * The process serving one mount: its pidfile, its control socket, its signals, and an
- * orderly shutdown (unmount, release what is open, take the graph down).
+ * The common part of a daemon: one owner for the pidfile, the control socket (`xlstack
+ * reload/statedump/unmount` talk to it), and the signals: SIGHUP reloads, SIGUSR1 writes a
+ * statedump, SIGUSR2 reopens the log file, SIGTERM/SIGINT stop.
  */
-export class MountDaemon {
+export abstract class Daemon {
   private control?: Server;
-  private shuttingDown?: Promise<void>;
   private resolveDone!: () => void;
   /** Settles when the daemon has shut down. */
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
 
-  constructor(private readonly opts: DaemonOptions) {}
+  constructor(protected readonly base: DaemonBase) {}
+
+  protected get log(): Logger {
+    return this.base.log;
+  }
+
+  abstract reload(): Promise<ReloadResult>;
+  abstract statedump(): Record<string, unknown>;
+  /** SIGTERM/SIGINT. */
+  protected abstract stop(sig: string): void;
+  protected abstract command(req: ControlRequest): Promise<unknown> | undefined;
 
   async start(): Promise<void> {
-    const { pidfile, mountpoint } = this.opts;
-    if (pidfile) fs.writeFileSync(pidfile, `${process.pid}\n`);
+    const { pidfile, key } = this.base;
+    if (pidfile) writePrivate(pidfile, `${process.pid}\n`, 0o644);
     ensureRuntimeDir();
-    this.control = await serveControl(controlSocket(mountpoint), (req) => this.command(req));
-    process.on('SIGTERM', () => this.onSignal('SIGTERM'));
-    process.on('SIGINT', () => this.onSignal('SIGINT'));
+    this.control = await serveControl(controlSocket(key), (req) => this.dispatch(req));
+    process.on('SIGTERM', () => this.stop('SIGTERM'));
+    process.on('SIGINT', () => this.stop('SIGINT'));
+    // Also a terminal's hang-up: harmless, a reload of an unchanged volfile changes nothing.
     process.on('SIGHUP', () => void this.reload().catch(() => undefined));
     process.on('SIGUSR1', () => this.dumpToFile());
-    const check = setInterval(() => this.mounted() || this.unmountedFromOutside(check), MOUNT_CHECK_MS);
+    process.on('SIGUSR2', () => this.reopenLog());
   }
 
-  private mounted(): boolean {
-    return mountAt(this.opts.mountpoint)?.fstype === 'fuse.xlstack';
+  private dispatch(req: ControlRequest): Promise<unknown> {
+    if (req.cmd === 'statedump') return Promise.resolve(this.statedump());
+    if (req.cmd === 'reload') return this.reload();
+    return this.command(req) ?? Promise.reject(new Error(`unknown command '${req.cmd}'`));
   }
 
-  /** Someone ran umount (or fusermount -u) on the mount: nothing more will come; stop serving. */
-  private unmountedFromOutside(check: NodeJS.Timeout): void {
-    clearInterval(check);
-    if (this.shuttingDown) return;
-    this.opts.log.warn(`${this.opts.mountpoint} was unmounted from outside; shutting down`);
-    this.shuttingDown = this.teardown();
-  }
-
-  private async command(req: ControlRequest): Promise<unknown> {
-    switch (req.cmd) {
-      case 'unmount':
-        return this.shutdown(false);
-      case 'unmount-lazy':
-        return this.shutdown(true);
-      case 'statedump':
-        return this.statedump();
-      case 'reload':
-        return this.reload();
-      default:
-        throw new Error(`unknown command '${req.cmd}'`);
+  private reopenLog(): void {
+    try {
+      this.base.reopenLog?.();
+      this.log.info('log file reopened');
+    } catch (e) {
+      this.log.error(`reopening the log file failed (still writing to the old one): ${(e as Error).message}`);
     }
+  }
+
+  /** SIGUSR1: the statedump goes to a file next to the control socket (GlusterFS naming), readable by root only. */
+  private dumpToFile(): void {
+    const file = path.join(ensureRuntimeDir(), `xlstack.${process.pid}.dump.${Math.floor(Date.now() / 1000)}`);
+    try {
+      writePrivate(file, JSON.stringify(this.statedump(), null, 2) + '\n', 0o600);
+      this.log.info(`statedump written to ${file}`);
+    } catch (e) {
+      this.log.error(`statedump failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** The parts of a statedump every daemon has. */
+  protected commonDump(): Record<string, unknown> {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    gc?.();
+    const mem = process.memoryUsage();
+    return { pid: process.pid, time: new Date().toISOString(), memory: { rss: mem.rss, heapUsed: mem.heapUsed, afterGc: gc !== undefined } };
+  }
+
+  /** The end: no more control requests (those being answered are, within a bound), no pidfile. */
+  protected async finish(): Promise<void> {
+    fs.rmSync(controlSocket(this.base.key), { force: true });
+    if (this.base.pidfile) fs.rmSync(this.base.pidfile, { force: true });
+    const control = this.control;
+    if (control) await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, CONTROL_DRAIN_MS).unref();
+      control.close(() => (clearTimeout(timer), resolve()));
+    });
+    this.resolveDone();
+  }
+}
+
+export interface MountDaemonOptions extends DaemonBase {
+  readonly volfile: string;
+  readonly switcher: GraphSwitcher;
+  readonly mounted: Mounted;
+}
+
+/**
+ * The process serving one mount. It serves until the kernel says the mount is gone:
+ * unmounted (by `xlstack unmount`, a signal, or from outside), or detached lazily and then
+ * released by the last process that had something open there. Then it releases every open
+ * handle and takes the graphs down.
+ */
+export class MountDaemon extends Daemon {
+  private stopping?: Promise<void>;
+
+  constructor(private readonly opts: MountDaemonOptions) {
+    super(opts);
+  }
+
+  override async start(): Promise<void> {
+    await super.start();
+    void this.opts.mounted.ended.then((why) => this.teardown(why));
+  }
+
+  protected command(req: ControlRequest): Promise<unknown> | undefined {
+    if (req.cmd === 'unmount') return this.unmount(false);
+    if (req.cmd === 'unmount-lazy') return this.unmount(true);
+    return undefined;
   }
 
   /** Reloads the volfile; a failure leaves the current graph serving and says why. */
   async reload(): Promise<ReloadResult> {
-    const { switcher, volfile, log } = this.opts;
+    const { switcher, volfile } = this.opts;
     try {
       const r = await switcher.reload();
-      log.info(`reload: ${r.action}, graph ${r.graph}${r.detail ? ` (${r.detail})` : ''}`);
+      this.log.info(`reload: ${r.action}, graph ${r.graph}${r.detail ? ` (${r.detail})` : ''}`);
       return r;
     } catch (e) {
-      log.error(`reload of ${volfile} failed; still serving graph ${switcher.bridge.active.id}:\n${(e as Error).message}`);
+      this.log.error(`reload of ${volfile} failed; still serving graph ${switcher.bridge.active.id}:\n${(e as Error).message}`);
       throw e;
     }
   }
 
-  private get bridge(): Bridge {
-    return this.opts.switcher.bridge;
+  /** A signal means "stop now": if the mount is busy, detach it (umount -l) and serve what is still open. */
+  protected stop(sig: string): void {
+    this.log.info(`${sig}: unmounting ${this.mountpoint}`);
+    this.unmount(false).catch(() =>
+      this.unmount(true).then(
+        () => this.log.info(`${this.mountpoint} was busy: detached; serving what is still open until it is released`),
+        (e) => this.log.error(`unmount failed: ${(e as Error).message}`),
+      ),
+    );
   }
 
-  private onSignal(sig: string): void {
-    this.opts.log.info(`${sig}: unmounting ${this.opts.mountpoint}`);
-    // A signal means "stop now": if the mount is busy, detach it lazily rather than refuse.
-    this.shutdown(false).catch(() => this.shutdown(true).catch((e) => this.opts.log.error(`unmount failed: ${(e as Error).message}`)));
-  }
-
-  /**
-   * Unmounts (refusing, like umount, if busy unless `lazy`), then releases every open
-   * handle and takes the graph down. Resolves once unmounted; the teardown follows.
-   */
-  shutdown(lazy: boolean): Promise<void> {
-    if (this.shuttingDown) return this.shuttingDown;
-    const { mount, log } = this.opts;
-    // Already unmounted from outside: fusermount fails, and there is nothing left to refuse.
-    const unmounted = mount.unmount(lazy).catch((e) => {
-      if (this.mounted()) throw e;
-    });
-    this.shuttingDown = unmounted.then(() => {
-      log.info(`unmounted ${this.opts.mountpoint}${lazy ? ' (lazily)' : ''}`);
-      void this.teardown();
-    });
+  /** Unmounts (refused while busy, like umount, unless `lazy`); the teardown follows when the kernel lets go. */
+  private unmount(lazy: boolean): Promise<void> {
+    this.stopping ??= this.opts.mounted.unmount(lazy).then(() => this.log.info(`unmounted ${this.mountpoint}${lazy ? ' (lazily)' : ''}`));
     // A refused unmount leaves the daemon serving; a later attempt may try again.
-    this.shuttingDown.catch(() => (this.shuttingDown = undefined));
-    return this.shuttingDown;
+    const attempt = this.stopping;
+    attempt.catch(() => (this.stopping = undefined));
+    return attempt;
   }
 
-  private async teardown(): Promise<void> {
-    const { switcher, pidfile, mountpoint, log } = this.opts;
-    const bridge = this.bridge;
+  private get mountpoint(): string {
+    return this.opts.mounted.mountpoint;
+  }
+
+  private async teardown(why: string): Promise<void> {
+    const { switcher } = this.opts;
+    if (!this.stopping) this.log.warn(`${this.mountpoint} was unmounted from outside (${why}); shutting down`);
+    const core = switcher.bridge.core;
     try {
-      bridge.stopSweeping();
-      for (const base of [...bridge.basefds.all()]) await bridge.core.release(base.id);
+      core.stopSweeping();
+      for (const base of [...core.basefds.all()]) await core.release(base.id);
       await switcher.stopAll();
     } catch (e) {
-      log.error(`teardown: ${(e as Error).message}`);
+      this.log.error(`teardown: ${(e as Error).message}`);
     }
-    this.control?.close();
-    fs.rmSync(controlSocket(mountpoint), { force: true });
-    if (pidfile) fs.rmSync(pidfile, { force: true });
-    this.resolveDone();
+    await this.finish();
   }
 
-  /** The mount's state as one JSON document (collecting garbage first when node allows it). */
   statedump(): Record<string, unknown> {
-    const { switcher, volfile, mountpoint } = this.opts;
-    const gc = (globalThis as { gc?: () => void }).gc;
-    gc?.();
-    const mem = process.memoryUsage();
+    const { switcher, volfile, mounted } = this.opts;
     return {
-      pid: process.pid,
-      time: new Date().toISOString(),
+      ...this.commonDump(),
       volfile,
-      mountpoint,
-      memory: { rss: mem.rss, heapUsed: mem.heapUsed, afterGc: gc !== undefined },
-      ...this.bridge.dump(),
+      mountpoint: mounted.mountpoint,
+      transport: mounted.dump(),
+      ...switcher.bridge.dump(),
       graphs: switcher.graphs().map((g) => g.dump()),
     };
-  }
-
-  /** SIGUSR1: the statedump goes to a file next to the control socket (GlusterFS naming). */
-  private dumpToFile(): void {
-    const file = path.join(ensureRuntimeDir(), `xlstack.${process.pid}.dump.${Math.floor(Date.now() / 1000)}`);
-    try {
-      fs.writeFileSync(file, JSON.stringify(this.statedump(), null, 2) + '\n');
-      this.opts.log.info(`statedump written to ${file}`);
-    } catch (e) {
-      this.opts.log.error(`statedump failed: ${(e as Error).message}`);
-    }
   }
 }

@@ -1,28 +1,41 @@
 #!/usr/bin/env node
+// Before anything else: with a listener installed, SIGUSR1 no longer opens Node's inspector
+// (a root process debuggable by any local user). Daemons add their statedump on it.
+process.on('SIGUSR1', () => undefined);
 // libuv's default of 4 threads would let four slow disk calls stall every other one;
 // must be set before anything uses the pool.
 process.env.UV_THREADPOOL_SIZE ??= '16';
 
 import { VolfileError } from '../core/volfile';
+import { MountError } from '../fuse/kernel/mount';
 import { UsageError } from './args';
+import { tellParent } from './background';
 import * as commands from './commands';
+import { NoDaemonError } from './control';
 import { PreflightError } from './preflight';
 
 const USAGE = `usage:
-  xlstack mount VOLFILE MOUNTPOINT [--pidfile FILE] [--passthrough-unknown] [--log-level LEVEL]
-                                   [--busy-poll-us N]
-      serve VOLFILE on MOUNTPOINT in the foreground (logs to stderr); SIGTERM/SIGINT unmount.
-      --busy-poll-us: after each request keep polling N µs for the next (default 1000, 0: off)
-  xlstack reload MOUNTPOINT
+  xlstack mount VOLFILE MOUNTPOINT [--transport kernel|fuse-native] [--background]
+                [--pidfile FILE] [--log-file FILE] [--log-level LEVEL] [--passthrough-unknown]
+                [--entry-timeout S] [--attribute-timeout S] [--negative-timeout S]
+                [--busy-poll-us N] [-o OPTION,...]
+      serve VOLFILE on MOUNTPOINT (in the foreground, logging to stderr, unless --background);
+      SIGTERM/SIGINT unmount (a busy mount is detached and served until released).
+      --transport: kernel (default: the kernel's FUSE protocol on /dev/fuse) or fuse-native
+      --background: detach, log to --log-file (default /var/log/xlstack/MOUNTPOINT.log), and
+                    return once serving (what mount -t xlstack and fstab use)
+      -o: the same options as a comma list (mount(8) style: -o transport=kernel,log-level=debug)
+      --busy-poll-us: fuse-native only: after each request keep polling N µs for the next
+  xlstack reload MOUNTPOINT|BRICK-VOLFILE
       re-read the volfile (same as SIGHUP): options change in place, a new topology switches graphs
   xlstack unmount MOUNTPOINT [--lazy]
-      unmount cleanly (refused while busy, unless --lazy)
-  xlstack statedump MOUNTPOINT
-      print the mount's state (graphs, inodes, fds, handles) as JSON
-  xlstack brick VOLFILE [--pidfile FILE] [--log-level LEVEL]
+      unmount cleanly (refused while busy, unless --lazy: detach now, serve open files until released)
+  xlstack statedump MOUNTPOINT|BRICK-VOLFILE
+      print the daemon's state (graphs, inodes, fds, handles, nodeids, locks) as JSON
+  xlstack brick VOLFILE [--pidfile FILE] [--log-file FILE] [--log-level LEVEL]
       serve a brick: the volfile's protocol/server listens for protocol/client peers
   xlstack check VOLFILE [--passthrough-unknown]
-      check a volfile without mounting it
+      check a volfile without mounting it (the same checks a mount makes)
 `;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -45,16 +58,20 @@ async function main(argv: string[]): Promise<number> {
   return run(rest);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    if (e instanceof UsageError) {
-      process.stderr.write(`xlstack: ${e.message}\n${USAGE}`);
-      process.exit(2);
-    }
-    // Expected failures say what is wrong; anything else is a bug and shows its stack.
-    const expected = e instanceof VolfileError || e instanceof PreflightError || (e as Error)?.constructor === Error;
-    process.stderr.write(`xlstack: ${expected ? (e as Error).message : (e as Error)?.stack ?? String(e)}\n`);
-    process.exit(1);
-  },
-);
+/** Exits once everything written to stdout and stderr has reached them (a pipe may be slower than us). */
+function exitAfterFlush(code: number): void {
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+}
+
+main(process.argv.slice(2)).then(exitAfterFlush, (e: unknown) => {
+  if (e instanceof UsageError) {
+    process.stderr.write(`xlstack: ${e.message}\n${USAGE}`);
+    return exitAfterFlush(2);
+  }
+  // Expected failures say what is wrong in one line; anything else is a bug and shows its stack.
+  const expected = [VolfileError, PreflightError, MountError, NoDaemonError].some((c) => e instanceof c) || (e as Error)?.constructor === Error;
+  const text = expected ? (e as Error).message : (e as Error)?.stack ?? String(e);
+  tellParent({ error: text });
+  process.stderr.write(`xlstack: ${text}\n`);
+  exitAfterFlush(1);
+});

@@ -4,18 +4,37 @@ import * as path from 'path';
 
 export class PreflightError extends Error {}
 
-/** FUSE needs the kernel device and the fusermount helper (Debian: fuse + libfuse2). */
-export function checkFuse(devFuse = '/dev/fuse'): void {
+function hasProgram(name: string): boolean {
+  try {
+    execFileSync(name, ['-V'], { stdio: 'ignore', timeout: 5000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What a transport needs: the kernel device (both), fusermount for fuse-native (libfuse2
+ * unmounts through it) and for the kernel transport when not root (Debian: fuse3 provides
+ * fusermount3 and fusermount; fuse provides fusermount).
+ */
+export function checkFuse(transport: 'kernel' | 'fuse-native', devFuse = '/dev/fuse'): void {
   try {
     fs.accessSync(devFuse, fs.constants.R_OK | fs.constants.W_OK);
   } catch (e) {
-    throw new PreflightError(`FUSE is not available: cannot open ${devFuse} (${(e as NodeJS.ErrnoException).code}); load the fuse kernel module (modprobe fuse)`);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new PreflightError(
+      code === 'ENOENT'
+        ? `FUSE is not available: there is no ${devFuse}; load the fuse kernel module (modprobe fuse)`
+        : `FUSE is not available: no permission to open ${devFuse} (${code}): a permission problem (the device's owner and mode, or a container's device policy), not a missing module`,
+    );
   }
-  try {
-    execFileSync('fusermount', ['-V'], { stdio: 'ignore', timeout: 5000 });
-  } catch {
-    throw new PreflightError('FUSE is not available: the fusermount helper was not found; install the Debian packages fuse and libfuse2 (apt-get install fuse libfuse2)');
-  }
+  const root = process.getuid?.() === 0;
+  if (transport === 'kernel' && (root || hasProgram('fusermount3') || hasProgram('fusermount'))) return;
+  if (transport === 'fuse-native' && hasProgram('fusermount')) return;
+  throw new PreflightError(
+    `FUSE is not available: the fusermount helper was not found (${transport === 'kernel' ? 'needed when not root' : 'fuse-native unmounts through it'}); install the Debian package fuse3 (or fuse, which replaces it)`,
+  );
 }
 
 export interface MountEntry {

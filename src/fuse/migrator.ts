@@ -105,7 +105,12 @@ export class Migrator {
         what,
       );
     } catch (e) {
-      if (!(e instanceof Expired)) throw e;
+      if (!(e instanceof Expired)) {
+        // A write the old graph acknowledged failed: the handle's next request reports it.
+        base.pendingError = FopError.from(e);
+        this.log.warn(`${what} failed (${base.pendingError.code}); the handle moves on and its next request reports it`);
+        return;
+      }
       const lost = writable(base.flags);
       this.log.error(`${e.message}; the handle moves on to graph ${this.target.id}${lost ? ' and its next request fails with EIO' : ''}`);
       if (lost) base.pendingError = new FopError('EIO', `${what} got no answer: writes it held may be lost`);

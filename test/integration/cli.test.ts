@@ -10,15 +10,25 @@ const holders: ChildProcess[] = [];
 
 const tempDir = () => scratchDir('xlstack-cli-');
 
-/** A child process that keeps `file` open (and its cwd in `cwd`) until killed. */
-async function holdOpen(file: string, cwd: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['-e', `require('fs').openSync(${JSON.stringify(file)}, 'r'); console.log('held'); setInterval(() => {}, 1000);`], {
-    cwd,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+/**
+ * A child process that keeps `file` open (and its cwd in `cwd`) until killed. With
+ * `reads`, each line on its stdin makes it read the file through the fd it holds and print it.
+ */
+async function holdOpen(file: string, cwd: string, reads = false): Promise<ChildProcess> {
+  const script = `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(file)}, 'r'); console.log('held');
+    process.stdin.on('data', () => { const b = Buffer.alloc(4096); console.log(b.subarray(0, fs.readSync(fd, b, 0, 4096, 0)).toString()); });
+    setInterval(() => {}, 1000);`;
+  const child = spawn(process.execPath, ['-e', script], { cwd, stdio: [reads ? 'pipe' : 'ignore', 'pipe', 'inherit'] });
   holders.push(child);
   await within(new Promise((r) => child.stdout!.once('data', r)), 10_000);
   return child;
+}
+
+/** What a holdOpen(.., true) child reads through the fd it holds. */
+async function readHeld(child: ChildProcess): Promise<string> {
+  const line = new Promise<string>((r) => child.stdout!.once('data', (d: Buffer) => r(d.toString().trim())));
+  child.stdin!.write('read\n');
+  return (await within(line, 10_000)) as string;
 }
 
 async function stop(child: ChildProcess): Promise<void> {
@@ -100,9 +110,9 @@ describe('bad input gets a clear error and mounts nothing', () => {
     expect(fileMnt.stderr).toContain('is not a directory');
   });
 
-  test('FUSE missing (no fusermount on PATH)', async () => {
+  test('fuse-native without fusermount on PATH: refused (the kernel transport as root needs none)', async () => {
     const { mnt, vol } = setup(POSIX_VOLFILE);
-    const r = await xlstack(['mount', vol, mnt], { env: { ...process.env, PATH: '/nonexistent' } });
+    const r = await xlstack(['mount', vol, mnt, '--transport', 'fuse-native'], { env: { ...process.env, PATH: '/nonexistent' } });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('FUSE is not available: the fusermount helper was not found');
     expect(isMounted(mnt)).toBe(false);
@@ -145,14 +155,18 @@ describe('shutting down', () => {
     expect(fs.readFileSync(path.join(m.backing, 'kept'), 'utf8')).toBe('data');
   });
 
-  test('a signal while a file is open still unmounts (lazily)', async () => {
+  test('a signal while a file is open detaches the mount (umount -l) and serves the open file until it is released', async () => {
     const pidfile = path.join(tempDir(), 'pid');
     const m = await startMount({ args: ['--pidfile', pidfile] });
-    fs.writeFileSync(path.join(m.mountpoint, 'f'), 'x');
-    const holder = await holdOpen(path.join(m.mountpoint, 'f'), m.mountpoint);
+    fs.writeFileSync(path.join(m.mountpoint, 'f'), 'kept open');
+    const holder = await holdOpen(path.join(m.mountpoint, 'f'), m.mountpoint, true);
     process.kill(m.pid, 'SIGTERM');
-    await exitsCleanly(m, pidfile);
+    await waitFor(() => !isMounted(m.mountpoint), 10_000, 'the mount to be detached');
+    // The name is gone, the open file is not: the daemon still answers its reads.
+    expect(await readHeld(holder)).toBe('kept open');
+    expect(m.log()).toContain('detached; serving what is still open');
     await stop(holder);
+    await exitsCleanly(m, pidfile);
   });
 
   test('xlstack unmount: refused while busy, then clean; --lazy detaches a busy mount', async () => {
@@ -174,12 +188,14 @@ describe('shutting down', () => {
     expect(isMounted(m.mountpoint)).toBe(false);
 
     const m2 = await startMount();
-    const holder2 = await holdOpen(m2.mountpoint, m2.mountpoint);
+    fs.writeFileSync(path.join(m2.mountpoint, 'g'), 'still served');
+    const holder2 = await holdOpen(path.join(m2.mountpoint, 'g'), m2.mountpoint, true);
     const lazy = await xlstack(['unmount', '--lazy', m2.mountpoint]);
     expect(lazy.code).toBe(0);
-    expect(await within(m2.exited, 20_000)).toBe(0);
     expect(isMounted(m2.mountpoint)).toBe(false);
+    expect(await readHeld(holder2)).toBe('still served');
     await stop(holder2);
+    expect(await within(m2.exited, 20_000)).toBe(0);
   });
 
   test('unmount of something that is not mounted says so', async () => {
@@ -241,9 +257,12 @@ describe('statedump', () => {
     expect(dump.graphs.map((g: { id: number }) => g.id)).toEqual([1]);
     expect(dump.graphs[0].state).toBe('active');
     expect(dump.graphs[0].fdCount).toBeGreaterThanOrEqual(1);
-    expect(dump.graphs[0].inodes.map((i: { path: string }) => i.path)).toContain('/open');
-    const base = dump.baseFds.find((b: { path: string }) => b.path === '/open');
+    const inode = dump.graphs[0].inodes.find((i: { path: string }) => i.path === '/open');
+    expect(inode).toBeDefined();
+    const base = dump.baseFds.find((b: { gfid: string }) => b.gfid === inode.gfid);
     expect(base).toMatchObject({ graph: 1, isDir: false });
+    // The kernel's nodeid for it names a record on graph 1.
+    expect(dump.nodeids).toContainEqual(expect.objectContaining({ gfid: inode.gfid, graph: 1 }));
   });
 
   test('SIGUSR1 writes the statedump to a file and logs where', async () => {
@@ -255,7 +274,7 @@ describe('statedump', () => {
     fs.rmSync(file);
   });
 
-  test('writes reach the graph in large pieces (big_writes), not 4 KiB', async () => {
+  test('writes reach the graph in 1 MiB pieces (max_write, max_pages), not 4 KiB', async () => {
     const data = Buffer.alloc(1 << 20, 7);
     const traceHistory = async (): Promise<string[]> =>
       JSON.parse((await xlstack(['statedump', m.mountpoint])).stdout).graphs[0].xlators.find((x: { name: string }) => x.name === 'test-trace').history;
@@ -264,7 +283,7 @@ describe('statedump', () => {
     expect(await within(new Promise((r) => writer.on('exit', r)), 20_000)).toBe(0);
     const sizes = (await traceHistory()).slice(before).map((l) => /<(\d+) bytes>/.exec(l)?.[1]).filter(Boolean).map(Number);
     expect(sizes.length).toBeGreaterThan(0);
-    expect(Math.max(...sizes)).toBe(128 * 1024);
+    expect(Math.max(...sizes)).toBe(1024 * 1024);
     expect(sizes.reduce((a, b) => a + b, 0)).toBe(data.length);
   });
 });

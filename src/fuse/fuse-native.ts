@@ -1,20 +1,27 @@
-// The one module that knows fuse-native. It turns fuse-native's callback API (and its
-// quirks) into the typed, promise-based FuseOps the bridge implements, so the FUSE
-// transport can be replaced without touching the engine.
+// The portable transport: libfuse2's high-level, path-based API through fuse-native. It turns
+// fuse-native's callback API (and its quirks: no caller credentials, UTF-8 names, utimens
+// with the access time twice, .fuse_hidden renames, a thread hand-off per request) into
+// the path-based FuseOps the bridge offers. Nothing else knows fuse-native.
 import { execFile } from 'child_process';
 import { FopError } from '../core/errors';
 import type { Logger } from '../core/log';
 import { Iatt, Statfs, Timespec, nameFromUtf8, nameToUtf8 } from '../core/types';
-import type { FuseOps, TimeArg } from './bridge';
+import { Bridge, FuseOps, TimeArg } from './bridge';
+import type { MountSpec, Mounted } from './mounted';
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const Fuse = require('fuse-native');
+/** fuse-native (and libfuse2 under it), loaded on first use: the kernel transport needs neither. */
+function loadFuseNative(): new (mnt: string, handlers: object, opts: object) => { mount(cb: (err: Error | null) => void): void } {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('fuse-native');
+  } catch (e) {
+    throw new Error(`the fuse-native transport cannot load (${(e as Error).message.split('\n')[0]}); install libfuse2 (Debian: apt-get install libfuse2)`);
+  }
+}
 
-export interface MountOptions {
+interface MountOptions {
   /** Shown as the mount's source in /proc/mounts (fsname=...). */
   readonly fsname: string;
-  /** How long the kernel waits for any one request before it gets ETIMEDOUT. */
-  readonly opTimeoutMs: number;
   /** After each request, keep polling for the next one this long (µs); 0: never. */
   readonly busyPollUs: number;
   readonly log: Logger;
@@ -273,7 +280,7 @@ function withPolling<H extends Record<string, (...args: never[]) => unknown>>(hs
  * auto_unmount, nonempty) and xattr replies that respect the kernel's buffer size
  * (fuse-native would report more bytes than the buffer holds).
  */
-class XlFuse extends Fuse {
+const makeXlFuse = (Fuse: ReturnType<typeof loadFuseNative>) => class XlFuse extends Fuse {
   constructor(
     mnt: string,
     ops: FuseOps,
@@ -338,23 +345,49 @@ class XlFuse extends Fuse {
       (e) => signal(errnoOf(e), listBuf.buffer),
     );
   }
-}
+};
 
-export interface FuseMount {
-  readonly mountpoint: string;
-  /** Unmounts; `lazy` detaches even while the mount is busy. */
-  unmount(lazy: boolean): Promise<void>;
-}
+/** How long the kernel waits for any one request before failing it (libfuse's own timeout). */
+const OP_TIMEOUT_MS = 60_000;
+/** How often the mount table is read to notice an unmount from outside (libfuse says nothing). */
+const MOUNT_CHECK_MS = 2000;
 
 /** Mounts `ops` on `mountpoint`; resolves once the kernel has sent INIT. */
-export function mountFuse(mountpoint: string, ops: FuseOps, opts: MountOptions): Promise<FuseMount> {
-  const fuse = new XlFuse(mountpoint, ops, opts, { timeout: opts.opTimeoutMs });
+function mountFuse(mountpoint: string, ops: FuseOps, opts: MountOptions): Promise<void> {
+  const XlFuse = makeXlFuse(loadFuseNative());
+  const fuse = new XlFuse(mountpoint, ops, opts, { timeout: OP_TIMEOUT_MS });
   return new Promise((resolve, reject) => {
-    fuse.mount((err: Error | null) => {
-      if (err) return reject(new Error(`mounting ${mountpoint} failed: ${err.message}`));
-      resolve({ mountpoint, unmount: (lazy) => fusermountU(mountpoint, lazy) });
-    });
+    fuse.mount((err: Error | null) => (err ? reject(new Error(`mounting ${mountpoint} failed: ${err.message}`)) : resolve()));
   });
+}
+
+/**
+ * Serves a bridge core through fuse-native. libfuse does not say when its mount goes: the
+ * mount table is checked, and after a lazy unmount (whose name is gone at once) the mount
+ * ends when its last open handle is released.
+ */
+export async function mountNativeTransport(spec: MountSpec, isMounted: () => boolean): Promise<Mounted> {
+  const { mountpoint, core, log } = spec;
+  await mountFuse(mountpoint, new Bridge(core), { fsname: spec.fsname, busyPollUs: spec.busyPollUs, log });
+  let detached = false;
+  const ended = new Promise<string>((resolve) => {
+    const check = setInterval(() => {
+      if (!detached && isMounted()) return;
+      if (detached && core.basefds.size > 0) return;
+      clearInterval(check);
+      resolve(detached ? 'detached, and its last open file released' : 'unmounted');
+    }, MOUNT_CHECK_MS);
+  });
+  return {
+    transport: 'fuse-native',
+    mountpoint,
+    ended,
+    unmount: async (lazy) => {
+      await fusermountU(mountpoint, lazy);
+      detached = lazy;
+    },
+    dump: () => ({ transport: 'fuse-native' }),
+  };
 }
 
 /** `fusermount -u` (or `-uz`): the mount's own daemon notices and stops serving. */
