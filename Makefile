@@ -1,16 +1,29 @@
 # The README's two commands: `make mount` (mount the default volfile) and `make test`.
-# Both install what is missing first (Debian packages, npm packages, the build). Run as root.
+# Both install what is missing first (Debian packages, npm packages, the build, and the
+# `xlstack` and `mount.xlstack` commands). Run as root.
 VOLFILE ?= volfiles/default.vol
 MOUNTPOINT ?= /mnt/xlstack
+PREFIX ?= /usr/local
+NODE := $(shell command -v node)
 
-.PHONY: mount test bench build deps
+.PHONY: mount test conformance bench build deps install
 
-mount: build
+mount: install
 	mkdir -p $(MOUNTPOINT)
 	node dist/src/cli/main.js mount $(VOLFILE) $(MOUNTPOINT)
 
-test: build
+test: install
 	npx jest
+
+# pjdfstest (POSIX conformance) on a local posix volfile, with each transport.
+conformance: install
+	test/conformance/run.sh
+
+# `xlstack` on the PATH, and the helper that lets mount(8) and /etc/fstab mount volfiles.
+install: build
+	ln -sf $(CURDIR)/dist/src/cli/main.js $(PREFIX)/bin/xlstack
+	sed -e 's|@NODE@|$(NODE)|' -e 's|@XLSTACK@|$(CURDIR)/dist/src/cli/main.js|' bin/mount.xlstack.in >/sbin/mount.xlstack.new
+	chmod 755 /sbin/mount.xlstack.new && mv /sbin/mount.xlstack.new /sbin/mount.xlstack
 
 bench: build
 	@command -v fio >/dev/null && command -v bindfs >/dev/null || (apt-get update && apt-get install -y fio bindfs)
@@ -22,9 +35,13 @@ build: deps build/Release/posix_sys.node build/Release/fuse_dev.node
 build/Release/posix_sys.node build/Release/fuse_dev.node &: xlators/storage/posix/sys.c src/fuse/kernel/dev.c binding.gyp
 	npm run build:native
 
-# fuse + libfuse2: FUSE itself; attr: getfattr/setfattr, which the tests use.
+# The kernel transport needs only /dev/fuse as root. fuse-native needs libfuse2 and a
+# fusermount: Debian's fuse3 and fuse both provide one and replace each other, so whichever
+# is installed is used, and fuse3 is installed only when neither is. attr: getfattr/setfattr
+# for the tests.
 deps: node_modules/.package-lock.json
-	@dpkg -s fuse libfuse2 attr >/dev/null 2>&1 || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y fuse libfuse2 attr)
+	@dpkg -s libfuse2 attr >/dev/null 2>&1 || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libfuse2 attr)
+	@dpkg -s fuse3 >/dev/null 2>&1 || dpkg -s fuse >/dev/null 2>&1 || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y fuse3)
 
 node_modules/.package-lock.json: package.json package-lock.json binding.gyp
 	npm ci

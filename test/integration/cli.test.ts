@@ -3,7 +3,7 @@
 import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { POSIX_VOLFILE, TestMount, isMounted, startMount, waitFor, within, xlstack } from '../helpers/mount';
+import { CLI as CLI_PATH, POSIX_VOLFILE, TestMount, isMounted, startMount, waitFor, within, xlstack } from '../helpers/mount';
 import { cleanupScratch, scratchDir } from '../helpers/scratch';
 
 const holders: ChildProcess[] = [];
@@ -229,6 +229,58 @@ describe('shutting down', () => {
     const again = await startMount({ mountpoint: m.mountpoint });
     expect(again.mountpoint).toBe(m.mountpoint);
     await again.unmount();
+  });
+});
+
+describe('a mount started from a terminal', () => {
+  // A pty stands in for the terminal: python's pty.fork runs the daemon as the session leader
+  // with the pty as its controlling terminal and its stderr; closing the master hangs it up.
+  const PTY_HOST = `
+import os, pty, sys, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+print(pid, flush=True)
+seen = b''
+while b'serving ' not in seen:
+    r, _, _ = select.select([fd], [], [], 20)
+    if not r: sys.exit(3)
+    seen += os.read(fd, 4096)
+os.close(fd)
+print('hung up', flush=True)
+`;
+
+  test('keeps serving when the terminal goes away (the hang-up and the dead terminal kill nothing)', async () => {
+    const d = tempDir();
+    const mnt = path.join(d, 'mnt');
+    fs.mkdirSync(mnt);
+    fs.mkdirSync(path.join(d, 'back'));
+    const vol = path.join(d, 't.vol');
+    fs.writeFileSync(vol, POSIX_VOLFILE.replace(/@BACKING@/g, path.join(d, 'back')));
+    const host = spawn('python3', ['-c', PTY_HOST, process.execPath, CLI_PATH, 'mount', vol, mnt], { stdio: ['ignore', 'pipe', 'inherit'] });
+    holders.push(host);
+    let out = '';
+    host.stdout!.setEncoding('utf8').on('data', (x: string) => (out += x));
+    await waitFor(() => out.includes('hung up') || host.exitCode !== null, 30_000, 'the pty host to start the daemon and hang up');
+    expect(out).toContain('hung up');
+    const pid = Number(out.split('\n')[0]);
+    try {
+      // The hang-up reached it (a reload of an unchanged volfile), and its log lines now go to a dead terminal.
+      const reload = await xlstack(['reload', mnt]);
+      expect(reload.stdout).toContain('unchanged');
+      fs.writeFileSync(path.join(mnt, 'after'), 'still serving');
+      expect(fs.readFileSync(path.join(d, 'back', 'after'), 'utf8')).toBe('still serving');
+      expect(process.kill(pid, 0)).toBe(true);
+      expect((await xlstack(['unmount', mnt])).code).toBe(0);
+      await waitFor(() => !isMounted(mnt), 10_000, 'the unmount');
+    } finally {
+      if (isMounted(mnt)) spawnSync('umount', ['-l', mnt]);
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
   });
 });
 
