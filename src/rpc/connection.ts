@@ -46,6 +46,8 @@ export class Connection {
   private readonly backoff: Backoff;
   private failures = 0;
   private lastFailure?: string;
+  /** The last refusal logged as an error (a refusal repeating between unreachable spells is not news). */
+  private lastRefusal?: string;
   private lastWaitMs?: number;
 
   constructor(private readonly o: ConnectionOptions) {
@@ -150,6 +152,7 @@ export class Connection {
     this.epochs++;
     this.peer = peer;
     this.lastFailure = undefined;
+    this.lastRefusal = undefined;
     this.o.log.info(`connected to ${this.o.target} (connection ${this.epochs})`);
     this.ping(peer);
     this.setUp(true);
@@ -160,12 +163,12 @@ export class Connection {
   private failed(e: Error): void {
     this.failures++;
     const reason = e.message;
-    const again = reason === this.lastFailure;
     this.lastFailure = reason;
     if (!(e instanceof Refused)) return this.o.log.debug(`connecting to ${this.o.target}: ${reason}`);
     const line = `${this.o.target} refused this client: ${reason}`;
-    if (again) this.o.log.debug(line);
-    else this.o.log.error(line);
+    if (reason === this.lastRefusal) return this.o.log.debug(line);
+    this.lastRefusal = reason;
+    this.o.log.error(line);
   }
 
   /** A connection whose pings go unanswered for ping-timeout is dead. */
