@@ -94,7 +94,8 @@ const CALLER = { uid: 0, gid: 0, groups: [], pid: 4242 };
 function wrongArg(rng: FuzzRng, kind: ArgKind): unknown {
   // Typed by ArgKind: a kind added to the wire without wrong values here does not compile.
   const wrong: Record<ArgKind, unknown[]> = {
-    loc: [5, 'x', null, [], Buffer.from('loc'), { gfid: ROOT_GFID }, { path: 1 }, { path: '/', gfid: 7 }, { path: '/', name: null }],
+    // (path is optional: a loc of a GFID alone is a right one)
+    loc: [5, 'x', null, [], Buffer.from('loc'), { gfid: ROOT_GFID, name: 'not a byte string: \u0101' }, { path: 1 }, { path: '/', gfid: 7 }, { path: '/', name: null }],
     fd: ['1', 1.5, null, {}, [], true, Buffer.from('1')],
     newfd: [1, null, {}, { flags: 'rw' }, { flags: 1.5 }, { flags: null }],
     num: ['1', null, {}, [], true, Buffer.from('1')],
@@ -366,6 +367,22 @@ const SCENARIOS: Record<string, Scenario> = {
     if (!c.closed && pong?.kind !== Kind.PONG) stats.wrongAnswers.push(`after an unsolicited frame of kind ${kind}, a PING got ${JSON.stringify(pong)}`);
     if (c.unsolicited.length) stats.wrongAnswers.push(`an unsolicited frame of kind ${kind} was answered: ${JSON.stringify(c.unsolicited)}`);
     await finish(c, 0);
+  },
+  async cancels(rng, port, stats) {
+    // CANCELs of requests that never were (or are long done): ignored once welcomed, the end of a connection before.
+    const early = rng.next() < 0.3;
+    const c = await connect(port, stats, 'cancels', early ? /^a cancel before the handshake$/ : /^closed by the peer$/);
+    if (!early) {
+      await c.hello('brick-posix', 3000);
+      stats.frames++;
+    }
+    for (let i = rng.range(1, 5); i > 0; i--) frames(c, stats, encodeFrame(Kind.CANCEL, rng.int(2 ** 32), rng.json()));
+    if (!early) {
+      const pong = await c.call(Kind.PING, null, 3000);
+      stats.frames++;
+      if (pong?.kind !== Kind.PONG) stats.wrongAnswers.push(`after CANCELs of nothing, a PING got ${JSON.stringify(pong)}`);
+    }
+    await finish(c, early ? 2000 : 0);
   },
   async secondHello(rng, port, stats) {
     const c = await connect(port, stats, 'secondHello', /^refused: a second handshake$/);
