@@ -7,8 +7,14 @@ import { v4 as uuidv4 } from 'uuid';
 import type { Fd } from '../../src/core/fd';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
-import { Caller, Iatt, RENAME_NOREPLACE, ROOT_CALLER } from '../../src/core/types';
-import { cleanupGraphs, errCode, startGraph, tempDir } from '../helpers/graphs';
+import { buildGraph } from '../../src/core/builder';
+import { XlEvent } from '../../src/core/events';
+import { Logger } from '../../src/core/log';
+import { Registry, TranslatorDef, defineTranslator } from '../../src/core/registry';
+import { Caller, DirentPlus, Iatt, RENAME_NOREPLACE, ROOT_CALLER, ROOT_GFID } from '../../src/core/types';
+import { parseVolfile } from '../../src/core/volfile';
+import { Xlator } from '../../src/core/xlator';
+import { cleanupGraphs, errCode, startGraph, tempDir, within } from '../helpers/graphs';
 
 const { O_RDONLY, O_WRONLY, O_RDWR, O_TRUNC, O_NOATIME, S_IFIFO, S_IFCHR, S_IFBLK, R_OK, W_OK } = fs.constants;
 const NOBODY: Caller = { uid: 65534, gid: 65534, groups: [], pid: 1 };
@@ -319,5 +325,55 @@ describe('access-control: extended attributes and locks', () => {
     expect(await errCode(g.top.lk(frame(NOBODY), ro, 'set', lock('read'), 'posix'))).not.toBe('EBADF');
     await wo.unref();
     await ro.unref();
+  });
+});
+
+describe('access-control: readdirp', () => {
+  /** A directory of mode `mode` owned by root, listing one entry with its attributes. */
+  class Listing extends Xlator {
+    constructor(
+      init: ConstructorParameters<typeof Xlator>[0],
+      private readonly mode: number,
+    ) {
+      super(init);
+    }
+    override notify(event: XlEvent, from?: Xlator): void {
+      if (event === XlEvent.PARENT_UP) this.up(XlEvent.CHILD_UP);
+      else super.notify(event, from);
+    }
+    private attrs(gfid: string, mode: number): Iatt {
+      const t = { sec: 1, nsec: 0 };
+      return { gfid, ino: 1, mode, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 42, blksize: 4096, blocks: 1, atime: t, mtime: t, ctime: t };
+    }
+    override async fstat(): Promise<Iatt> {
+      return this.attrs(ROOT_GFID, fs.constants.S_IFDIR | this.mode);
+    }
+    override async readdirp(): Promise<DirentPlus[]> {
+      return [{ name: 'f', offset: 1, ino: 7, type: fs.constants.S_IFREG, iatt: this.attrs('77777777-7777-4777-8777-777777777777', fs.constants.S_IFREG | 0o600) }];
+    }
+  }
+
+  async function listAs(mode: number, who: Caller): Promise<DirentPlus[]> {
+    const registry = new Registry();
+    registry.register(defineTranslator({ type: 'test/listing', description: 'one entry', options: {}, subvolumes: { min: 0, max: 0 }, create: (init) => new Listing(init, mode) }) as unknown as TranslatorDef);
+    const text = 'volume l\n    type test/listing\nend-volume\nvolume acl\n    type features/access-control\n    subvolumes l\nend-volume\n';
+    const lg = buildGraph(parseVolfile(text, 'acl.vol'), { id: 50 + mode, registry, log: Logger.create('error') });
+    expect(await within(lg.start(5000))).toBe('up');
+    try {
+      const fd = lg.newFd(lg.itable.root, O_RDONLY, true);
+      const entries = await lg.top.readdirp(lg.frame('readdirp', who), fd, 4096, 0);
+      await fd.unref();
+      return entries;
+    } finally {
+      await within(lg.stop(5000));
+    }
+  }
+
+  test("entries' attributes need search permission on the directory, as stat(2) would; the names need only read", async () => {
+    const readOnly = await listAs(0o744, NOBODY);
+    expect(readOnly.map((e) => [e.name, e.iatt])).toEqual([['f', undefined]]);
+    const searchable = await listAs(0o755, NOBODY);
+    expect(searchable[0].iatt?.size).toBe(42);
+    expect((await listAs(0o700, ROOT))[0].iatt?.size).toBe(42);
   });
 });

@@ -1,6 +1,7 @@
 import { constants } from 'fs';
 import {
   Caller,
+  DirentPlus,
   ErrnoCode,
   Fd,
   Flock,
@@ -246,6 +247,13 @@ export class AccessControl extends Xlator {
   override async opendir(frame: Frame, loc: Loc, fd: Fd): Promise<void> {
     if (!isRoot(frame.caller)) this.need(frame, await this.attrs(frame, loc), R, locName(loc));
     return this.wind('opendir', frame, loc, fd);
+  }
+
+  /** Listing needs read permission (at opendir); the entries' attributes need search permission too, as stat(2) would. */
+  override async readdirp(frame: Frame, fd: Fd, size: number, offset: number): Promise<DirentPlus[]> {
+    const entries = await this.wind('readdirp', frame, fd, size, offset);
+    if (isRoot(frame.caller) || permits(await this.children[0].fstat(frame, fd), frame.caller, X)) return entries;
+    return entries.map(({ iatt: _hidden, ...e }) => e);
   }
 
   override async access(frame: Frame, loc: Loc, mask: number): Promise<void> {
