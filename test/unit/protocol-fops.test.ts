@@ -394,7 +394,7 @@ describe('names are byte strings', () => {
     expect(await g.top.listxattr(fr(g, 'listxattr'), { path: '/x', inode: target, gfid: target.gfid })).toEqual([`user.${HIGH}`, 'user.plain']);
   });
 
-  test('a name, target, xattr name or lock owner that is not a byte string is EINVAL and reaches nothing', async () => {
+  test('a name, target, xattr name or lock owner that is not a byte string, or a caller id of (uid_t)-1, is EINVAL and reaches nothing', async () => {
     const b = await recBrick();
     const raw = await RawConn.open(b.port);
     expect(await raw.hello('rec')).toEqual({ ok: true });
@@ -408,6 +408,10 @@ describe('names are byte strings', () => {
     expect(bad.map(outcome)).toEqual(['EINVAL', 'EINVAL', 'EINVAL', 'EINVAL']);
     const f = await raw.call(Kind.REQUEST, { op: 'lookup', caller: ROOT_CALLER, lkOwner: 'owner\u0100', args: [{ path: '/', gfid: ROOT_GFID }] });
     expect(outcome(f?.body as never)).toBe('EINVAL');
+    // (uid_t)-1 is "leave unchanged" to chown(2): no caller may be it.
+    const minusOne = await raw.request('lookup', [{ path: '/', gfid: ROOT_GFID }], 5000, { uid: -1, gid: 0, groups: [], pid: 1 });
+    const maxId = await raw.request('lookup', [{ path: '/', gfid: ROOT_GFID }], 5000, { uid: 0, gid: 0xffffffff, groups: [], pid: 1 });
+    expect([outcome(minusOne), outcome(maxId)]).toEqual(['EINVAL', 'EINVAL']);
     expect(b.rec.calls.length).toBe(before);
     // The same requests with byte strings go through.
     expect(outcome(await raw.request('lookup', [{ path: '/x', parent: ROOT_GFID, name: '\xe9' }]))).toBe('OK');
