@@ -18,6 +18,11 @@ export interface OptionSpec<T> {
   readonly reconfigurable: boolean;
   /** Throws an Error whose message says what is wrong with the value. */
   parse(raw: string, ctx: OptionContext): T;
+  /**
+   * Set for a family of options, whose schema key has one `*` (GlusterFS's
+   * `auth.login.*.password`): adds the member whose name `*` stood for to the family's value.
+   */
+  member?(value: T, name: string, raw: string, ctx: OptionContext): T;
 }
 
 export type OptionSchema = Readonly<Record<string, OptionSpec<unknown>>>;
@@ -111,6 +116,20 @@ export const opt = {
     if (raw === '') throw new Error('an empty path');
     return path.resolve(ctx.baseDir, raw);
   }),
+  /**
+   * A family of options, declared under a key with one `*`: every option whose key matches
+   * (`*` standing for a non-empty name) is parsed by `each`; the value maps each name to its
+   * value (empty when none is given).
+   */
+  family: <V>(o: Omit<Common, 'default'> & { each: OptionSpec<V> }): OptionSpec<ReadonlyMap<string, V>> => ({
+    type: `family of ${o.each.type}`,
+    description: o.description,
+    default: '',
+    aliases: [],
+    reconfigurable: o.reconfigurable ?? true,
+    parse: () => new Map(),
+    member: (value, name, raw, ctx) => new Map(value).set(name, o.each.parse(raw, ctx)),
+  }),
   /** A comma-separated list of fop names, e.g. "open,read,write". */
   fops: kind<ReadonlySet<FopName>>('fops', (raw) => {
     const names = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
@@ -135,6 +154,24 @@ export interface RawOption {
 export interface OptionProblem {
   readonly line: number;
   readonly message: string;
+}
+
+const familyPattern = (key: string): RegExp =>
+  new RegExp('^' + key.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('(.+)') + '$');
+
+/** The family of options (schema key and what `*` stood for) that `key` belongs to, if any. */
+function familyOf(schema: OptionSchema, key: string): { readonly family: string; readonly name: string } | undefined {
+  for (const [family, spec] of Object.entries(schema)) {
+    if (!spec.member) continue;
+    const m = familyPattern(family).exec(key);
+    if (m) return { family, name: m[1] };
+  }
+  return undefined;
+}
+
+/** Whether a schema takes an option of this key (by name, alias or family). */
+export function knowsOption(schema: OptionSchema, key: string): boolean {
+  return Object.entries(schema).some(([k, spec]) => k === key || spec.aliases.includes(key)) || familyOf(schema, key) !== undefined;
 }
 
 export interface ParsedOptions<S extends OptionSchema> {
@@ -164,6 +201,22 @@ export function parseOptions<S extends OptionSchema>(
   const seen = new Map<string, number>();
   for (const o of given) {
     const key = byName.get(o.key);
+    const member = key === undefined ? familyOf(schema, o.key) : undefined;
+    if (member) {
+      const prev = seen.get(o.key);
+      if (prev !== undefined) {
+        problems.push({ line: o.line, message: `option '${o.key}' is already set on line ${prev}` });
+        continue;
+      }
+      seen.set(o.key, o.line);
+      const spec = schema[member.family];
+      try {
+        values[member.family] = spec.member!(values[member.family] ?? spec.parse('', ctx), member.name, o.value, ctx);
+      } catch (e) {
+        problems.push({ line: o.line, message: `bad value for option '${o.key}': ${(e as Error).message}` });
+      }
+      continue;
+    }
     if (key === undefined) {
       if (ctx.tolerateUnknown) ignored.push(o);
       else problems.push({ line: o.line, message: unknownOption(o.key, ctx.type, schema) });

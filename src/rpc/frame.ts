@@ -14,7 +14,8 @@
 // too large, truncated, of another version or malformed is a FrameError: the connection
 // that sent it is closed with that reason.
 
-export const VERSION = 1;
+/** 2: the server challenges every connection (CHALLENGE), requests carry lock owners and can be cancelled. */
+export const VERSION = 2;
 /** Largest frame: a 16 MiB payload and room for its header. */
 export const MAX_FRAME = 16 * 1024 * 1024 + 64 * 1024;
 const PREFIX = 4;
@@ -25,14 +26,18 @@ export enum Kind {
   REQUEST = 1,
   /** server -> client: { ok, value } or { ok: false, errno, message } */
   REPLY = 2,
-  /** client -> server, first frame: { version, volume, client } */
+  /** client -> server, once the challenge came: { version, volume, client, login? } */
   HELLO = 3,
-  /** server -> client: { ok } or { ok: false, reason } */
+  /** server -> client: { ok, proof? } or { ok: false, reason } */
   WELCOME = 4,
   PING = 5,
   PONG = 6,
   /** client -> server: the client is leaving; release what it holds. */
   BYE = 7,
+  /** server -> client, the first frame of every connection: { nonce } (fresh for each one). */
+  CHALLENGE = 8,
+  /** client -> server: the caller of request `id` gave up (interrupted); no answer. */
+  CANCEL = 9,
 }
 
 const KINDS = new Set<number>(Object.values(Kind).filter((v): v is number => typeof v === 'number'));

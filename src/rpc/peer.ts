@@ -25,6 +25,12 @@ interface Waiting {
   readonly timer?: NodeJS.Timeout;
 }
 
+/** A call on its way: its id (to cancel it by) and its answer. */
+export interface Call {
+  readonly id: number;
+  readonly answer: Promise<unknown>;
+}
+
 /**
  * One connection between a client and a server: frames both ways, calls matched to their
  * answers by id. A malformed frame, a socket error or a close ends it, once, with a reason
@@ -35,6 +41,9 @@ export class Peer {
   private readonly waiting = new Map<number, Waiting>();
   private nextId = 1;
   private ended?: string;
+  private endedWith!: (reason: string) => void;
+  /** Settles with the reason once the connection has ended. */
+  readonly whenClosed = new Promise<string>((r) => (this.endedWith = r));
   readonly address: string;
 
   constructor(
@@ -56,16 +65,24 @@ export class Peer {
     return this.ended;
   }
 
-  /** Sends a frame and waits (at most `timeoutMs`) for its answer's body. */
-  call(kind: Kind.REQUEST | Kind.HELLO | Kind.PING, body: unknown, timeoutMs: number): Promise<unknown> {
-    if (this.ended) return Promise.reject(new Disconnected(this.ended));
+  /** Sends a frame and waits (at most `timeoutMs`; undefined: as long as the connection lives) for its answer's body. */
+  call(kind: Kind.REQUEST | Kind.HELLO | Kind.PING, body: unknown, timeoutMs: number | undefined): Promise<unknown> {
+    return this.start(kind, body, timeoutMs).answer;
+  }
+
+  /** Like call, and says the id the frame went with (a CANCEL names it). */
+  start(kind: Kind.REQUEST | Kind.HELLO | Kind.PING, body: unknown, timeoutMs: number | undefined): Call {
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        reject(new CallTimeout(`no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
+    if (this.ended) return { id, answer: Promise.reject(new Disconnected(this.ended)) };
+    const answer = new Promise((resolve, reject) => {
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.waiting.delete(id);
+              reject(new CallTimeout(`no answer within ${timeoutMs} ms`));
+            }, timeoutMs);
       this.waiting.set(id, { kind: ANSWER[kind]!, resolve, reject, timer });
       try {
         this.send(kind, id, body);
@@ -75,6 +92,7 @@ export class Peer {
         reject(e);
       }
     });
+    return { id, answer };
   }
 
   send(kind: Kind, id: number, body: unknown): void {
@@ -93,6 +111,7 @@ export class Peer {
       this.waiting.delete(id);
       w.reject(new Disconnected(reason));
     }
+    this.endedWith(reason);
     this.opts.onClose?.(this, reason);
   }
 

@@ -3,7 +3,8 @@
 // the frames. Objects (inodes, fds, frames) never travel: GFIDs, names, fd numbers and
 // caller ids do.
 import type { FopName } from '../core/fops';
-import type { Caller, Flock, Gfid, SetAttr, Timespec } from '../core/types';
+import { Caller, Flock, Gfid, SetAttr, Timespec, isByteString } from '../core/types';
+import type { Login } from './auth';
 
 /** A Loc on the wire: GFIDs and names only (the server finds its own inodes). */
 export interface WireLoc {
@@ -23,10 +24,11 @@ export const MAX_IO = 16 * 1024 * 1024;
 
 /**
  * loc: a WireLoc; fd: the number of an fd the server opened for this client; newfd: a
- * WireNewFd; num, str, buf, bool: values of that type; size: a byte count up to MAX_IO;
- * attr: a SetAttr; lock: a Flock.
+ * WireNewFd; num, buf, bool: values of that type; name: a byte string (a symlink target,
+ * an xattr name); size: a byte count up to MAX_IO; attr: a SetAttr; lock: a Flock;
+ * lockcmd, lockkind, whence: one of lk's commands and kinds, seek's 'data' or 'hole'.
  */
-export type ArgKind = 'loc' | 'fd' | 'newfd' | 'num' | 'size' | 'str' | 'buf' | 'bool' | 'attr' | 'lock';
+export type ArgKind = 'loc' | 'fd' | 'newfd' | 'num' | 'size' | 'name' | 'buf' | 'bool' | 'attr' | 'lock' | 'lockcmd' | 'lockkind' | 'whence';
 
 /** Arguments of every fop after its frame; `resend`: harmless if it reaches the server twice. */
 export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKind[]; readonly resend: boolean }>> = {
@@ -39,7 +41,7 @@ export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKin
   mkdir: { args: ['loc', 'num'], resend: false },
   unlink: { args: ['loc'], resend: false },
   rmdir: { args: ['loc'], resend: false },
-  symlink: { args: ['str', 'loc'], resend: false },
+  symlink: { args: ['name', 'loc'], resend: false },
   rename: { args: ['loc', 'loc', 'num'], resend: false },
   link: { args: ['loc', 'loc'], resend: false },
   truncate: { args: ['loc', 'num'], resend: true },
@@ -58,14 +60,15 @@ export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKin
   statfs: { args: ['loc'], resend: true },
   setattr: { args: ['loc', 'attr'], resend: true },
   fsetattr: { args: ['fd', 'attr'], resend: true },
-  getxattr: { args: ['loc', 'str'], resend: true },
-  setxattr: { args: ['loc', 'str', 'buf', 'num'], resend: false },
+  getxattr: { args: ['loc', 'name'], resend: true },
+  setxattr: { args: ['loc', 'name', 'buf', 'num'], resend: false },
   listxattr: { args: ['loc'], resend: true },
-  removexattr: { args: ['loc', 'str'], resend: false },
+  removexattr: { args: ['loc', 'name'], resend: false },
   // A server that lost the connection dropped the locks with the fds: never taken again blindly.
-  lk: { args: ['fd', 'str', 'lock', 'str'], resend: false },
+  // A blocking lock ('wait') waits for its answer as long as the connection lives.
+  lk: { args: ['fd', 'lockcmd', 'lock', 'lockkind'], resend: false },
   fallocate: { args: ['fd', 'num', 'num', 'num'], resend: true },
-  seek: { args: ['fd', 'num', 'str'], resend: true },
+  seek: { args: ['fd', 'num', 'whence'], resend: true },
 };
 
 /** Not a fop: the client is done with an fd (its last reference went). */
@@ -74,10 +77,19 @@ export const RELEASE = 'release';
 export interface Request {
   readonly op: FopName | typeof RELEASE;
   readonly caller: Caller;
+  /** The caller's lock owner (frame.lkOwner); the server prefixes it with the client's identity. */
+  readonly lkOwner?: string;
   readonly args: readonly unknown[];
 }
 
+/** The longest lock owner a request may carry (the kernel's are 64-bit numbers). */
+export const MAX_LK_OWNER = 128;
+
 export type Reply = { readonly ok: true; readonly value?: unknown; readonly fd?: number } | { readonly ok: false; readonly errno: string; readonly message?: string };
+
+export interface Challenge {
+  readonly nonce: string;
+}
 
 export interface Hello {
   readonly version: number;
@@ -85,20 +97,29 @@ export interface Hello {
   readonly volume: string;
   /** Who is asking (for logs and statedumps). */
   readonly client: string;
+  /** Its answer to the challenge, when it has credentials (username, password). */
+  readonly login?: Login;
 }
 
-export type Welcome = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+/** `proof`: the server's answer over the same exchange, when the client logged in. */
+export type Welcome = { readonly ok: true; readonly proof?: string } | { readonly ok: false; readonly reason: string };
 
 // --- checks of what a peer sent (the server trusts nothing) --------------------------------
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Buffer.isBuffer(v);
 const optStr = (v: unknown) => v === undefined || typeof v === 'string';
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
+/** A uid or gid: (uid_t)-1 means "unchanged" to chown(2), so it is nobody's id. */
+const isId = (v: unknown): v is number => isInt(v) && v >= 0 && v < 0xffffffff;
+/** NGROUPS_MAX on Linux. */
+const MAX_GROUPS = 65536;
 const isTime = (v: unknown): v is Timespec | 'now' =>
   v === 'now' || (isObj(v) && isInt(v.sec) && isInt(v.nsec) && (v.nsec as number) >= 0 && (v.nsec as number) < 1e9);
 
+const isName = (v: unknown): v is string => typeof v === 'string' && isByteString(v);
+
 export function isWireLoc(v: unknown): v is WireLoc {
-  return isObj(v) && optStr(v.path) && optStr(v.gfid) && optStr(v.parent) && optStr(v.name);
+  return isObj(v) && optStr(v.path) && optStr(v.gfid) && optStr(v.parent) && (v.name === undefined || isName(v.name));
 }
 
 function isSetAttr(v: unknown): v is SetAttr {
@@ -117,18 +138,23 @@ const CHECK: Record<ArgKind, (v: unknown) => boolean> = {
   newfd: (v) => isObj(v) && isInt(v.flags),
   num: (v) => typeof v === 'number' && Number.isFinite(v),
   size: (v) => isInt(v) && v >= 0 && v <= MAX_IO,
-  str: (v) => typeof v === 'string',
+  name: isName,
   buf: (v) => Buffer.isBuffer(v),
   bool: (v) => typeof v === 'boolean',
   attr: isSetAttr,
   lock: isFlock,
+  lockcmd: (v) => v === 'get' || v === 'set' || v === 'wait',
+  lockkind: (v) => v === 'posix' || v === 'flock',
+  whence: (v) => v === 'data' || v === 'hole',
 };
 
 /** Why a request does not match its fop's arguments, or undefined if it does. */
 export function checkRequest(req: unknown): string | undefined {
   if (!isObj(req) || typeof req.op !== 'string' || !Array.isArray(req.args)) return 'not a request';
   const c = req.caller;
-  if (!isObj(c) || !isInt(c.uid) || !isInt(c.gid) || !isInt(c.pid) || !Array.isArray(c.groups) || !c.groups.every(isInt)) return 'bad caller';
+  if (!isObj(c) || !isId(c.uid) || !isId(c.gid) || !isInt(c.pid) || !Array.isArray(c.groups) || !c.groups.every(isId) || c.groups.length > MAX_GROUPS) return 'bad caller';
+  const o = req.lkOwner;
+  if (o !== undefined && !(isName(o) && o.length <= MAX_LK_OWNER)) return 'bad lock owner';
   const args = req.args as unknown[];
   if (req.op === RELEASE) return args.length === 1 && isInt(args[0]) ? undefined : 'bad release';
   const wire = Object.prototype.hasOwnProperty.call(FOP_WIRE, req.op) ? FOP_WIRE[req.op as FopName] : undefined;

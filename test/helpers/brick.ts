@@ -15,7 +15,18 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** A brick volfile: storage/posix over `dir`, served on `port` as volume `brick-posix`. */
+/** The login the test bricks admit (a test password: nothing secret). */
+export const TEST_USER = 'xlstack-test';
+export const TEST_PASSWORD = 'test-only-password';
+
+/** protocol/server options that let TEST_USER log in to `volume`. */
+export const serverLogin = (volume: string, user = TEST_USER, password = TEST_PASSWORD) =>
+  `    option auth.login.${volume}.allow ${user}\n    option auth.login.${user}.password ${password}\n`;
+
+/** protocol/client options that log in as TEST_USER. */
+export const clientLogin = (user = TEST_USER, password = TEST_PASSWORD) => `    option username ${user}\n    option password ${password}\n`;
+
+/** A brick volfile: storage/posix over `dir`, served on `port` as volume `brick-posix` to TEST_USER. */
 export const brickVolfile = (dir: string, port: number, serverOptions = '') => `volume brick-posix
     type storage/posix
     option directory ${dir}
@@ -24,16 +35,16 @@ end-volume
 volume brick-server
     type protocol/server
     option listen-port ${port}
-${serverOptions}    subvolumes brick-posix
+${serverLogin('brick-posix')}${serverOptions}    subvolumes brick-posix
 end-volume
 `;
 
-/** A client volfile for a brick on `port` (tight timeouts: tests must not wait long), `extra` volumes on top. */
+/** A client volfile for a brick on `port`, logged in as TEST_USER (tight timeouts: tests must not wait long), `extra` volumes on top. */
 export const clientVolfile = (port: number, extra = '') => `volume remote
     type protocol/client
     option remote-port ${port}
     option remote-subvolume brick-posix
-    option ping-timeout 2
+${clientLogin()}    option ping-timeout 2
     option frame-timeout 20
 end-volume
 ${extra}`;

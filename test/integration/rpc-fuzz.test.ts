@@ -94,16 +94,20 @@ const CALLER = { uid: 0, gid: 0, groups: [], pid: 4242 };
 function wrongArg(rng: FuzzRng, kind: ArgKind): unknown {
   // Typed by ArgKind: a kind added to the wire without wrong values here does not compile.
   const wrong: Record<ArgKind, unknown[]> = {
-    loc: [5, 'x', null, [], Buffer.from('loc'), { gfid: ROOT_GFID }, { path: 1 }, { path: '/', gfid: 7 }, { path: '/', name: null }],
+    // (path is optional: a loc of a GFID alone is a right one)
+    loc: [5, 'x', null, [], Buffer.from('loc'), { gfid: ROOT_GFID, name: 'not a byte string: \u0101' }, { path: 1 }, { path: '/', gfid: 7 }, { path: '/', name: null }],
     fd: ['1', 1.5, null, {}, [], true, Buffer.from('1')],
     newfd: [1, null, {}, { flags: 'rw' }, { flags: 1.5 }, { flags: null }],
     num: ['1', null, {}, [], true, Buffer.from('1')],
     size: [-1, 1.5, MAX_IO + 1, 2 ** 40, '1', null, Buffer.from('1')],
-    str: [1, null, {}, [], true, Buffer.from('str')],
+    name: [1, null, {}, [], true, Buffer.from('str'), 'not a byte string: \u0100', '🚀'],
     buf: ['data', [1, 2, 3], null, 1, { data: [1, 2] }, { type: 'Buffer', data: [1, 2] }],
     bool: [0, 1, 'true', null, {}],
     attr: [null, 'x', 5, { mode: 'x' }, { uid: 1.5 }, { atime: { sec: 1, nsec: 1e9 } }, { mtime: 'yesterday' }, { gid: null }],
     lock: [null, 'x', { type: 'read' }, { type: 'shared', start: 0, end: 1, pid: 1 }, { type: 'write', start: 0.5, end: 1, pid: 1 }, { type: 'unlock', start: 0, end: '1', pid: 1 }],
+    lockcmd: ['', 'setlkw', 'GET', 1, null, {}],
+    lockkind: ['', 'fcntl', 'POSIX', 0, null],
+    whence: ['', 'end', 'SEEK_DATA', 3, null],
   };
   return rng.pick(wrong[kind]);
 }
@@ -119,8 +123,14 @@ function someArg(rng: FuzzRng, kind: ArgKind, fds: number[]): unknown {
       return { flags: rng.pick([O_RDONLY, O_RDWR]) };
     case 'num':
       return rng.pick([0, 1, 4096, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 40, -1, 1.5]);
-    case 'str':
-      return rng.pick(['user.fuzz', 'trusted.gfid', '', 'target']);
+    case 'name':
+      return rng.pick(['user.fuzz', 'trusted.gfid', '', 'target', '\xff\xfe bytes']);
+    case 'lockcmd':
+      return rng.pick(['get', 'set', 'wait']);
+    case 'lockkind':
+      return rng.pick(['posix', 'flock']);
+    case 'whence':
+      return rng.pick(['data', 'hole']);
     case 'buf':
       return rng.bytes(rng.int(2048));
     case 'size':
@@ -281,12 +291,12 @@ const SCENARIOS: Record<string, Scenario> = {
   },
   async wrongVersion(rng, port, stats) {
     const c = await connect(port, stats, 'wrongVersion', /^bad frame: protocol version \d+/);
-    frames(c, stats, rawFrame({ version: rng.pick([0, 2, 3, 255]), kind: rng.pick([Kind.HELLO, Kind.REQUEST]), header: JSON.stringify(HELLO()) }));
+    frames(c, stats, rawFrame({ version: rng.pick([0, VERSION - 1, VERSION + 1, 255]), kind: rng.pick([Kind.HELLO, Kind.REQUEST]), header: JSON.stringify(HELLO()) }));
     await finish(c, 2000);
   },
   async unknownKind(rng, port, stats) {
     const c = await connect(port, stats, 'unknownKind', /^bad frame: unknown frame kind \d+/);
-    frames(c, stats, rawFrame({ kind: rng.pick([0, 8, 9, 100, 255]), header: JSON.stringify(HELLO()) }));
+    frames(c, stats, rawFrame({ kind: rng.pick([0, 10, 11, 100, 255]), header: JSON.stringify(HELLO()) }));
     await finish(c, 2000);
   },
   async badHeader(rng, port, stats) {
@@ -320,7 +330,7 @@ const SCENARIOS: Record<string, Scenario> = {
   },
   async helloWrongVersion(rng, port, stats) {
     const c = await connect(port, stats, 'helloWrongVersion', /^refused: protocol version /);
-    const version = rng.pick([0, 2, '1', null, 1.0001, [1]]);
+    const version = rng.pick([0, VERSION - 1, VERSION + 1, String(VERSION), null, VERSION + 0.0001, [VERSION]]);
     const w = await c.hello('brick-posix', 3000, version);
     stats.frames++;
     if (!w || w.ok !== false) stats.wrongAnswers.push(`HELLO of version ${JSON.stringify(version)}: ${JSON.stringify(w)}`);
@@ -357,6 +367,22 @@ const SCENARIOS: Record<string, Scenario> = {
     if (!c.closed && pong?.kind !== Kind.PONG) stats.wrongAnswers.push(`after an unsolicited frame of kind ${kind}, a PING got ${JSON.stringify(pong)}`);
     if (c.unsolicited.length) stats.wrongAnswers.push(`an unsolicited frame of kind ${kind} was answered: ${JSON.stringify(c.unsolicited)}`);
     await finish(c, 0);
+  },
+  async cancels(rng, port, stats) {
+    // CANCELs of requests that never were (or are long done): ignored once welcomed, the end of a connection before.
+    const early = rng.next() < 0.3;
+    const c = await connect(port, stats, 'cancels', early ? /^a cancel before the handshake$/ : /^closed by the peer$/);
+    if (!early) {
+      await c.hello('brick-posix', 3000);
+      stats.frames++;
+    }
+    for (let i = rng.range(1, 5); i > 0; i--) frames(c, stats, encodeFrame(Kind.CANCEL, rng.int(2 ** 32), rng.json()));
+    if (!early) {
+      const pong = await c.call(Kind.PING, null, 3000);
+      stats.frames++;
+      if (pong?.kind !== Kind.PONG) stats.wrongAnswers.push(`after CANCELs of nothing, a PING got ${JSON.stringify(pong)}`);
+    }
+    await finish(c, early ? 2000 : 0);
   },
   async secondHello(rng, port, stats) {
     const c = await connect(port, stats, 'secondHello', /^refused: a second handshake$/);
@@ -415,7 +441,7 @@ const SCENARIOS: Record<string, Scenario> = {
   async pipelined(rng, port, stats) {
     // Several good frames and then a bad one, all in one write.
     const c = await connect(port, stats, 'pipelined', /^bad frame: /);
-    const parts = [encodeFrame(Kind.HELLO, 1, HELLO())];
+    const parts = [encodeFrame(Kind.HELLO, 1, await c.helloBody())];
     for (let i = rng.range(1, 20); i > 0; i--) parts.push(encodeFrame(Kind.PING, 100 + i, null), encodeFrame(Kind.REQUEST, 200 + i, { op: 'statfs', caller: CALLER, args: [{ path: '/', gfid: ROOT_GFID }] }));
     parts.push(rawFrame({ kind: 99 }));
     frames(c, stats, Buffer.concat(parts), parts.length);

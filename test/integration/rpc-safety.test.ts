@@ -12,7 +12,7 @@ import { Kind } from '../../src/rpc/frame';
 import type { Reply } from '../../src/rpc/wire';
 import { sys } from '../../xlators/storage/posix/sys';
 import { TestBrick, brickVolfile, clientVolfile, startBrick } from '../helpers/brick';
-import { isMounted, xlstack } from '../helpers/mount';
+import { isMounted, waitFor, xlstack } from '../helpers/mount';
 import { ROOT_GFID, RawConn, closeRawConns, outcome } from '../helpers/raw-peer';
 import { cleanupScratch, pidAlive as alive, scratchDir, track } from '../helpers/scratch';
 
@@ -534,21 +534,27 @@ describe("no request can reach outside the brick's directory, whatever path or G
   });
 
   test('a fifo a client made is never opened by the brick (open or truncate by its GFID)', async () => {
-    // A reader blocked opening the fifo wakes up the moment anyone opens it for writing:
-    // so whether the brick opened it is seen from outside.
+    // A reader blocked opening the fifo wakes up the moment anyone opens it for writing (and
+    // a brick opening it for reading would block: no reply). The reader also echoes the marks
+    // the test sends it: after every fop was answered, a mark, then the test opens the fifo
+    // itself. The reader's lines in that order show nobody opened it before the test did.
     const fifo = uuidv4();
     expect(outcome(await req('mknod', [loc(ROOT_GFID, 'fifo', fifo), S_IFIFO | 0o666, 0]))).toBe('OK');
     const nul = uuidv4();
     expect(outcome(await req('mknod', [loc(ROOT_GFID, 'null', nul), S_IFCHR | 0o666, (1 << 8) | 3]))).toBe('OK');
-    const reader = spawn(process.execPath, ['-e', `require('fs').openSync(${JSON.stringify(path.join(storage, 'fifo'))}, 'r'); process.stdout.write('opened')`], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    track(reader);
+    const fifoPath = path.join(storage, 'fifo');
+    const script = `
+      require('fs').open(${JSON.stringify(fifoPath)}, 'r', (e) => { process.stdout.write(e ? 'error ' + e.code + '\\n' : 'opened\\n'); process.exit(0); });
+      process.stdin.setEncoding('utf8').on('data', (d) => process.stdout.write('mark ' + d));
+      process.stdout.write('ready\\n');
+    `;
+    const reader = track(spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] }));
     let out = '';
     reader.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const lines = () => out.split('\n').filter(Boolean);
+    let writer: number | undefined;
     try {
-      await new Promise((r) => setTimeout(r, 500));
-      expect(out).toBe(''); // blocked, waiting for a writer
+      await waitFor(() => lines().length > 0, 10_000, 'the fifo reader to start');
 
       const opens: Record<string, string> = {};
       for (const [what, g] of [
@@ -567,13 +573,31 @@ describe("no request can reach outside the brick's directory, whatever path or G
         'null open O_WRONLY': 'ENXIO',
         'null open O_RDWR': 'ENXIO',
       });
-      await new Promise((r) => setTimeout(r, 300));
-      expect({ afterOpen: out }).toEqual({ afterOpen: '' });
-
       const truncated = outcome(await req('truncate', [byGfid(fifo), 0]));
-      await new Promise((r) => setTimeout(r, 500));
-      expect({ truncate: REFUSALS.includes(truncated) ? 'refused' : truncated, brickOpenedTheFifo: out === 'opened' }).toEqual({ truncate: 'refused', brickOpenedTheFifo: false });
+      expect(REFUSALS.includes(truncated) ? 'refused' : truncated).toBe('refused');
+
+      // Every fop above was answered: whatever the brick opened, it opened before this mark.
+      reader.stdin!.write('answered\n');
+      await waitFor(() => lines().length >= 2, 10_000, 'the reader to echo the mark');
+      // Now the test opens the fifo for writing (once the reader waits in open: ENXIO before that).
+      await waitFor(
+        () => {
+          if (lines().includes('opened')) return true; // someone else did already: the order below tells
+          try {
+            writer = fs.openSync(fifoPath, O_WRONLY | fs.constants.O_NONBLOCK);
+            return true;
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'ENXIO') throw e;
+            return false;
+          }
+        },
+        10_000,
+        'the reader to wait in open',
+      );
+      await waitFor(() => lines().length >= 3, 10_000, 'the reader to open the fifo');
+      expect(lines()).toEqual(['ready', 'mark answered', 'opened']);
     } finally {
+      if (writer !== undefined) fs.closeSync(writer);
       reader.kill('SIGKILL');
     }
     expectOutsideUntouched();

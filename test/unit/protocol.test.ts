@@ -12,15 +12,18 @@ import { filter, firstValueFrom, throwError, timeout } from 'rxjs';
 import { buildGraph } from '../../src/core/builder';
 import type { Graph, TopStatus } from '../../src/core/graph';
 import { Logger } from '../../src/core/log';
-import { Registry } from '../../src/core/registry';
+import { Registry, TranslatorDef, defineTranslator } from '../../src/core/registry';
 import { ROOT_CALLER as CALLER, ROOT_GFID } from '../../src/core/types';
 import { parseVolfile } from '../../src/core/volfile';
 import { Bridge } from '../../src/fuse/bridge';
+import { login, loginKey } from '../../src/rpc/auth';
+import { Backoff } from '../../src/rpc/backoff';
 import { Frame as WireFrame, FrameReader, Kind, VERSION, encodeFrame } from '../../src/rpc/frame';
-import type { Reply, Welcome } from '../../src/rpc/wire';
+import type { Challenge, Reply, Welcome } from '../../src/rpc/wire';
 import { Gate } from '../../xlators/debug/gate';
+import clientDef, { Client as ClientXlator } from '../../xlators/protocol/client';
 import { sys } from '../../xlators/storage/posix/sys';
-import { freePort } from '../helpers/brick';
+import { TEST_PASSWORD, TEST_USER, clientLogin, freePort, serverLogin } from '../helpers/brick';
 import { cleanupGraphs, errCode, tempDir, within, writeFile } from '../helpers/graphs';
 import { waitFor as until } from '../helpers/mount';
 
@@ -35,14 +38,20 @@ const brickGraphs: Graph[] = [];
 const gates: Gate[] = [];
 const cleanups: (() => void)[] = [];
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function build(text: string, logs: string[]): Graph {
+function build(text: string, logs: string[], registry = new Registry()): Graph {
   return buildGraph(parseVolfile(text, 'protocol-test.vol'), {
     id: nextId++,
-    registry: new Registry(),
+    registry,
     log: Logger.create('info', (l) => logs.push(l)),
   });
+}
+
+/** A registry whose protocol/client retries every 10 ms while its brick is away (no backoff to wait out). */
+function fastReconnect(): Registry {
+  const r = new Registry();
+  const def = defineTranslator({ ...clientDef, create: (init) => new ClientXlator(init, { backoff: new Backoff({ initialMs: 10, maxMs: 10, jitter: 0 }) }) });
+  r.register(def as unknown as TranslatorDef);
+  return r;
 }
 
 /** Resolves when the graph's top reports `want` (at once if it already does). */
@@ -53,17 +62,6 @@ function status(g: Graph, want: TopStatus, ms = 5000): Promise<TopStatus> {
       timeout({ first: ms, with: () => throwError(() => new Error(`graph ${g.id} did not report '${want}' within ${ms} ms (it says '${g.status$.value}')`)) }),
     ),
   );
-}
-
-/** Whether a promise has settled yet (after letting pending callbacks run). */
-async function settled(p: Promise<unknown>): Promise<boolean> {
-  let done = false;
-  p.then(
-    () => (done = true),
-    () => (done = true),
-  );
-  await sleep(20);
-  return done;
 }
 
 /** 'OK' or the code a fop failed with, plus its message and how long it took. */
@@ -98,7 +96,7 @@ end-volume
 volume brick-server
     type protocol/server
     option listen-port ${port}
-${serverOptions}    subvolumes gate
+${serverLogin('gate')}${serverOptions}    subvolumes gate
 end-volume
 `;
 
@@ -129,7 +127,19 @@ async function restartBrick(b: Brick): Promise<Brick> {
   return startBrick(b.dir, b.port, b.serverOptions);
 }
 
-const serverDump = (b: Brick) => b.graph.xlators.get('brick-server')!.dump() as { clients: { name?: string; fds: number; inFlight: number }[] };
+interface ServerDump {
+  clients: { name?: string; user?: string; fds: number; inFlight: number }[];
+  draining: boolean;
+  inFlight: number;
+  notTaken: number;
+}
+const serverDump = (b: Brick) => b.graph.xlators.get('brick-server')!.dump() as unknown as ServerDump;
+
+/** The brick is shutting down and waiting for `n` request(s) in flight (its graph not down yet). */
+async function drainingWith(b: Brick, n: number): Promise<void> {
+  await until(() => serverDump(b).draining && serverDump(b).inFlight === n, 5000, `the brick to drain with ${n} request(s) in flight`);
+  expect(b.graph.state).toBe('stopping');
+}
 const opens = (b: Brick, op = 'open') => b.gate.calls.get(op) ?? 0;
 
 interface Client {
@@ -139,13 +149,17 @@ interface Client {
   /** Every status the client graph's top reported, from 'unknown' on. */
   readonly statuses: TopStatus[];
   readonly started: TopStatus;
-  dump(): { connected: boolean; epoch: number };
+  dump(): { connected: boolean; epoch: number; waiting: number; failedAttempts: number; lastBackoffMs?: number };
 }
 
 interface ClientOptions {
   readonly ping?: number;
   readonly frame?: number;
   readonly subvolume?: string;
+  /** protocol/client options replacing the test login. */
+  readonly login?: string;
+  /** Retry every 10 ms while the brick is away. */
+  readonly fastReconnect?: boolean;
 }
 
 async function startClient(port: number, o: ClientOptions = {}): Promise<Client> {
@@ -156,18 +170,19 @@ async function startClient(port: number, o: ClientOptions = {}): Promise<Client>
     option remote-host 127.0.0.1
     option remote-port ${port}
     option remote-subvolume ${o.subvolume ?? 'gate'}
-    option ping-timeout ${o.ping ?? 2}
+${o.login ?? clientLogin()}    option ping-timeout ${o.ping ?? 2}
     option frame-timeout ${o.frame ?? 10}
 end-volume
 `,
     logs,
+    o.fastReconnect ? fastReconnect() : undefined,
   );
   clientGraphs.push(graph);
   const statuses: TopStatus[] = [];
   graph.status$.subscribe((s) => statuses.push(s));
   const started = await within(graph.start(3000));
   const bridge = new Bridge(graph, Logger.create('error', (l) => logs.push(l)));
-  const dump = () => graph.xlators.get('remote')!.dump() as { connected: boolean; epoch: number };
+  const dump = () => graph.xlators.get('remote')!.dump() as unknown as ReturnType<Client['dump']>;
   return { graph, bridge, logs, statuses, started, dump };
 }
 
@@ -192,6 +207,9 @@ class Raw {
   private id = 1;
   isClosed = false;
   readonly closed: Promise<void>;
+  private challenged!: (nonce: string) => void;
+  /** The nonce of the server's challenge, the first frame it sends. */
+  readonly challenge = new Promise<string>((r) => (this.challenged = r));
 
   private constructor(readonly socket: net.Socket) {
     this.closed = new Promise((r) =>
@@ -204,7 +222,10 @@ class Raw {
     socket.on('error', () => undefined);
     socket.on('data', (d: Buffer) => {
       try {
-        this.queue.push(...this.reader.push(d));
+        for (const f of this.reader.push(d)) {
+          if (f.kind === Kind.CHALLENGE) this.challenged((f.body as Challenge).nonce);
+          else this.queue.push(f);
+        }
       } catch {
         socket.destroy();
       }
@@ -248,8 +269,11 @@ class Raw {
     return f;
   }
 
-  async hello(volume = 'gate', version = VERSION): Promise<Welcome> {
-    const f = await this.call(Kind.HELLO, { version, volume, client: 'raw-test' });
+  /** A HELLO answering this connection's challenge with the test login (`user`: null for none). */
+  async hello(volume = 'gate', version = VERSION, user: string | null = TEST_USER, password = TEST_PASSWORD): Promise<Welcome> {
+    const nonce = await within(this.challenge, 3000);
+    const answer = user === null ? undefined : login(await loginKey(user, password), user, volume, nonce).login;
+    const f = await this.call(Kind.HELLO, { version, volume, client: 'raw-test', login: answer });
     expect(f.kind).toBe(Kind.WELCOME);
     return f.body as Welcome;
   }
@@ -266,13 +290,14 @@ class Raw {
   }
 }
 
-/** A server that answers HELLO and then ignores everything (pings included). */
+/** A server that challenges, welcomes any HELLO (it checks no login) and then ignores everything (pings included). */
 async function deafServer(): Promise<{ port: number; hellos: () => number; requests: () => number }> {
   let hellos = 0;
   let requests = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((s) => {
     sockets.add(s);
+    s.write(encodeFrame(Kind.CHALLENGE, 0, { nonce: 'n'.repeat(32) }));
     const reader = new FrameReader();
     s.on('error', () => undefined);
     s.on('close', () => sockets.delete(s));
@@ -734,15 +759,17 @@ describe('protocol: frame-timeout', () => {
 
   test('a fop that waits for the connection and then for a reopen still fails within frame-timeout', async () => {
     const b = await newBrick();
-    const c = await connectClient(b.port, { frame: 2 });
+    const c = await connectClient(b.port, { frame: 2, fastReconnect: true });
     await put(c, '/f', 'x');
     const fh = await c.bridge.open('/f', O_RDONLY);
     await stopBrick(b);
     await status(c.graph, 'down');
     const read = outcome(c.bridge.read('/f', fh, 1, 0), 10_000);
-    // The brick comes back well within frame-timeout, but never answers the reopen.
-    await sleep(600);
+    // The read waits for the connection first...
+    await until(() => c.dump().waiting === 1, 3000, 'the read to wait for a connection');
+    // ...the brick comes back well within frame-timeout, but never answers the reopen.
     const back = await startBrick(b.dir, b.port, '', '    option hold open:before\n');
+    await until(() => back.gate.holds.length === 1, 3000, 'the reopen to reach the brick');
     const r = await read;
     expect(back.gate.calls.get('open')).toBe(1);
     expect(r.code).toBe('ENOTCONN');
@@ -786,8 +813,7 @@ describe('protocol: frame-timeout', () => {
     const read = c.bridge.read('/f', fh, 5, 6);
     // Never sent anywhere yet, so even an unsafe fop may go when the brick is back.
     const mkdir = c.bridge.mkdir('/d', 0o755);
-    expect(await settled(read)).toBe(false);
-    expect(await settled(mkdir)).toBe(false);
+    await until(() => c.dump().waiting === 2, 3000, 'both fops to wait for a connection');
     b = await startBrick(b.dir, b.port);
     expect((await within(read, 10_000)).toString()).toBe('here');
     await within(mkdir, 10_000);
@@ -802,7 +828,7 @@ describe('protocol: frame-timeout', () => {
 describe('protocol: ping-timeout', () => {
   test('a server that stops answering is declared dead after ping-timeout; fops fail after frame-timeout', async () => {
     const deaf = await deafServer();
-    const c = await connectClient(deaf.port, { ping: 0.3, frame: 1 });
+    const c = await connectClient(deaf.port, { ping: 0.3, frame: 1, login: '' });
     const upAt = Date.now();
     await status(c.graph, 'down', 5000);
     const downAfter = Date.now() - upAt;
@@ -888,8 +914,8 @@ describe("protocol: the server frees a client's state", () => {
     const fh = await c.bridge.open('/f', O_RDONLY);
     expect(b.graph.fds.size).toBe(1);
     // The network fails under the client (no goodbye): its socket is reachable only inside it.
-    const remote = c.graph.xlators.get('remote') as unknown as { peer?: { socket: net.Socket } };
-    remote.peer!.socket.destroy();
+    const remote = c.graph.xlators.get('remote') as unknown as { conn: { current?: { socket: net.Socket } } };
+    remote.conn.current!.socket.destroy();
     await status(c.graph, 'down');
     await until(() => b.graph.fds.size === 0, 3000, "the brick to release the dead connection's fds");
     await status(c.graph, 'up');
@@ -942,7 +968,7 @@ describe('protocol: graceful brick shutdown', () => {
     await within(held.reached, 5000);
     const t = Date.now();
     const stopping = b.graph.stop(10_000);
-    expect(await settled(stopping)).toBe(false); // it waits for the request in flight
+    await drainingWith(b, 1); // it waits for the request in flight
     held.release();
     await within(stopping, 5000);
     expect(Date.now() - t).toBeLessThan(4000); // not the 5 s drain limit: the request finished
@@ -962,7 +988,7 @@ describe('protocol: graceful brick shutdown', () => {
     const mkdir = outcome(c.bridge.mkdir('/d', 0o755));
     await within(held.reached, 5000);
     const stopping = b.graph.stop(10_000);
-    expect(await settled(stopping)).toBe(false);
+    await drainingWith(b, 1);
     held.release();
     await within(stopping, 5000);
     expect((await mkdir).code).toBe('OK');
@@ -978,9 +1004,9 @@ describe('protocol: graceful brick shutdown', () => {
     const first = c.bridge.read('/f', fh, 2, 0);
     await within(held.reached, 5000);
     const stopping = b.graph.stop(10_000);
-    expect(await settled(stopping)).toBe(false);
+    await drainingWith(b, 1);
     const second = c.bridge.read('/f', fh, 2, 8);
-    expect(await settled(second)).toBe(false);
+    await until(() => serverDump(b).notTaken === 1, 3000, 'the draining brick to leave the second read unanswered');
     held.release();
     await within(stopping, 5000);
     const old = b;
@@ -1040,7 +1066,7 @@ describe('protocol: requests too large for one frame', () => {
       (async () => {
         const brick = g(${JSON.stringify(brickText(dir, port, ''))}, 1);
         if ((await brick.start(5000)) !== 'up') throw new Error('brick not up');
-        const client = g(${JSON.stringify(`volume remote\n type protocol/client\n option remote-port ${port}\n option remote-subvolume gate\n option frame-timeout 3\nend-volume\n`)}, 2);
+        const client = g(${JSON.stringify(`volume remote\n type protocol/client\n option remote-port ${port}\n option remote-subvolume gate\n${clientLogin()} option frame-timeout 3\nend-volume\n`)}, 2);
         if ((await client.start(5000)) !== 'up') throw new Error('client not up');
         const b = new Bridge(client, log);
         const fh = await b.create('/big', 0o644, fs.constants.O_RDWR);

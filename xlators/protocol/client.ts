@@ -1,18 +1,13 @@
 import { constants } from 'fs';
-import * as net from 'net';
 import * as os from 'os';
-import { FopError, isErrnoCode } from '../../src/core/errors';
-import { XlEvent } from '../../src/core/events';
-import { Fd, reopenFlags } from '../../src/core/fd';
-import type { FopName, Loc } from '../../src/core/fops';
-import type { Frame } from '../../src/core/frame';
-import { OptionValues, opt } from '../../src/core/options';
-import { defineTranslator } from '../../src/core/registry';
-import { ROOT_CALLER } from '../../src/core/types';
-import { Xlator } from '../../src/core/xlator';
+import { Fd, FdContext, FopError, FopName, Frame, Loc, ROOT_CALLER, Xlator, XlEvent, defineTranslator, isErrnoCode, opt, reopenFlags, withDeadline } from '../../src/core/index';
+import type { Caller, OptionValues, XlatorInit } from '../../src/core/index';
+import { isNonce, login, loginKey, proofMatches, serverProof } from '../../src/rpc/auth';
+import { Connection, ConnectionOptions, Refused } from '../../src/rpc/connection';
 import { FrameError, Kind, VERSION } from '../../src/rpc/frame';
 import { CallTimeout, Disconnected, Peer } from '../../src/rpc/peer';
-import { ArgKind, FOP_WIRE, RELEASE, Reply, Welcome, WireLoc } from '../../src/rpc/wire';
+import { TlsMaterial, dial, loadTls } from '../../src/rpc/transport';
+import { ArgKind, Challenge, FOP_WIRE, Hello, RELEASE, Reply, Welcome, WireLoc } from '../../src/rpc/wire';
 
 const options = {
   'remote-host': opt.string({ description: 'the brick to connect to', default: '127.0.0.1', reconfigurable: false }),
@@ -20,12 +15,16 @@ const options = {
   'remote-subvolume': opt.string({ description: 'the volume the brick serves (the subvolume of its protocol/server)', reconfigurable: false }),
   'ping-timeout': opt.time({ description: 'a connection whose pings go unanswered this long is declared dead (CHILD_DOWN)', default: '42', min: 0.05 }),
   'frame-timeout': opt.time({ description: 'a fop that gets no answer this long, reconnections included, fails with ENOTCONN', default: '30', min: 0.05 }),
+  username: opt.string({ description: "the login the brick knows this client by (its auth.login.<volume>.allow)", reconfigurable: false }),
+  password: opt.string({ description: "that login's password (auth.login.<user>.password on the brick); it never travels", reconfigurable: false }),
+  'transport.socket.ssl-enabled': opt.bool({ description: 'talk to the brick over mutual TLS', default: 'off', aliases: ['ssl-enabled', 'client.ssl'], reconfigurable: false }),
+  'transport.socket.ssl-own-cert': opt.path({ description: "this client's certificate (PEM)", default: '/etc/ssl/glusterfs.pem', aliases: ['ssl.own-cert', 'ssl-own-cert'], reconfigurable: false }),
+  'transport.socket.ssl-private-key': opt.path({ description: "this client's private key (PEM)", default: '/etc/ssl/glusterfs.key', aliases: ['ssl.private-key', 'ssl-private-key'], reconfigurable: false }),
+  'transport.socket.ssl-ca-list': opt.path({ description: "the CA certificates the brick's certificate must chain to (PEM)", default: '/etc/ssl/glusterfs.ca', aliases: ['ssl.ca-list', 'ssl-ca-list'], reconfigurable: false }),
 };
 
 type Options = OptionValues<typeof options>;
 
-const BACKOFF_MIN_MS = 50;
-const BACKOFF_MAX_MS = 2000;
 const RELEASE_TIMEOUT_MS = 2000;
 
 /** What the client keeps for each fd it opened on the server. */
@@ -33,158 +32,119 @@ interface FdCtx {
   /** The server's number for it, valid on the connection of `epoch`. */
   remote: number;
   epoch: number;
+  /** Who opened it: a reopen on a new connection runs with the same credentials. */
+  caller: Caller;
   /** OPEN -> REOPENING -> OPEN: fops on an fd being reopened wait for this. */
   reopening?: Promise<number>;
 }
 
+/** What tests may replace in a client's connection: its backoff and how it waits. */
+export type ConnectionDeps = Pick<ConnectionOptions, 'backoff' | 'sleep'>;
+
 const ms = (seconds: number) => Math.round(seconds * 1000);
-const sleep = (t: number) => new Promise<void>((r) => setTimeout(r, t).unref());
+const appending = (fd: Fd) => (fd.flags & constants.O_APPEND) !== 0;
 
 /**
- * protocol/client: the far side of a protocol/server, as a leaf of the client's graph. It
- * keeps one connection, pings it, and reconnects with backoff (CHILD_DOWN while it is away,
- * CHILD_UP when back). Each connection is an epoch: an fd opened under an older one is
- * reopened by GFID on its next use, once, while its other fops wait. A fop whose connection
- * breaks is sent again on the next one when that is harmless (reads, stats, lookups, writes
- * at explicit offsets...), else fails with ENOTCONN; no fop waits longer than frame-timeout.
+ * protocol/client: the far side of a protocol/server, as a leaf of the client's graph. Its
+ * Connection dials (over TLS if asked), answers the brick's challenge with the login, pings,
+ * and reconnects with jittered backoff (CHILD_DOWN while the brick is away, CHILD_UP when
+ * back). Each connection is an epoch: an fd opened under an older one is reopened by GFID on
+ * its next use, once, with its opener's credentials, while its other fops wait. A fop whose
+ * connection breaks is sent again on the next one when that is harmless (reads, stats,
+ * lookups, writes at explicit offsets...), else fails with ENOTCONN; no fop waits longer than
+ * frame-timeout, except a blocking lock, which waits while its connection lives (an
+ * interrupt cancels it on the brick).
  */
 export class Client extends Xlator<Options> {
-  private peer?: Peer;
-  private epoch = 0;
-  private isUp?: boolean;
-  private stopped = false;
-  private waiters: (() => void)[] = [];
-  private loop?: Promise<void>;
+  private conn?: Connection;
+  private key?: Buffer;
+  private tls?: TlsMaterial;
+  private readonly fds = new FdContext<FdCtx>(this);
   private readonly me = `${os.hostname()}:${process.pid}`;
+
+  constructor(
+    init: XlatorInit<Options>,
+    private readonly deps: ConnectionDeps = {},
+  ) {
+    super(init);
+  }
 
   private get target(): string {
     return `${this.options['remote-host']}:${this.options['remote-port']}/${this.options['remote-subvolume']}`;
   }
 
+  private get connection(): Connection {
+    return (this.conn ??= new Connection({
+      log: this.log,
+      target: this.target,
+      dial: () => this.dial(),
+      pingTimeoutMs: () => ms(this.options['ping-timeout']),
+      onChange: (up) => this.up(up ? XlEvent.CHILD_UP : XlEvent.CHILD_DOWN),
+      ...this.deps,
+    }));
+  }
+
   override async init(): Promise<void> {
-    if (!this.options['remote-subvolume']) throw new Error(`option 'remote-subvolume' is required`);
+    const o = this.options;
+    if (!o['remote-subvolume']) throw new Error(`option 'remote-subvolume' is required`);
+    if ((o.username === undefined) !== (o.password === undefined)) throw new Error(`options 'username' and 'password' go together`);
+    if (o.username !== undefined) this.key = await loginKey(o.username, o.password!);
+    if (o['transport.socket.ssl-enabled']) {
+      this.tls = loadTls({ ownCert: o['transport.socket.ssl-own-cert'], privateKey: o['transport.socket.ssl-private-key'], caList: o['transport.socket.ssl-ca-list'] });
+    }
   }
 
   override notify(event: XlEvent, from?: Xlator): void {
     if (event !== XlEvent.PARENT_UP) return super.notify(event, from);
-    this.loop ??= this.connectLoop();
+    this.connection.start();
   }
 
   /** The graph goes down: its fds were released; say goodbye and stop reconnecting. */
   protected override async drain(): Promise<void> {
-    await this.stop();
+    await this.conn?.stop();
   }
 
   override async fini(): Promise<void> {
-    await this.stop();
+    await this.conn?.stop();
   }
 
   override dump(): Record<string, unknown> {
-    return { target: this.target, connected: !!this.peer && !this.peer.closed, epoch: this.epoch, waiting: this.waiters.length };
+    return { target: this.target, tls: !!this.tls, login: this.options.username, ...this.connection.dump() };
   }
 
-  private async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    const peer = this.peer;
-    if (peer && !peer.closed) {
-      try {
-        peer.send(Kind.BYE, 0, null);
-      } catch {
-        // gone already
-      }
-      peer.socket.end();
-      peer.close('goodbye');
-    }
-    this.wake();
-    await this.loop;
-  }
+  // --- the handshake ---------------------------------------------------------------------
 
-  // --- the connection -----------------------------------------------------------------
-
-  private async connectLoop(): Promise<void> {
-    let backoff = BACKOFF_MIN_MS;
-    while (!this.stopped) {
-      try {
-        const closed = await this.connect();
-        backoff = BACKOFF_MIN_MS;
-        await closed;
-      } catch (e) {
-        this.log.debug(`connecting to ${this.target}: ${(e as Error).message}`);
-      }
-      if (this.stopped) break;
-      this.setUp(false);
-      await sleep(backoff);
-      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
-    }
-  }
-
-  /** Connects and shakes hands; resolves to a promise that settles when the connection ends. */
-  private async connect(): Promise<Promise<void>> {
+  /** Connects, waits for the brick's challenge, and says HELLO with the login it answers it with. */
+  private async dial(): Promise<Peer> {
     const timeout = ms(this.options['ping-timeout']);
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect({ host: this.options['remote-host'], port: this.options['remote-port'] });
-      const timer = setTimeout(() => s.destroy(new Error(`no connection within ${timeout} ms`)), timeout);
-      s.once('connect', () => (clearTimeout(timer), resolve(s)));
-      s.once('error', (e) => (clearTimeout(timer), reject(e)));
+    const socket = await dial({ host: this.options['remote-host'], port: this.options['remote-port'], tls: this.tls, timeoutMs: timeout });
+    let challenged!: (c: unknown) => void;
+    const challenge = new Promise<unknown>((r) => (challenged = r));
+    let handshaking = true;
+    const peer = new Peer(socket, {
+      log: this.log,
+      onFrame: (p, f) => (handshaking && f.kind === Kind.CHALLENGE ? challenged(f.body) : p.close(`unexpected frame kind ${f.kind}`)),
     });
-    let ended!: () => void;
-    const closed = new Promise<void>((r) => (ended = r));
-    const peer = new Peer(socket, { log: this.log, onFrame: (p, f) => p.close(`unexpected frame kind ${f.kind}`), onClose: () => ended() });
-    const welcome = (await peer.call(Kind.HELLO, { version: VERSION, volume: this.options['remote-subvolume'], client: this.me }, timeout)) as Welcome;
-    if (!welcome?.ok) {
-      const reason = welcome?.reason ?? 'no welcome';
-      this.log.error(`${this.target} refused this client: ${reason}`);
-      peer.close(`refused: ${reason}`);
-      throw new Error(reason);
+    try {
+      const closed = peer.whenClosed.then((why) => Promise.reject(new Error(`the connection ended before the handshake: ${why}`)));
+      const c = (await withDeadline(Promise.race([challenge, closed]), timeout, `the challenge of ${this.target}`)) as Partial<Challenge> | null;
+      handshaking = false;
+      if (!isNonce(c?.nonce)) throw new Error('the brick sent a malformed challenge');
+      const volume = this.options['remote-subvolume']!;
+      const user = this.options.username;
+      const answer = this.key && user !== undefined ? login(this.key, user, volume, c.nonce) : undefined;
+      const hello: Hello = { version: VERSION, volume, client: this.me, login: answer?.login };
+      const welcome = (await peer.call(Kind.HELLO, hello, timeout)) as Welcome | null;
+      if (!welcome?.ok) throw new Refused(welcome?.reason ?? 'no welcome');
+      // The brick proves it knows the password too: a look-alike cannot collect this client's data.
+      if (answer && !proofMatches(serverProof(this.key!, answer.exchange), welcome.proof)) {
+        throw new Refused('authentication failed: the brick did not prove it knows the password (is it set up with auth.login?)');
+      }
+      return peer;
+    } catch (e) {
+      peer.close(e instanceof Refused ? `refused: ${(e as Error).message}` : (e as Error).message);
+      throw e;
     }
-    if (this.stopped) {
-      peer.close('the client is stopping');
-      return closed;
-    }
-    this.epoch++;
-    this.peer = peer;
-    this.log.info(`connected to ${this.target} (connection ${this.epoch})`);
-    this.ping(peer);
-    this.setUp(true);
-    this.wake();
-    return closed;
-  }
-
-  /** A connection whose pings go unanswered for ping-timeout is dead. */
-  private ping(peer: Peer): void {
-    const timeout = ms(this.options['ping-timeout']);
-    const every = Math.min(1000, timeout / 2);
-    const timer = setInterval(() => {
-      if (peer.closed) return clearInterval(timer);
-      peer.call(Kind.PING, null, timeout).catch((e) => {
-        if (e instanceof CallTimeout) peer.close(`no answer to pings for ${this.options['ping-timeout']} s`);
-      });
-    }, every).unref();
-  }
-
-  private setUp(up: boolean): void {
-    if (this.isUp === up) return;
-    this.isUp = up;
-    if (!up) this.log.warn(`${this.target} is unreachable; reconnecting`);
-    this.up(up ? XlEvent.CHILD_UP : XlEvent.CHILD_DOWN);
-  }
-
-  private wake(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  /** The live connection, waiting for one until `deadline`. */
-  private async connected(deadline: number, op: string): Promise<Peer> {
-    while (!this.peer || this.peer.closed) {
-      const left = deadline - Date.now();
-      if (this.stopped || left <= 0) throw new FopError('ENOTCONN', `${op}: ${this.target} is not connected`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => (clearTimeout(timer), resolve()));
-      });
-    }
-    return this.peer;
   }
 
   // --- fops -------------------------------------------------------------------------
@@ -192,37 +152,46 @@ export class Client extends Xlator<Options> {
   /**
    * Sends a fop, again on the next connection if it broke and sending again is harmless.
    * Everything it waits for (a connection, a reopen, the answer) counts against one deadline.
+   * If its frame is interrupted while it is on the brick, the brick is told (CANCEL).
    */
   async call(op: FopName, args: unknown[], deadline = Date.now() + ms(this.options['frame-timeout'])): Promise<unknown> {
     const [frame, ...rest] = args as [Frame, ...unknown[]];
     const wire = FOP_WIRE[op];
-    const resend = wire.resend && !(op === 'write' && ((rest[0] as Fd).flags & constants.O_APPEND) !== 0);
+    const resend = wire.resend && !(op === 'write' && appending(rest[0] as Fd));
+    const blocking = op === 'lk' && rest[1] === 'wait';
+    const conn = this.connection;
     for (;;) {
-      const peer = await this.connected(deadline, op);
-      const epoch = this.epoch;
+      const peer = await conn.wait(deadline, op, frame);
+      const epoch = conn.epoch;
       const wireArgs = await Promise.all(wire.args.map((kind, i) => this.toWire(kind, rest[i], deadline)));
+      const left = deadline - Date.now();
+      if (left <= 0) throw new FopError('ENOTCONN', `${op}: no answer from ${this.target} within frame-timeout`);
+      const sent = peer.start(Kind.REQUEST, { op, caller: frame.caller, lkOwner: frame.lkOwner || undefined, args: wireArgs }, blocking ? undefined : left);
+      const stopListening = frame.onInterrupt(() => {
+        if (!peer.closed) peer.send(Kind.CANCEL, sent.id, null);
+      });
       let reply: Reply;
       try {
-        const left = deadline - Date.now();
-        if (left <= 0) throw new CallTimeout('frame-timeout passed');
-        reply = (await peer.call(Kind.REQUEST, { op, caller: frame.caller, args: wireArgs }, left)) as Reply;
+        reply = (await sent.answer) as Reply;
       } catch (e) {
         if (e instanceof FrameError) throw new FopError('E2BIG', `${op}: ${e.message}`);
         if (e instanceof CallTimeout) throw new FopError('ENOTCONN', `${op}: no answer from ${this.target} within frame-timeout`);
         if (!(e instanceof Disconnected)) throw e;
         if (!resend) throw new FopError('ENOTCONN', `${op}: the connection to ${this.target} broke before the answer; not safe to send again`);
         continue;
+      } finally {
+        stopListening();
       }
       if (!reply.ok) throw new FopError(isErrnoCode(reply.errno) ? reply.errno : 'EIO', reply.message);
-      if (reply.fd !== undefined) this.opened(rest[wire.args.indexOf('newfd')] as Fd, reply.fd, epoch);
+      if (reply.fd !== undefined) this.opened(rest[wire.args.indexOf('newfd')] as Fd, reply.fd, epoch, frame.caller);
       return reply.value;
     }
   }
 
-  private opened(fd: Fd, remote: number, epoch: number): void {
-    const ctx = fd.ctx.get(this) as FdCtx | undefined;
+  private opened(fd: Fd, remote: number, epoch: number, caller: Caller): void {
+    const ctx = this.fds.get(fd);
     if (ctx) Object.assign(ctx, { remote, epoch });
-    else fd.ctx.set(this, { remote, epoch } satisfies FdCtx);
+    else this.fds.set(fd, { remote, epoch, caller });
   }
 
   private async toWire(kind: ArgKind, v: unknown, deadline: number): Promise<unknown> {
@@ -236,7 +205,8 @@ export class Client extends Xlator<Options> {
       case 'newfd': {
         const fd = v as Fd;
         // An fd this client already knows is being reopened: never create or truncate twice.
-        return { flags: fd.ctx.has(this) ? reopenFlags(fd.flags) : fd.flags };
+        // Every other flag (O_APPEND, O_SYNC, O_DSYNC, O_DIRECT, O_NOATIME...) goes as opened.
+        return { flags: this.fds.get(fd) ? reopenFlags(fd.flags) : fd.flags };
       }
       default:
         return v;
@@ -245,25 +215,22 @@ export class Client extends Xlator<Options> {
 
   /** The server's number for an fd, reopening it first if it was opened on another connection. */
   private async remoteFd(fd: Fd, deadline: number): Promise<number> {
-    const ctx = fd.ctx.get(this) as FdCtx | undefined;
+    const ctx = this.fds.get(fd);
     if (!ctx) throw new FopError('EBADF', `fd ${fd.id} was never opened on ${this.target}`);
-    if (ctx.epoch === this.epoch) return ctx.remote;
+    if (ctx.epoch === this.connection.epoch) return ctx.remote;
     ctx.reopening ??= this.reopen(fd, ctx, deadline).finally(() => (ctx.reopening = undefined));
     // A reopen started by a fop with a later deadline must not hold this one past its own.
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new FopError('ENOTCONN', `fd ${fd.id}: not reopened on ${this.target} within frame-timeout`)), Math.max(0, deadline - Date.now()));
-    });
     try {
-      return await Promise.race([ctx.reopening, expired]);
-    } finally {
-      clearTimeout(timer);
+      return await withDeadline(ctx.reopening, Math.max(0, deadline - Date.now()), `reopening fd ${fd.id}`);
+    } catch (e) {
+      if ((e as Error).name === 'Expired') throw new FopError('ENOTCONN', `fd ${fd.id}: not reopened on ${this.target} within frame-timeout`);
+      throw e;
     }
   }
 
   private async reopen(fd: Fd, ctx: FdCtx, deadline: number): Promise<number> {
     const gfid = fd.inode.gfid;
-    const frame = this.host.frame('reopen');
+    const frame = this.host.frame('reopen', ctx.caller);
     try {
       await this.call(fd.isDir ? 'opendir' : 'open', [frame, { path: `<gfid:${gfid}>`, gfid, inode: fd.inode }, fd], deadline);
       this.log.debug(`reopened fd ${fd.id} (${gfid}) on connection ${ctx.epoch}`);
@@ -274,11 +241,10 @@ export class Client extends Xlator<Options> {
   }
 
   override async release(fd: Fd): Promise<void> {
-    const ctx = fd.ctx.get(this) as FdCtx | undefined;
-    fd.ctx.delete(this);
-    const peer = this.peer;
+    const ctx = this.fds.take(fd);
+    const peer = this.conn?.current;
     // On another connection the server already let it go.
-    if (!ctx || ctx.epoch !== this.epoch || !peer || peer.closed) return;
+    if (!ctx || ctx.epoch !== this.conn?.epoch || !peer) return;
     await peer.call(Kind.REQUEST, { op: RELEASE, caller: ROOT_CALLER, args: [ctx.remote] }, RELEASE_TIMEOUT_MS).catch(() => undefined);
   }
 }
@@ -287,7 +253,7 @@ Xlator.interceptAll(Client, (xl, op, args) => xl.call(op, args));
 
 export default defineTranslator({
   type: 'protocol/client',
-  description: 'the far side of a protocol/server, over TCP, with reconnection and fd reopening',
+  description: 'the far side of a protocol/server, over TCP or TLS, with login, reconnection and fd reopening',
   options,
   subvolumes: { min: 0, max: 0 },
   create: (init) => new Client(init),

@@ -1,13 +1,10 @@
-import * as net from 'net';
-import { FopError } from '../../src/core/errors';
-import type { Fd } from '../../src/core/fd';
-import type { FopName, Loc } from '../../src/core/fops';
-import { OptionValues, opt } from '../../src/core/options';
-import { defineTranslator } from '../../src/core/registry';
-import { Iatt, isGfid } from '../../src/core/types';
-import { Xlator } from '../../src/core/xlator';
+import type * as net from 'net';
+import { Fd, FopError, FopName, Frame, Iatt, Loc, Xlator, defineTranslator, isGfid, opt } from '../../src/core/index';
+import type { Caller, DirentPlus, OptionValues } from '../../src/core/index';
+import { Exchange, isNonce, loginKey, newNonce, proofMatches, clientProof, serverProof } from '../../src/rpc/auth';
 import { Frame as WireFrame, Kind, VERSION } from '../../src/rpc/frame';
 import { Peer } from '../../src/rpc/peer';
+import { TlsMaterial, listen, loadTls, peerCertName } from '../../src/rpc/transport';
 import { ArgKind, FOP_WIRE, Hello, RELEASE, Reply, Request, WireLoc, WireNewFd, checkRequest } from '../../src/rpc/wire';
 
 const options = {
@@ -19,29 +16,56 @@ const options = {
     reconfigurable: false,
   }),
   'auth.allow': opt.string({ description: 'peers allowed in: comma-separated address patterns, * matches any run of characters', default: '*' }),
+  'auth.login.*.allow': opt.family({
+    description: 'auth.login.<volume>.allow: the users (comma-separated) who may log in to the volume this server serves',
+    each: opt.string({ description: 'users' }),
+  }),
+  'auth.login.*.password': opt.family({ description: "auth.login.<user>.password: that user's password", each: opt.string({ description: 'a password' }) }),
+  'auth.insecure-open': opt.bool({
+    description: 'serve without a login or TLS: anyone who can connect may act as any user (a brick refuses to start that way unless this is on)',
+    default: 'off',
+  }),
+  'transport.socket.ssl-enabled': opt.bool({ description: 'serve over mutual TLS: clients need a certificate the CA list signed', default: 'off', aliases: ['ssl-enabled', 'server.ssl'], reconfigurable: false }),
+  'transport.socket.ssl-own-cert': opt.path({ description: "this server's certificate (PEM)", default: '/etc/ssl/glusterfs.pem', aliases: ['ssl.own-cert', 'ssl-own-cert'], reconfigurable: false }),
+  'transport.socket.ssl-private-key': opt.path({ description: "this server's private key (PEM)", default: '/etc/ssl/glusterfs.key', aliases: ['ssl.private-key', 'ssl-private-key'], reconfigurable: false }),
+  'transport.socket.ssl-ca-list': opt.path({ description: "the CA certificates clients' certificates must chain to (PEM)", default: '/etc/ssl/glusterfs.ca', aliases: ['ssl.ca-list', 'ssl-ca-list'], reconfigurable: false }),
+  'auth.ssl-allow': opt.string({ description: 'with TLS: the certificate common names (CN) allowed in, comma-separated, * matches any run of characters', default: '*' }),
+  'root-squash': opt.bool({ description: "treat callers with uid or gid 0 as anonuid/anongid: a client's root is not the brick's root", default: 'off', aliases: ['server.root-squash'] }),
+  anonuid: opt.int({ description: 'the uid root-squash maps uid 0 to', default: '65534', min: 0, max: 4294967294, aliases: ['server.anonuid'] }),
+  anongid: opt.int({ description: 'the gid root-squash maps gid 0 to', default: '65534', min: 0, max: 4294967294, aliases: ['server.anongid'] }),
 };
 
 type Options = OptionValues<typeof options>;
 
-/** How long a new connection has to say HELLO, and shutdown to let requests in flight finish. */
+/** How long a new connection has to finish TLS and say HELLO, and shutdown to let requests in flight finish. */
 const HELLO_TIMEOUT_MS = 5000;
 const DRAIN_TIMEOUT_MS = 5000;
 /** Fops whose reply names an object the server then knows the type of. */
 const LEARNS = new Set<FopName>(['lookup', 'mknod', 'mkdir', 'symlink', 'create', 'link']);
+/** What a client is told when its login fails (the log says why; a guesser learns nothing). */
+const AUTH_FAILED = 'authentication failed';
 
 interface Client {
+  /** Unique among this server's connections: the prefix of its lock owners. */
+  readonly id: string;
   readonly peer: Peer;
+  readonly nonce: string;
   name?: string;
+  user?: string;
   welcomed: boolean;
-  /** Why this peer may not come in (auth.allow), told at HELLO. */
+  /** Why this peer may not come in (auth.allow, auth.ssl-allow), told at HELLO. */
   refused?: string;
   readonly fds: Map<number, Fd>;
   nextFd: number;
-  inFlight: number;
+  /** Frames of the requests being served, by request id (a CANCEL interrupts one). */
+  readonly inFlight: Map<number, Frame>;
 }
 
-/** Address patterns: `*` matches any run of characters; IPv4-mapped IPv6 addresses count as IPv4. */
-function allowList(spec: string): RegExp[] {
+/** Who may log in to the volume, with their keys. */
+type Logins = ReadonlyMap<string, Buffer>;
+
+/** Address or name patterns: `*` matches any run of characters. */
+function patterns(spec: string): RegExp[] {
   return spec
     .split(',')
     .map((p) => p.trim())
@@ -52,10 +76,14 @@ function allowList(spec: string): RegExp[] {
 const plainAddress = (a: string | undefined) => (a ?? '').replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
 
 /**
- * protocol/server: serves its subvolume to protocol/client peers over TCP. A peer must pass
- * auth.allow and a handshake (protocol version, volume name) before it may send fops; every
- * request is checked against its fop's argument shapes, so nothing a peer sends reaches the
- * graph malformed. The fds a client opens are its own, and are released when it says
+ * protocol/server: serves its subvolume to protocol/client peers, over TCP or mutual TLS.
+ * Every connection is challenged with a fresh nonce; a client must pass auth.allow (and
+ * auth.ssl-allow over TLS), name the volume and protocol version, and log in by answering
+ * the challenge (auth.login.*) before it may send fops. A server with neither logins nor TLS
+ * refuses to start unless auth.insecure-open says so. Every request is checked against its
+ * fop's argument shapes, so nothing a peer sends reaches the graph malformed; its caller may
+ * be squashed (root-squash) and its lock owner is prefixed with the client's identity. The
+ * fds a client opens are its own, and are released (and with them its locks) when it says
  * goodbye or its connection ends. Shutdown stops taking requests, lets those in flight
  * finish, then closes every connection.
  */
@@ -64,24 +92,65 @@ export class Server extends Xlator<Options> {
   private readonly clients = new Set<Client>();
   private draining = false;
   private allow: RegExp[] = [];
+  private sslAllow: RegExp[] = [];
+  private logins: Logins = new Map();
+  private tls?: TlsMaterial;
+  private nextClient = 1;
+  private inFlight = 0;
+  /** Requests that came while shutting down, left for the client to send elsewhere. */
+  private notTaken = 0;
+  private idle?: () => void;
+
+  private get volume(): string {
+    return this.children[0].name;
+  }
 
   override async init(): Promise<void> {
-    this.allow = allowList(this.options['auth.allow']);
-    const { 'listen-port': port, 'transport.address': host } = this.options;
-    const listener = net.createServer((socket) => this.accept(socket));
-    await new Promise<void>((resolve, reject) => {
-      listener.once('error', (e: NodeJS.ErrnoException) =>
-        reject(new Error(e.code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: the port is in use` : `cannot listen on ${host}:${port}: ${e.message}`)),
-      );
-      listener.listen(port, host, () => resolve());
-    });
-    this.listener = listener;
-    this.log.info(`serving '${this.children[0].name}' on ${host}:${port}`);
+    const o = this.options;
+    if (o['transport.socket.ssl-enabled']) {
+      this.tls = loadTls({ ownCert: o['transport.socket.ssl-own-cert'], privateKey: o['transport.socket.ssl-private-key'], caList: o['transport.socket.ssl-ca-list'] });
+    }
+    await this.applyAuth(o);
+    const { 'listen-port': port, 'transport.address': host } = o;
+    this.listener = await listen({ host, port, tls: this.tls, handshakeTimeoutMs: HELLO_TIMEOUT_MS, log: this.log }, (socket) => this.accept(socket));
+    const how = [this.tls && 'TLS', this.logins.size && `logins for ${[...this.logins.keys()].join(', ')}`].filter(Boolean).join(' and ') || 'no authentication';
+    this.log.info(`serving '${this.volume}' on ${host}:${port} (${how})`);
   }
 
   override async reconfigure(o: Options): Promise<void> {
+    await this.applyAuth(o);
     await super.reconfigure(o);
-    this.allow = allowList(o['auth.allow']);
+  }
+
+  /**
+   * Checks and takes in the access options: the logins of this volume (each with a
+   * password), TLS, or auth.insecure-open. Safe by default: none of them is an error.
+   */
+  private async applyAuth(o: Options): Promise<void> {
+    const allow = o['auth.login.*.allow'];
+    const passwords = o['auth.login.*.password'];
+    for (const other of allow.keys()) {
+      if (other !== this.volume) this.log.warn(`auth.login.${other}.allow: this server serves '${this.volume}', not '${other}'; ignored`);
+    }
+    const users = (allow.get(this.volume) ?? '')
+      .split(',')
+      .map((u) => u.trim())
+      .filter(Boolean);
+    const missing = users.filter((u) => !passwords.has(u));
+    if (missing.length) throw new Error(`auth.login.${this.volume}.allow names ${missing.join(', ')}, with no auth.login.<user>.password`);
+    if (!users.length && !o['transport.socket.ssl-enabled']) {
+      if (!o['auth.insecure-open']) {
+        throw new Error(
+          `refusing to serve '${this.volume}' to anyone who can connect, as any user: set auth.login.${this.volume}.allow and auth.login.<user>.password ` +
+            `(the clients' username and password), or transport.socket.ssl-enabled, or say so with 'option auth.insecure-open on'`,
+        );
+      }
+      this.log.warn(`auth.insecure-open: '${this.volume}' is open to anyone who can connect, acting as any user they claim (root included)`);
+    }
+    const keys = await Promise.all(users.map(async (u) => [u, await loginKey(u, passwords.get(u)!)] as const));
+    this.logins = new Map(keys);
+    this.allow = patterns(o['auth.allow']);
+    this.sslAllow = patterns(o['auth.ssl-allow']);
   }
 
   override async fini(): Promise<void> {
@@ -95,19 +164,29 @@ export class Server extends Xlator<Options> {
   override dump(): Record<string, unknown> {
     return {
       listen: `${this.options['transport.address']}:${this.options['listen-port']}`,
-      clients: [...this.clients].map((c) => ({ address: c.peer.address, name: c.name, fds: c.fds.size, inFlight: c.inFlight })),
+      tls: !!this.tls,
+      logins: [...this.logins.keys()],
+      draining: this.draining,
+      inFlight: this.inFlight,
+      notTaken: this.notTaken,
+      clients: [...this.clients].map((c) => ({ id: c.id, address: c.peer.address, name: c.name, user: c.user, fds: c.fds.size, inFlight: c.inFlight.size })),
     };
   }
 
-  /** Refuses new connections and requests, lets the ones in flight finish, then ends every connection. */
+  /** Refuses new connections and requests, lets the ones in flight finish (bounded), then ends every connection. */
   private async stopServing(): Promise<void> {
     if (this.draining && !this.listener) return;
     this.draining = true;
     const listener = this.listener;
     this.listener = undefined;
     listener?.close();
-    const end = Date.now() + DRAIN_TIMEOUT_MS;
-    while ([...this.clients].some((c) => c.inFlight > 0) && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    if (this.inFlight > 0) {
+      const drained = new Promise<boolean>((r) => (this.idle = () => r(true)));
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), DRAIN_TIMEOUT_MS)));
+      if (!(await Promise.race([drained, expired]))) this.log.warn(`${this.inFlight} request(s) still in flight after ${DRAIN_TIMEOUT_MS} ms; closing anyway`);
+      clearTimeout(timer);
+    }
     for (const c of [...this.clients]) c.peer.close('the server is shutting down');
   }
 
@@ -115,11 +194,16 @@ export class Server extends Xlator<Options> {
     // The peer's callbacks only run once the socket has events, by when `client` is set.
     let client!: Client;
     const peer = new Peer(socket, { log: this.log, onFrame: (_p, f) => this.onFrame(client, f), onClose: () => this.leave(client) });
-    client = { peer, welcomed: false, fds: new Map(), nextFd: 1, inFlight: 0 };
+    client = { id: `c${this.nextClient++}`, peer, nonce: newNonce(), welcomed: false, fds: new Map(), nextFd: 1, inFlight: new Map() };
     this.clients.add(client);
     if (this.draining) return peer.close('the server is shutting down');
     const address = plainAddress(socket.remoteAddress);
     if (!this.allow.some((re) => re.test(address))) client.refused = `${address} is not in auth.allow`;
+    else if (this.tls) {
+      const cn = peerCertName(socket);
+      if (cn === undefined || !this.sslAllow.some((re) => re.test(cn))) client.refused = `certificate name ${JSON.stringify(cn ?? '')} is not in auth.ssl-allow`;
+    }
+    peer.send(Kind.CHALLENGE, 0, { nonce: client.nonce });
     setTimeout(() => client.welcomed || peer.close('no handshake'), HELLO_TIMEOUT_MS).unref();
   }
 
@@ -131,7 +215,12 @@ export class Server extends Xlator<Options> {
       case Kind.REQUEST:
         if (!client.welcomed) return peer.close('a request before the handshake');
         // Shutting down: requests not yet taken are not answered; the client sends them again elsewhere.
-        if (!this.draining) void this.serve(client, f);
+        if (this.draining) this.notTaken++;
+        else void this.serve(client, f);
+        return;
+      case Kind.CANCEL:
+        if (!client.welcomed) return peer.close('a cancel before the handshake');
+        client.inFlight.get(f.id)?.interrupt();
         return;
       case Kind.PING:
         return peer.send(Kind.PONG, f.id, null);
@@ -143,36 +232,55 @@ export class Server extends Xlator<Options> {
   }
 
   private hello(client: Client, f: WireFrame): void {
-    const h = (f.body ?? {}) as Partial<Hello>;
-    const volume = this.children[0].name;
+    const h = (typeof f.body === 'object' && f.body !== null && !Buffer.isBuffer(f.body) ? f.body : {}) as Partial<Hello>;
     const reason =
       client.refused ??
       (client.welcomed ? 'a second handshake' : undefined) ??
-      (h?.version !== VERSION ? `protocol version ${h?.version}, this server speaks ${VERSION}` : undefined) ??
-      (h.volume !== volume ? `no volume '${h.volume}' here (this server serves '${volume}')` : undefined);
-    if (reason) {
-      this.log.warn(`refused ${client.peer.address}: ${reason}`);
-      client.peer.send(Kind.WELCOME, f.id, { ok: false, reason });
-      return client.peer.close(`refused: ${reason}`);
-    }
+      (h.version !== VERSION ? `protocol version ${h.version}, this server speaks ${VERSION}` : undefined) ??
+      (h.volume !== this.volume ? `no volume '${h.volume}' here (this server serves '${this.volume}')` : undefined);
+    if (reason) return this.refuse(client, f.id, reason, reason);
+    const login = this.checkLogin(client, h);
+    if (!login.ok) return this.refuse(client, f.id, login.why, AUTH_FAILED);
     client.welcomed = true;
     client.name = typeof h.client === 'string' ? h.client.slice(0, 200) : undefined;
-    client.peer.send(Kind.WELCOME, f.id, { ok: true });
-    this.log.info(`client ${client.name} connected from ${client.peer.address}`);
+    client.user = login.user;
+    client.peer.send(Kind.WELCOME, f.id, { ok: true, proof: login.proof });
+    this.log.info(`client ${client.name} connected from ${client.peer.address}${login.user ? ` as ${login.user}` : ''} (${client.id})`);
+  }
+
+  /** Answers a HELLO with a refusal (`told`: what the client learns) and ends the connection. */
+  private refuse(client: Client, id: number, why: string, told: string): void {
+    this.log.warn(`refused ${client.peer.address}: ${why}`);
+    client.peer.send(Kind.WELCOME, id, { ok: false, reason: told });
+    client.peer.close(`refused: ${told}`);
+  }
+
+  /** Whether the HELLO's login answers this connection's challenge; why not, for the log. */
+  private checkLogin(client: Client, h: Partial<Hello>): { ok: true; user?: string; proof?: string } | { ok: false; why: string } {
+    if (this.logins.size === 0) return { ok: true };
+    const l = h.login as Partial<NonNullable<Hello['login']>> | undefined;
+    if (typeof l !== 'object' || l === null) return { ok: false, why: `${AUTH_FAILED}: no login (volume '${this.volume}' needs one: username and password on protocol/client)` };
+    if (typeof l.user !== 'string' || !isNonce(l.nonce)) return { ok: false, why: `${AUTH_FAILED}: a malformed login` };
+    const key = this.logins.get(l.user);
+    const user = JSON.stringify(l.user.slice(0, 100));
+    if (!key) return { ok: false, why: `${AUTH_FAILED}: user ${user} may not log in to '${this.volume}'` };
+    const x: Exchange = { volume: this.volume, user: l.user, serverNonce: client.nonce, clientNonce: l.nonce };
+    if (!proofMatches(clientProof(key, x), l.proof)) return { ok: false, why: `${AUTH_FAILED}: wrong password for user ${user} (or an answer to another connection's challenge)` };
+    return { ok: true, user: l.user, proof: serverProof(key, x) };
   }
 
   private async serve(client: Client, f: WireFrame): Promise<void> {
-    client.inFlight++;
+    this.inFlight++;
     let reply: Reply;
     try {
       const bad = checkRequest(f.body);
       if (bad) throw new FopError('EINVAL', bad);
-      reply = await this.dispatch(client, f.body as Request);
+      reply = await this.dispatch(client, f.id, f.body as Request);
     } catch (e) {
       const err = FopError.from(e);
       reply = { ok: false, errno: err.code, message: err.detail };
     } finally {
-      client.inFlight--;
+      if (--this.inFlight === 0) this.idle?.();
     }
     if (client.peer.closed) return;
     try {
@@ -182,7 +290,14 @@ export class Server extends Xlator<Options> {
     }
   }
 
-  private async dispatch(client: Client, req: Request): Promise<Reply> {
+  /** The credentials a request runs with: as sent, or with root squashed. */
+  private caller(c: Caller): Caller {
+    if (!this.options['root-squash']) return c;
+    const { anonuid, anongid } = this.options;
+    return { uid: c.uid === 0 ? anonuid : c.uid, gid: c.gid === 0 ? anongid : c.gid, groups: c.groups.map((g) => (g === 0 ? anongid : g)), pid: c.pid };
+  }
+
+  private async dispatch(client: Client, id: number, req: Request): Promise<Reply> {
     if (req.op === RELEASE) {
       const fd = client.fds.get(req.args[0] as number);
       client.fds.delete(req.args[0] as number);
@@ -193,13 +308,16 @@ export class Server extends Xlator<Options> {
     const kinds = FOP_WIRE[op].args;
     // A fop holds the fd it works on: a release or a departure meanwhile must not close it under it.
     const held: Fd[] = [];
-    const frame = this.host.frame(op, req.caller);
+    // Lock owners are the client's own: two clients' owners never meet.
+    const frame = this.host.frame(op, { caller: this.caller(req.caller), lkOwner: `${client.id}:${req.lkOwner ?? ''}` });
+    client.inFlight.set(id, frame);
     let opened: Fd | undefined;
     try {
       const args = kinds.map((kind, i) => this.fromWire(client, kind, req.args[i], op, req.args[0], held));
       opened = kinds.includes('newfd') ? (args[kinds.indexOf('newfd')] as Fd) : undefined;
       const value = await (this.children[0][op] as (...a: unknown[]) => Promise<unknown>).apply(this.children[0], [frame, ...args]);
       if (LEARNS.has(op)) this.learn(value as Iatt, args[kinds.lastIndexOf('loc')] as Loc);
+      if (op === 'readdirp') this.learnEntries(value as DirentPlus[], args[0] as Fd);
       if (!opened) return { ok: true, value };
       if (!this.clients.has(client)) throw new FopError('ENOTCONN', 'the client left while this was open');
       const n = client.nextFd++;
@@ -209,6 +327,7 @@ export class Server extends Xlator<Options> {
       await opened?.unref();
       throw e;
     } finally {
+      client.inFlight.delete(id);
       frame.done();
       for (const fd of held) await fd.unref();
     }
@@ -217,6 +336,10 @@ export class Server extends Xlator<Options> {
   /** What a reply says about an object's type stays in the inode table (storage need not look again). */
   private learn(iatt: Iatt, loc: Loc): void {
     this.host.itable.link(iatt, loc.parent, loc.name);
+  }
+
+  private learnEntries(entries: DirentPlus[], dir: Fd): void {
+    for (const e of entries) if (e.iatt && e.name !== '.' && e.name !== '..') this.host.itable.link(e.iatt, dir.inode, e.name);
   }
 
   private fromWire(client: Client, kind: ArgKind, v: unknown, op: FopName, first: unknown, held: Fd[]): unknown {
@@ -246,9 +369,11 @@ export class Server extends Xlator<Options> {
     return { path: w.path, gfid: w.gfid, inode: w.gfid ? t.get(w.gfid) : undefined, parent: w.parent ? t.get(w.parent) : undefined, name: w.name };
   }
 
-  /** A client left (goodbye, a closed or dead connection): what it held goes. */
+  /** A client left (goodbye, a closed or dead connection): what it held goes, its locks with its fds. */
   private leave(client: Client): void {
     this.clients.delete(client);
+    // Nobody waits for these any more: a blocked lock stops waiting (and is not granted to a ghost).
+    for (const frame of client.inFlight.values()) frame.interrupt();
     const fds = [...client.fds.values()];
     client.fds.clear();
     for (const fd of fds) void fd.unref();
@@ -258,7 +383,7 @@ export class Server extends Xlator<Options> {
 
 export default defineTranslator({
   type: 'protocol/server',
-  description: 'serves its subvolume to protocol/client peers over TCP',
+  description: 'serves its subvolume to protocol/client peers over TCP or TLS, to clients that log in',
   options,
   subvolumes: { min: 1, max: 1 },
   create: (init) => new Server(init),
