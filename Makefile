@@ -21,6 +21,7 @@ conformance: install
 
 # `xlstack` on the PATH, and the helper that lets mount(8) and /etc/fstab mount volfiles.
 install: build
+	chmod 755 dist/src/cli/main.js
 	ln -sf $(CURDIR)/dist/src/cli/main.js $(PREFIX)/bin/xlstack
 	sed -e 's|@NODE@|$(NODE)|' -e 's|@XLSTACK@|$(CURDIR)/dist/src/cli/main.js|' bin/mount.xlstack.in >/sbin/mount.xlstack.new
 	chmod 755 /sbin/mount.xlstack.new && mv /sbin/mount.xlstack.new /sbin/mount.xlstack
@@ -37,10 +38,10 @@ build/Release/posix_sys.node build/Release/fuse_dev.node &: xlators/storage/posi
 
 # The kernel transport needs only /dev/fuse as root. fuse-native needs libfuse2 and a
 # fusermount: Debian's fuse3 and fuse both provide one and replace each other, so whichever
-# is installed is used, and fuse3 is installed only when neither is. attr: getfattr/setfattr
-# for the tests.
+# is installed is used, and fuse3 is installed only when neither is. attr (getfattr,
+# setfattr) and openssl (throwaway TLS certificates) for the tests.
 deps: node_modules/.package-lock.json
-	@dpkg -s libfuse2 attr >/dev/null 2>&1 || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libfuse2 attr)
+	@dpkg -s libfuse2 attr openssl >/dev/null 2>&1 || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libfuse2 attr openssl)
 	@dpkg -s fuse3 >/dev/null 2>&1 || dpkg -s fuse >/dev/null 2>&1 || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y fuse3)
 
 node_modules/.package-lock.json: package.json package-lock.json binding.gyp

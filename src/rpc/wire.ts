@@ -17,7 +17,12 @@ export interface WireLoc {
 /** A new fd to open on the server (open, create, opendir): the reply carries its number. */
 export interface WireNewFd {
   readonly flags: number;
+  /** The open file it continues (Fd.openId): a reopen on another connection or graph sends the same. */
+  readonly openId?: string;
 }
+
+/** The longest openId or process identity a client may send. */
+export const MAX_IDENTITY = 128;
 
 /** The most a read or readdir may ask for: its answer must fit in one frame. */
 export const MAX_IO = 16 * 1024 * 1024;
@@ -97,6 +102,12 @@ export interface Hello {
   readonly volume: string;
   /** Who is asking (for logs and statedumps). */
   readonly client: string;
+  /**
+   * The client process, the same on each connection it makes (and each of its graphs): what
+   * it holds on the server through one connection (locks, open files) carries over to the
+   * next, and goes when no connection of it holds it any more.
+   */
+  readonly process?: string;
   /** Its answer to the challenge, when it has credentials (username, password). */
   readonly login?: Login;
 }
@@ -135,7 +146,7 @@ function isFlock(v: unknown): v is Flock {
 const CHECK: Record<ArgKind, (v: unknown) => boolean> = {
   loc: isWireLoc,
   fd: isInt,
-  newfd: (v) => isObj(v) && isInt(v.flags),
+  newfd: (v) => isObj(v) && isInt(v.flags) && (v.openId === undefined || (typeof v.openId === 'string' && v.openId.length <= MAX_IDENTITY)),
   num: (v) => typeof v === 'number' && Number.isFinite(v),
   size: (v) => isInt(v) && v >= 0 && v <= MAX_IO,
   name: isName,

@@ -425,7 +425,7 @@ describe('Graph.dump', () => {
       { name: 'b', type: 'test/rec', mode: 'default' },
       { name: 'c', type: 'test/rec', mode: 'default' },
     ]);
-    expect(d.fds).toEqual([{ id: fd.id, gfid: ROOT_GFID, flags: 0, refs: 1 }]);
+    expect(d.fds).toEqual([{ id: fd.id, openId: fd.openId, gfid: ROOT_GFID, flags: 0, refs: 1 }]);
     expect(d.inodes).toEqual([{ gfid: ROOT_GFID, path: '/', refs: 2 }]);
     expect(JSON.parse(JSON.stringify(d))).toEqual(d);
     frame.done();

@@ -268,6 +268,7 @@ end-volume
 volume brick-server
  type protocol/server
  option listen-port ${port}
+ option auth.insecure-open on
  subvolumes brick-locks
 end-volume
 `;
@@ -318,8 +319,8 @@ describe('the shipped volfiles', () => {
     return types;
   }
 
-  it('stack features/locks right above storage: under the trace layer locally, under the server on a brick', () => {
+  it('stack features/locks: under the trace layer locally, under the server (above access control) on a brick', () => {
     expect(stack('default.vol')).toEqual(['debug/trace', 'features/locks', 'storage/posix']);
-    expect(stack('brick.vol')).toEqual(['protocol/server', 'features/locks', 'storage/posix']);
+    expect(stack('brick.vol')).toEqual(['protocol/server', 'features/locks', 'features/access-control', 'storage/posix']);
   });
 });

@@ -692,7 +692,7 @@ describe('while the child is down, nothing is acknowledged that is not on its wa
 describe('over protocol/client: a brick that goes away', () => {
   /** A brick (storage/posix under protocol/server) in this process, on `port`. */
   async function startBrick(dir: string, port: number): Promise<Graph> {
-    const text = `volume bp\n type storage/posix\n option directory ${dir}\nend-volume\nvolume bs\n type protocol/server\n option listen-port ${port}\n subvolumes bp\nend-volume\n`;
+    const text = `volume bp\n type storage/posix\n option directory ${dir}\nend-volume\nvolume bs\n type protocol/server\n option listen-port ${port}\n option auth.insecure-open on\n subvolumes bp\nend-volume\n`;
     const g = buildGraph(parseVolfile(text, 'brick.vol'), { id: 100 + bricks.length, registry: new Registry(), log: Logger.create('error') });
     bricks.push(g);
     expect(await within(g.start(5000))).toBe('up');

@@ -7,7 +7,11 @@ import { Connection, ConnectionOptions, Refused } from '../../src/rpc/connection
 import { FrameError, Kind, VERSION } from '../../src/rpc/frame';
 import { CallTimeout, Disconnected, Peer } from '../../src/rpc/peer';
 import { TlsMaterial, dial, loadTls } from '../../src/rpc/transport';
-import { ArgKind, Challenge, FOP_WIRE, Hello, RELEASE, Reply, Welcome, WireLoc } from '../../src/rpc/wire';
+import { ArgKind, Challenge, FOP_WIRE, Hello, RELEASE, Reply, Welcome, WireLoc, WireNewFd } from '../../src/rpc/wire';
+import { randomUUID } from 'crypto';
+
+/** This process, to every brick it connects to (Hello.process). */
+const PROCESS_ID = randomUUID();
 
 const options = {
   'remote-host': opt.string({ description: 'the brick to connect to', default: '127.0.0.1', reconfigurable: false }),
@@ -133,7 +137,7 @@ export class Client extends Xlator<Options> {
       const volume = this.options['remote-subvolume']!;
       const user = this.options.username;
       const answer = this.key && user !== undefined ? login(this.key, user, volume, c.nonce) : undefined;
-      const hello: Hello = { version: VERSION, volume, client: this.me, login: answer?.login };
+      const hello: Hello = { version: VERSION, volume, client: this.me, process: PROCESS_ID, login: answer?.login };
       const welcome = (await peer.call(Kind.HELLO, hello, timeout)) as Welcome | null;
       if (!welcome?.ok) throw new Refused(welcome?.reason ?? 'no welcome');
       // The brick proves it knows the password too: a look-alike cannot collect this client's data.
@@ -206,7 +210,7 @@ export class Client extends Xlator<Options> {
         const fd = v as Fd;
         // An fd this client already knows is being reopened: never create or truncate twice.
         // Every other flag (O_APPEND, O_SYNC, O_DSYNC, O_DIRECT, O_NOATIME...) goes as opened.
-        return { flags: this.fds.get(fd) ? reopenFlags(fd.flags) : fd.flags };
+        return { flags: this.fds.get(fd) ? reopenFlags(fd.flags) : fd.flags, openId: fd.openId } satisfies WireNewFd;
       }
       default:
         return v;

@@ -5,7 +5,7 @@ import { Exchange, isNonce, loginKey, newNonce, proofMatches, clientProof, serve
 import { Frame as WireFrame, Kind, VERSION } from '../../src/rpc/frame';
 import { Peer } from '../../src/rpc/peer';
 import { TlsMaterial, listen, loadTls, peerCertName } from '../../src/rpc/transport';
-import { ArgKind, FOP_WIRE, Hello, RELEASE, Reply, Request, WireLoc, WireNewFd, checkRequest } from '../../src/rpc/wire';
+import { ArgKind, FOP_WIRE, Hello, MAX_IDENTITY, RELEASE, Reply, Request, WireLoc, WireNewFd, checkRequest } from '../../src/rpc/wire';
 
 const options = {
   'listen-port': opt.int({ description: 'TCP port to serve on', default: '24009', min: 1, max: 65535, aliases: ['transport.socket.listen-port'], reconfigurable: false }),
@@ -46,8 +46,13 @@ const LEARNS = new Set<FopName>(['lookup', 'mknod', 'mkdir', 'symlink', 'create'
 const AUTH_FAILED = 'authentication failed';
 
 interface Client {
-  /** Unique among this server's connections: the prefix of its lock owners. */
+  /** Unique among this server's connections. */
   readonly id: string;
+  /**
+   * Whose locks and open files these are: the client process (Hello.process) under its
+   * login, the same across its connections; the connection's id when it names none.
+   */
+  identity: string;
   readonly peer: Peer;
   readonly nonce: string;
   name?: string;
@@ -194,7 +199,8 @@ export class Server extends Xlator<Options> {
     // The peer's callbacks only run once the socket has events, by when `client` is set.
     let client!: Client;
     const peer = new Peer(socket, { log: this.log, onFrame: (_p, f) => this.onFrame(client, f), onClose: () => this.leave(client) });
-    client = { id: `c${this.nextClient++}`, peer, nonce: newNonce(), welcomed: false, fds: new Map(), nextFd: 1, inFlight: new Map() };
+    const id = `c${this.nextClient++}`;
+    client = { id, identity: id, peer, nonce: newNonce(), welcomed: false, fds: new Map(), nextFd: 1, inFlight: new Map() };
     this.clients.add(client);
     if (this.draining) return peer.close('the server is shutting down');
     const address = plainAddress(socket.remoteAddress);
@@ -244,6 +250,8 @@ export class Server extends Xlator<Options> {
     client.welcomed = true;
     client.name = typeof h.client === 'string' ? h.client.slice(0, 200) : undefined;
     client.user = login.user;
+    const proc = typeof h.process === 'string' && h.process.length <= MAX_IDENTITY && /^[\w.:-]+$/.test(h.process) ? h.process : client.id;
+    client.identity = `${login.user ?? ''}/${proc}`;
     client.peer.send(Kind.WELCOME, f.id, { ok: true, proof: login.proof });
     this.log.info(`client ${client.name} connected from ${client.peer.address}${login.user ? ` as ${login.user}` : ''} (${client.id})`);
   }
@@ -309,7 +317,7 @@ export class Server extends Xlator<Options> {
     // A fop holds the fd it works on: a release or a departure meanwhile must not close it under it.
     const held: Fd[] = [];
     // Lock owners are the client's own: two clients' owners never meet.
-    const frame = this.host.frame(op, { caller: this.caller(req.caller), lkOwner: `${client.id}:${req.lkOwner ?? ''}` });
+    const frame = this.host.frame(op, { caller: this.caller(req.caller), lkOwner: `${client.identity}:${req.lkOwner ?? ''}` });
     client.inFlight.set(id, frame);
     let opened: Fd | undefined;
     try {
@@ -355,7 +363,8 @@ export class Server extends Xlator<Options> {
       case 'newfd': {
         const loc = this.loc(first as WireLoc);
         if (!loc.inode) throw new FopError('EINVAL', `${op} needs the GFID of what it opens`);
-        return this.host.newFd(loc.inode, (v as WireNewFd).flags, op === 'opendir');
+        const nf = v as WireNewFd;
+        return this.host.newFd(loc.inode, nf.flags, op === 'opendir', nf.openId === undefined ? undefined : `${client.identity}:${nf.openId}`);
       }
       default:
         return v;
