@@ -1,6 +1,6 @@
-import * as fs from 'fs';
 import * as path from 'path';
 import { buildGraph } from '../core/builder';
+import { GraphLifecycle } from '../core/lifecycle';
 import { FileSink, LOG_LEVELS, LogLevel, Logger, stderrSink } from '../core/log';
 import { Registry } from '../core/registry';
 import { readVolfile } from '../core/volfile';
@@ -12,7 +12,8 @@ import { GraphSwitcher } from '../fuse/switcher';
 import { ParsedArgs, UsageError, parseArgs } from './args';
 import { runInBackground, tellParent } from './background';
 import { NoDaemonError, callControl } from './control';
-import { MountDaemon, writePrivate } from './daemon';
+import { BrickDaemon, BrickHost } from './brick';
+import { MountDaemon } from './daemon';
 import { checkFuse, checkMountpoint, isDeadMount, mountAt } from './preflight';
 import { controlSocket } from './runtime';
 
@@ -145,30 +146,25 @@ export async function statedump(argv: string[]): Promise<number> {
 
 /**
  * Serves a volfile's graph with no mount: a brick, whose protocol/server translator
- * listens for clients. SIGTERM/SIGINT take the graph down gracefully.
+ * listens for clients. SIGHUP reloads, SIGUSR1 dumps, SIGTERM/SIGINT take it down gracefully.
  */
 export async function brick(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { flags: ['passthrough-unknown'], options: DAEMON_OPTIONS, positionals: ['volfile'] });
   const volfilePath = path.resolve(args.positionals[0]);
-  const { log } = logger(args);
-  const graph = buildGraph(readVolfile(volfilePath), { id: 1, registry: new Registry(), log, passthroughUnknown: args.flags.has('passthrough-unknown') });
-  const status = await graph.start(START_TIMEOUT_MS);
-  if (status !== 'up') {
-    await graph.stop(STOP_TIMEOUT_MS);
-    throw new Error(`brick ${volfilePath} did not come up (${status === 'down' ? 'its storage is down' : 'no answer'})`);
-  }
-  const pidfile = args.options.get('pidfile');
-  if (pidfile) writePrivate(pidfile, `${process.pid}\n`, 0o644);
-  log.info(`brick ${volfilePath} up (pid ${process.pid})`);
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      log.info(`${sig}: taking the brick down`);
-      void graph.stop(STOP_TIMEOUT_MS).finally(resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+  const { log, reopen } = logger(args);
+  const lifecycle = new GraphLifecycle({
+    volfile: volfilePath,
+    registry: new Registry(),
+    log,
+    passthroughUnknown: args.flags.has('passthrough-unknown'),
+    startTimeoutMs: START_TIMEOUT_MS,
+    stopTimeoutMs: STOP_TIMEOUT_MS,
   });
-  if (pidfile) fs.rmSync(pidfile, { force: true });
+  await lifecycle.startWith((g) => new BrickHost(g, STOP_TIMEOUT_MS));
+  const daemon = new BrickDaemon({ key: volfilePath, volfile: volfilePath, pidfile: args.options.get('pidfile'), log, reopenLog: reopen, lifecycle, stopTimeoutMs: STOP_TIMEOUT_MS });
+  await daemon.start();
+  log.info(`brick ${volfilePath} up (pid ${process.pid})`);
+  await daemon.done;
   return 0;
 }
 

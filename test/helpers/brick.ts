@@ -51,6 +51,8 @@ ${extra}`;
 
 export interface TestBrick {
   readonly dir: string;
+  /** The brick's volfile (what `xlstack reload/statedump` name it by). */
+  readonly volfile: string;
   readonly port: number;
   /** Everything every incarnation of the brick wrote to stderr. */
   log(): string;
@@ -77,6 +79,7 @@ export async function startBrick(opts: { port?: number; volfile?: (dir: string, 
 
   const b: TestBrick = {
     dir: storage,
+    volfile,
     port,
     log: () => logs,
     get pid() {

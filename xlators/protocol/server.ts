@@ -1,3 +1,4 @@
+import { createHash } from 'crypto';
 import type * as net from 'net';
 import { Fd, FopError, FopName, Frame, Iatt, Loc, Xlator, defineTranslator, isGfid, opt } from '../../src/core/index';
 import type { Caller, DirentPlus, OptionValues } from '../../src/core/index';
@@ -78,6 +79,24 @@ function patterns(spec: string): RegExp[] {
     .map((p) => new RegExp('^' + p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*') + '$'));
 }
 
+/**
+ * The listening sockets of this process, by address. A brick's graph switch builds a new
+ * protocol/server on the same port while the old one still serves: the new one takes the
+ * listening socket over (when its TLS material is the same), so no client is ever refused;
+ * the old one keeps only the connections it has, until its graph lets them go.
+ */
+interface Listening {
+  readonly server: net.Server;
+  /** What TLS it speaks: a server with other material listens anew. */
+  readonly tlsKey: string;
+  owner: Server;
+}
+
+const LISTENING = new Map<string, Listening>();
+
+const tlsKeyOf = (t: TlsMaterial | undefined): string =>
+  t ? createHash('sha256').update(t.cert).update(t.key).update(t.ca).digest('hex') : 'plain';
+
 const plainAddress = (a: string | undefined) => (a ?? '').replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
 
 /**
@@ -93,7 +112,9 @@ const plainAddress = (a: string | undefined) => (a ?? '').replace(/^::ffff:(\d+\
  * finish, then closes every connection.
  */
 export class Server extends Xlator<Options> {
-  private listener?: net.Server;
+  private listening?: Listening;
+  /** The server this one took the listening socket from (it gets it back if this one never serves). */
+  private tookFrom?: Server;
   private readonly clients = new Set<Client>();
   private draining = false;
   private allow: RegExp[] = [];
@@ -116,10 +137,53 @@ export class Server extends Xlator<Options> {
       this.tls = loadTls({ ownCert: o['transport.socket.ssl-own-cert'], privateKey: o['transport.socket.ssl-private-key'], caList: o['transport.socket.ssl-ca-list'] });
     }
     await this.applyAuth(o);
+    await this.takeListener();
     const { 'listen-port': port, 'transport.address': host } = o;
-    this.listener = await listen({ host, port, tls: this.tls, handshakeTimeoutMs: HELLO_TIMEOUT_MS, log: this.log }, (socket) => this.accept(socket));
     const how = [this.tls && 'TLS', this.logins.size && `logins for ${[...this.logins.keys()].join(', ')}`].filter(Boolean).join(' and ') || 'no authentication';
     this.log.info(`serving '${this.volume}' on ${host}:${port} (${how})`);
+  }
+
+  /** Listens on the address, or takes over the socket a server of an older graph listens on. */
+  private async takeListener(): Promise<void> {
+    const { 'listen-port': port, 'transport.address': host } = this.options;
+    const key = `${host}:${port}`;
+    const tlsKey = tlsKeyOf(this.tls);
+    const prior = LISTENING.get(key);
+    if (prior && prior.tlsKey === tlsKey) {
+      this.log.info(`taking over ${key} from ${prior.owner.name}-${prior.owner.host.id}`);
+      this.tookFrom = prior.owner;
+      prior.owner = this;
+      this.listening = prior;
+      return;
+    }
+    // Other TLS material: the old socket goes, and this one listens with its own.
+    if (prior) {
+      LISTENING.delete(key);
+      await new Promise((r) => prior.server.close(r));
+    }
+    const entry: Listening = { tlsKey, owner: this, server: undefined as unknown as net.Server };
+    const server = await listen({ host, port, tls: this.tls, handshakeTimeoutMs: HELLO_TIMEOUT_MS, log: this.log }, (socket) => entry.owner.accept(socket));
+    (entry as { server: net.Server }).server = server;
+    LISTENING.set(key, entry);
+    this.listening = entry;
+  }
+
+  /**
+   * Stops listening, unless a newer server took the socket over; a server that took it from
+   * one still serving (its graph did not start, or was abandoned) gives it back.
+   */
+  private releaseListener(): void {
+    const l = this.listening;
+    this.listening = undefined;
+    if (!l || l.owner !== this) return;
+    const back = this.tookFrom;
+    if (back && !back.draining) {
+      l.owner = back;
+      back.listening = l;
+      return;
+    }
+    for (const [key, v] of LISTENING) if (v === l) LISTENING.delete(key);
+    l.server.close();
   }
 
   override async reconfigure(o: Options): Promise<void> {
@@ -180,11 +244,9 @@ export class Server extends Xlator<Options> {
 
   /** Refuses new connections and requests, lets the ones in flight finish (bounded), then ends every connection. */
   private async stopServing(): Promise<void> {
-    if (this.draining && !this.listener) return;
+    if (this.draining && !this.listening) return;
     this.draining = true;
-    const listener = this.listener;
-    this.listener = undefined;
-    listener?.close();
+    this.releaseListener();
     if (this.inFlight > 0) {
       const drained = new Promise<boolean>((r) => (this.idle = () => r(true)));
       let timer: NodeJS.Timeout | undefined;
