@@ -10,7 +10,7 @@ import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
 import { Logger } from '../../src/core/log';
 import { Registry } from '../../src/core/registry';
-import { ROOT_GFID } from '../../src/core/types';
+import { ROOT_GFID, nameFromUtf8 } from '../../src/core/types';
 import { parseVolfile } from '../../src/core/volfile';
 import { sys } from '../../xlators/storage/posix/sys';
 import { cleanupGraphs, errCode, handlePath, hex, lookup, lookupInode, nameless, newBridge, startGraph, tempDir, within } from '../helpers/graphs';
@@ -87,7 +87,7 @@ describe('names are checked', () => {
     const g = await startGraph(dir);
     const root = g.itable.root;
     const long = 'n'.repeat(256);
-    const longUtf8 = 'é'.repeat(128); // 256 bytes in 128 characters
+    const longUtf8 = nameFromUtf8('é'.repeat(128)); // 256 bytes, the UTF-8 of 128 characters
     for (const name of [long, longUtf8]) {
       expect(await errCode(lookup(g, root, name))).toBe('ENAMETOOLONG');
       expect(await createAll(g, root, name)).toEqual({ create: 'ENAMETOOLONG', mkdir: 'ENAMETOOLONG', mknod: 'ENAMETOOLONG', symlink: 'ENAMETOOLONG' });
