@@ -83,11 +83,12 @@ export class HandleStore {
     try {
       this.rootFd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
       opened.push(this.rootFd);
-      const found = readGfid(this.self(this.rootFd));
+      const rootAt = { dirfd: this.rootFd, name: null };
+      const found = readGfid(rootAt);
       if (found !== undefined && found !== ROOT_GFID) {
         throw new Error(`${root} is not the root of a volume: it has GFID ${found} (it is a directory inside another volume)`);
       }
-      if (found === undefined) writeGfid(this.self(this.rootFd), ROOT_GFID);
+      if (found === undefined) writeGfid(rootAt, ROOT_GFID);
       const metaAt = { dirfd: this.rootFd, name: nameBytes(META_NAME) };
       mkdirIfMissing(metaAt);
       const meta = open(metaAt);
@@ -136,10 +137,6 @@ export class HandleStore {
   /** What the store holds open, for statedumps. */
   dump(): Record<string, unknown> {
     return { dirFds: this.dirs.size, dirFdsMax: DIR_FDS_MAX, locations: this.locations.size, openFiles: this.openCounts.size, orphans: this.orphans.size };
-  }
-
-  private self(fd: number): At {
-    return { dirfd: fd, name: null };
   }
 
   private ensureRootHandle(): void {

@@ -71,12 +71,9 @@ function checkDirHandle(store: HandleStore, log: Logger, f: Found, gfid: Gfid): 
   if (store.isAt(gfid, f.parent, f.name)) return gfid;
   // The handle leads elsewhere, or nowhere: is there another directory with this GFID?
   const other = liveDir(store, gfid);
-  if (other === 'not-a-directory' || (other && (other.ino !== f.st.ino || other.dev !== f.st.dev))) {
-    gfid = renumber(log, f, gfid);
-  } else {
-    // This directory takes the GFID: whatever fd was kept for it is of this one or of none.
-    if (!other) store.dirs.drop(gfid);
-  }
+  // Otherwise this directory takes the GFID (if an fd is kept for it, it is of this very
+  // directory, moved: liveDir found none that is still another's).
+  if (other === 'not-a-directory' || (other && (other.ino !== f.st.ino || other.dev !== f.st.dev))) gfid = renumber(log, f, gfid);
   store.setDirHandle(gfid, f.parent, f.name);
   return gfid;
 }

@@ -42,7 +42,7 @@ import { checkAccess, iattOf, statfsOf } from './attrs';
 import { GFID_XATTR, readGfid } from './gfid';
 import { HandleStore, META_NAME } from './handles';
 import { identify } from './heal';
-import { makeDir, makeObject } from './make';
+import { NewObject, makeDir, makeObject } from './make';
 import { At, SEEK_DATA, SEEK_HOLE, Stat, UTIME_NOW, UTIME_OMIT, sys } from './sys';
 
 const options = {
@@ -224,13 +224,13 @@ export class Posix extends Xlator<Options> {
   private statObject(loc: Loc): Iatt {
     const gfid = this.gfidOf(loc);
     const at = this.objectAt(loc);
-    const st = at.name === null ? this.handles.dirs.stat(gfid) : sys.stat(at);
-    const found = readGfid(at.name === null ? { dirfd: this.handles.dirs.fd(gfid), name: null } : at);
-    if (found !== gfid) {
-      if (at.name === null) this.handles.dirs.drop(gfid);
-      throw new FopError('ESTALE', `${loc.path}: GFID ${gfid} is gone`);
+    if (at.name !== null) {
+      const st = sys.stat(at);
+      if (readGfid(at) !== gfid) throw new FopError('ESTALE', `${loc.path}: GFID ${gfid} is gone`);
+      return this.iatt(st, gfid);
     }
-    return this.iatt(st, gfid);
+    // A directory's fd was checked by GFID when opened; dirs.stat finds it again if it was removed.
+    return this.iatt(this.handles.dirs.stat(gfid), gfid);
   }
 
   /**
@@ -311,7 +311,7 @@ export class Posix extends Xlator<Options> {
   // --- fops: namespace ------------------------------------------------------------
 
   /** What a new object at `loc` is: where it goes and the GFID it gets. */
-  private newObject(frame: Frame, loc: Loc, mode: number) {
+  private newObject(frame: Frame, loc: Loc, mode: number): NewObject {
     const entry = this.entryAt(loc, true);
     return { entry, parent: loc.parent!.gfid, name: loc.name!, gfid: this.gfidOf(loc), caller: frame.caller, mode };
   }
