@@ -216,8 +216,14 @@ export class HandleStore {
     const target = Buffer.concat([Buffer.from(`../${parent.slice(0, 2)}/${parent}/`, 'latin1'), nameBytes(name)]);
     // Made aside and renamed over, so a crash never leaves a directory without a handle.
     const aside = { dirfd: this.tmpFd, name: Buffer.from(`h-${gfid}`, 'latin1') };
-    ignoreMissing(() => sys.unlinkat(aside));
-    sys.symlinkat(target, aside);
+    try {
+      sys.symlinkat(target, aside);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      // left by a handle write that failed half-way
+      sys.unlinkat(aside);
+      sys.symlinkat(target, aside);
+    }
     try {
       sys.renameat2(aside, h, 0);
     } catch (e) {
