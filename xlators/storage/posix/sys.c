@@ -553,6 +553,20 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// xattrAt(enabled) -> whether getxattrat(2) and friends are used: false (tests) takes the
+// /proc path older kernels need, where they exist too; true takes them again where they exist.
+static napi_value js_xattr_at(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  bool enabled;
+  if (napi_get_value_bool(env, argv[0], &enabled) != napi_ok) return throw_type(env, "enabled must be a boolean");
+#ifdef __NR_getxattrat
+  have_xattrat = enabled;
+#endif
+  napi_value out;
+  napi_get_boolean(env, have_xattrat != 0 && enabled, &out);
+  return out;
+}
+
 #define FN(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default, NULL}
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -561,7 +575,7 @@ static napi_value init(napi_env env, napi_value exports) {
       FN("removexattr", js_removexattr), FN("openat", js_openat),     FN("mkdirat", js_mkdirat),   FN("mknodat", js_mknodat),
       FN("symlinkat", js_symlinkat), FN("readlinkat", js_readlinkat), FN("linkat", js_linkat),     FN("unlinkat", js_unlinkat),
       FN("renameat2", js_renameat2), FN("chown", js_chown),           FN("chmod", js_chmod),       FN("utimens", js_utimens),
-      FN("lseek", js_lseek),         FN("fallocate", js_fallocate),
+      FN("lseek", js_lseek),         FN("fallocate", js_fallocate),   FN("xattrAt", js_xattr_at),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

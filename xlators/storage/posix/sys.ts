@@ -49,6 +49,7 @@ interface Addon {
   utimens(dirfd: number, name: Buffer | null, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   lseek(fd: number, offset: number, whence: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  xattrAt(enabled: boolean): boolean;
 }
 
 export const UTIME_OMIT = -1;
@@ -126,6 +127,13 @@ export const sys = {
   utimens: (at: At, atime: [number, number], mtime: [number, number]): void => addon.utimens(at.dirfd, at.name, atime[0], atime[1], mtime[0], mtime[1]),
   lseek: (fd: number, offset: number, whence: number): number => addon.lseek(fd, offset, whence),
   fallocate: (fd: number, mode: number, offset: number, length: number): Promise<void> => addon.fallocate(fd, mode, offset, length),
+
+  /**
+   * Whether xattrs of entries are read and written with getxattrat(2) and friends (Linux
+   * 6.13), or through /proc/self/fd/N/name as older kernels need (false: tests of that path).
+   * Returns whether they are now used (false on kernels without them, whatever was asked).
+   */
+  useXattrAt: (enabled: boolean): boolean => addon.xattrAt(enabled),
 
   // Path-based, for tools and tests (a final symlink is not followed).
   getxattr: (p: string, attr: Name): Buffer => sys.getxattrAt(pathAt(p), attr),
