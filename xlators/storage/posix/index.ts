@@ -371,7 +371,7 @@ export class Posix extends Xlator<Options> {
   }
 
   override async rename(_frame: Frame, from: Loc, to: Loc, flags: number): Promise<Iatt> {
-    check((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) === 0 && flags !== (RENAME_NOREPLACE | RENAME_EXCHANGE), 'EINVAL', `rename flags ${flags}`);
+    check(Number.isInteger(flags) && (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) === 0 && flags !== (RENAME_NOREPLACE | RENAME_EXCHANGE), 'EINVAL', `rename flags ${flags}`);
     const src = this.entryAt(from);
     const dst = this.entryAt(to, true);
     const fromParent = from.parent!.gfid;

@@ -99,11 +99,11 @@ static int get_name(napi_env env, napi_value v, char *buf, const char **out, int
     throw_errno(env, ENAMETOOLONG, what, "");
     return -1;
   }
-  if (memchr(data, 0, len) != NULL) {  // an embedded NUL would silently shorten the name
+  if (len > 0 && memchr(data, 0, len) != NULL) {  // an embedded NUL would silently shorten the name
     throw_errno(env, EINVAL, what, "");
     return -1;
   }
-  memcpy(buf, data, len);
+  if (len > 0) memcpy(buf, data, len);
   buf[len] = 0;
   *out = buf;
   return 0;
