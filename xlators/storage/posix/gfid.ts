@@ -2,6 +2,7 @@ import { FopError, Gfid, isGfid } from '../../../src/core/index';
 import { At, XATTR_CREATE, sys } from './sys';
 
 export const GFID_XATTR = 'trusted.gfid';
+const GFID_ATTR = Buffer.from(GFID_XATTR, 'latin1');
 
 // Not uuid's parse/stringify: they reject GFIDs that are not RFC 4122 uuids, like the root's.
 export function gfidBytes(gfid: Gfid): Buffer {
@@ -17,7 +18,7 @@ export function gfidString(b: Buffer): Gfid {
 /** The GFID stored on an object, or undefined if it has none (or not 16 bytes of one). */
 export function readGfid(at: At): Gfid | undefined {
   try {
-    const b = sys.getxattrAt(at, GFID_XATTR);
+    const b = sys.getxattrAt(at, GFID_ATTR);
     return b.length === 16 ? gfidString(b) : undefined;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENODATA') return undefined;
@@ -26,5 +27,5 @@ export function readGfid(at: At): Gfid | undefined {
 }
 
 export function writeGfid(at: At, gfid: Gfid, flags = XATTR_CREATE): void {
-  sys.setxattrAt(at, GFID_XATTR, gfidBytes(gfid), flags);
+  sys.setxattrAt(at, GFID_ATTR, gfidBytes(gfid), flags);
 }

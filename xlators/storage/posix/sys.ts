@@ -109,8 +109,9 @@ export const sys = {
   statIfExists(at: At): Stat | undefined {
     return addon.stat(at.dirfd, at.name, statOut, true) ? statFrom(statOut) : undefined;
   },
-  getxattrAt: (at: At, attr: Name): Buffer => addon.getxattr(at.dirfd, at.name, nameBytes(attr)),
-  setxattrAt: (at: At, attr: Name, value: Buffer, flags: number): void => addon.setxattr(at.dirfd, at.name, nameBytes(attr), value, flags),
+  /** `attr` a byte string, or its bytes (a name used on every lookup need not be converted each time). */
+  getxattrAt: (at: At, attr: Name | Buffer): Buffer => addon.getxattr(at.dirfd, at.name, attrBytes(attr)),
+  setxattrAt: (at: At, attr: Name | Buffer, value: Buffer, flags: number): void => addon.setxattr(at.dirfd, at.name, attrBytes(attr), value, flags),
   listxattrAt: (at: At): Name[] => addon.listxattr(at.dirfd, at.name),
   removexattrAt: (at: At, attr: Name): void => addon.removexattr(at.dirfd, at.name, nameBytes(attr)),
   openat: (at: At, flags: number, mode = 0): number => addon.openat(at.dirfd, entry(at), flags, mode),
@@ -141,6 +142,8 @@ export const sys = {
   listxattr: (p: string): Name[] => sys.listxattrAt(pathAt(p)),
   removexattr: (p: string, attr: Name): void => sys.removexattrAt(pathAt(p), attr),
 };
+
+const attrBytes = (attr: Name | Buffer): Buffer => (typeof attr === 'string' ? nameBytes(attr) : attr);
 
 /** The name of an entry call: these never act on the fd itself. */
 function entry(at: At): Buffer {
