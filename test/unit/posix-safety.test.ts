@@ -6,14 +6,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
 import { buildGraph } from '../../src/core/builder';
+import type { Fd } from '../../src/core/fd';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
 import { Logger } from '../../src/core/log';
 import { Registry } from '../../src/core/registry';
-import { ROOT_GFID } from '../../src/core/types';
+import { ROOT_GFID, nameFromUtf8 } from '../../src/core/types';
 import { parseVolfile } from '../../src/core/volfile';
 import { sys } from '../../xlators/storage/posix/sys';
-import { cleanupGraphs, errCode, handlePath, hex, lookup, lookupInode, nameless, newBridge, startGraph, tempDir, within } from '../helpers/graphs';
+import { cleanupGraphs, errCode, handlePath, hex, lookup, lookupInode, nameless, newBridge, startGraph, stopGraph, tempDir, within } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, O_NONBLOCK, S_IFMT, S_IFDIR, S_IFLNK, S_IFIFO, S_IFCHR, S_IFREG } = fs.constants;
 const makedev = (major: number, minor: number) => (major << 8) | minor;
@@ -87,7 +88,7 @@ describe('names are checked', () => {
     const g = await startGraph(dir);
     const root = g.itable.root;
     const long = 'n'.repeat(256);
-    const longUtf8 = 'é'.repeat(128); // 256 bytes in 128 characters
+    const longUtf8 = nameFromUtf8('é'.repeat(128)); // 256 bytes, the UTF-8 of 128 characters
     for (const name of [long, longUtf8]) {
       expect(await errCode(lookup(g, root, name))).toBe('ENAMETOOLONG');
       expect(await createAll(g, root, name)).toEqual({ create: 'ENAMETOOLONG', mkdir: 'ENAMETOOLONG', mknod: 'ENAMETOOLONG', symlink: 'ENAMETOOLONG' });
@@ -408,5 +409,120 @@ describe('the backing directory must be a volume root', () => {
     expect(listing(sub)).toEqual([]);
     // the outer volume still works
     expect((await b.getattr('/sub')).gfid).toBe(subGfid);
+  });
+});
+
+describe('a directory swapped for a symlink in the backing directory is never followed', () => {
+  /** A volume with /d (holding `inner`) open, and a directory outside it with a secret. */
+  async function swapped() {
+    const { base, dir } = volumeInside();
+    const outside = path.join(base, 'outside');
+    fs.mkdirSync(outside);
+    fs.writeFileSync(path.join(outside, 'secret'), 'secret');
+    const g = await startGraph(dir);
+    const b = newBridge(g);
+    await b.mkdir('/d', 0o755);
+    const fh = await b.create('/d/inner', 0o644, O_RDWR);
+    await b.release('/d/inner', fh);
+    await b.symlink('x', '/victim-link');
+    const d = await lookupInode(g, g.itable.root, 'd');
+    const f = await lookupInode(g, g.itable.root, 'victim-link');
+    // A directory fd held across the swap, as an open directory would be.
+    const held = g.newFd(d, O_RDONLY, true);
+    await g.top.opendir(g.frame('opendir'), { path: '/d', inode: d }, held);
+    // Someone with access to the backing directory swaps d for a symlink to outside.
+    fs.renameSync(path.join(dir, 'd'), path.join(dir, 'd.real'));
+    fs.symlinkSync(outside, path.join(dir, 'd'));
+    return { dir, outside, g, d, f, held };
+  }
+
+  /** Every entry fop with `d` as the parent: creation, link, rename in, lookup, readdir. */
+  async function everything(g: Graph, d: Inode, f: Inode, held?: Fd): Promise<Record<string, string>> {
+    const codes = await createAll(g, d, 'planted');
+    codes.link = await errCode(g.top.link(g.frame('link'), { path: '/victim-link', inode: f }, { path: 'planted-link', parent: d, name: 'planted-link' }));
+    codes.renameIn = await errCode(g.top.rename(g.frame('rename'), { parent: g.itable.root, name: 'victim-link' }, { parent: d, name: 'planted-rename' }, 0));
+    codes.lookupSecret = await errCode(lookup(g, d, 'secret'));
+    codes.unlinkSecret = await errCode(g.top.unlink(g.frame('unlink'), { parent: d, name: 'secret' }));
+    const listed: string[] = [];
+    const fd = held ?? g.newFd(d, O_RDONLY, true);
+    try {
+      if (!held) await g.top.opendir(g.frame('opendir'), { path: '/d', inode: d }, fd);
+      for (const e of await g.top.readdir(g.frame('readdir'), fd, 1 << 16, 0)) listed.push(e.name);
+      for (const e of await g.top.readdirp(g.frame('readdirp'), fd, 1 << 16, 0)) listed.push(e.name);
+      codes.listing = listed.includes('secret') ? 'LISTED OUTSIDE' : 'OK';
+    } catch (e) {
+      codes.listing = String((e as { code?: string }).code);
+    } finally {
+      if (!held) await fd.unref();
+    }
+    return codes;
+  }
+
+  test('while the directory is known (its fd open): entry fops land in the real directory, nothing outside', async () => {
+    const { dir, outside, g, d, f, held } = await swapped();
+    const codes = await everything(g, d, f, held);
+    await held.unref();
+    expect(listing(outside)).toEqual(['secret']);
+    expect(fs.readFileSync(path.join(outside, 'secret'), 'utf8')).toBe('secret');
+    // (createAll makes one name four ways: the first wins, the others find it there)
+    expect(codes).toEqual({
+      create: 'OK', mkdir: 'EEXIST', mknod: 'EEXIST', symlink: 'EEXIST', link: 'OK', renameIn: 'OK',
+      lookupSecret: 'ENOENT', unlinkSecret: 'ENOENT', listing: 'OK',
+    });
+    // what succeeded went into the real directory, inside the volume
+    expect(listing(path.join(dir, 'd.real'))).toEqual(['inner', 'planted', 'planted-link', 'planted-rename']);
+  });
+
+  test('after a restart (nothing open): the directory is not found through the symlink (ESTALE), nothing outside', async () => {
+    const { dir, outside, g, d, f, held } = await swapped();
+    await held.unref();
+    await stopGraph(g);
+    const g2 = await startGraph(dir, 2);
+    const d2 = g2.itable.get(d.gfid);
+    d2.type = S_IFDIR;
+    const f2 = g2.itable.get(f.gfid);
+    const codes = await everything(g2, d2, f2);
+    expect(codes).toEqual({
+      create: 'ESTALE', mkdir: 'ESTALE', mknod: 'ESTALE', symlink: 'ESTALE', link: 'ESTALE', renameIn: 'ESTALE',
+      lookupSecret: 'ESTALE', unlinkSecret: 'ESTALE', listing: 'ESTALE',
+    });
+    expect(await errCode(nameless(g2, d.gfid))).toBe('ESTALE');
+    expect(await errCode(g2.top.setxattr(g2.frame('setxattr'), { inode: d2 }, 'user.planted', Buffer.from('1'), 0))).toBe('ESTALE');
+    expect(listing(outside)).toEqual(['secret']);
+    expect(() => sys.getxattr(outside, 'user.planted')).toThrow(/ENODATA/);
+    // A lookup by its new name finds the real directory, which keeps its GFID and handle.
+    expect((await lookup(g2, g2.itable.root, 'd.real')).gfid).toBe(d.gfid);
+    expect((await nameless(g2, d.gfid)).ino).toBe(fs.statSync(path.join(dir, 'd.real')).ino);
+  });
+
+  test('an ancestor swapped for a symlink to a copy carrying the same GFIDs is not followed either', async () => {
+    const { base, dir } = volumeInside();
+    const g = await startGraph(dir);
+    const b = newBridge(g);
+    await b.mkdir('/a', 0o755);
+    await b.mkdir('/a/b', 0o755);
+    const ga = (await b.getattr('/a')).gfid;
+    const gb = (await b.getattr('/a/b')).gfid;
+    await stopGraph(g);
+    // outside: a copy of a/b with the very same GFIDs (as `cp -a` by root would make)
+    const copy = path.join(base, 'copy');
+    fs.mkdirSync(path.join(copy, 'b'), { recursive: true });
+    sys.setxattr(copy, 'trusted.gfid', sys.getxattr(path.join(dir, 'a'), 'trusted.gfid'), 0);
+    sys.setxattr(path.join(copy, 'b'), 'trusted.gfid', sys.getxattr(path.join(dir, 'a', 'b'), 'trusted.gfid'), 0);
+    fs.renameSync(path.join(dir, 'a'), path.join(dir, 'a.real'));
+    fs.symlinkSync(copy, path.join(dir, 'a'));
+    const g2 = await startGraph(dir, 2);
+    const bInode = g2.itable.get(gb);
+    bInode.type = S_IFDIR;
+    expect(await createAll(g2, bInode, 'planted')).toEqual({ create: 'ESTALE', mkdir: 'ESTALE', mknod: 'ESTALE', symlink: 'ESTALE' });
+    expect(await errCode(nameless(g2, gb))).toBe('ESTALE');
+    expect(await errCode(nameless(g2, ga))).toBe('ESTALE');
+    expect(listing(path.join(copy, 'b'))).toEqual([]);
+    // and a directory swapped for another directory (no GFID) is not taken for it
+    fs.unlinkSync(path.join(dir, 'a'));
+    fs.mkdirSync(path.join(dir, 'a'));
+    fs.mkdirSync(path.join(dir, 'a', 'b'));
+    expect(await createAll(g2, bInode, 'planted')).toEqual({ create: 'ESTALE', mkdir: 'ESTALE', mknod: 'ESTALE', symlink: 'ESTALE' });
+    expect(listing(path.join(dir, 'a', 'b'))).toEqual([]);
   });
 });

@@ -1,38 +1,26 @@
-import { BigIntStats, StatsFs, constants } from 'fs';
-import { FopError } from '../../../src/core/errors';
-import { Caller, Gfid, Iatt, Statfs, Timespec } from '../../../src/core/types';
-
-const NS = 1_000_000_000n;
-
-export function timespec(ns: bigint): Timespec {
-  let sec = ns / NS;
-  let nsec = ns % NS;
-  if (nsec < 0n) {
-    sec -= 1n;
-    nsec += NS;
-  }
-  return { sec: Number(sec), nsec: Number(nsec) };
-}
+import { StatsFs, constants } from 'fs';
+import { Caller, FopError, Gfid, Iatt, Statfs } from '../../../src/core/index';
+import type { Stat } from './sys';
 
 /**
  * Attributes of a backing object as the volume shows them. `hiddenLinks` are links the
  * volume does not show: the GFID handle of a file, the .xlstack folder in the root.
  */
-export function iattOf(st: BigIntStats, gfid: Gfid, hiddenLinks: number): Iatt {
+export function iattOf(st: Stat, gfid: Gfid, hiddenLinks: number): Iatt {
   return {
     gfid,
-    ino: Number(st.ino),
-    mode: Number(st.mode),
-    nlink: Math.max(0, Number(st.nlink) - hiddenLinks),
-    uid: Number(st.uid),
-    gid: Number(st.gid),
-    rdev: Number(st.rdev),
-    size: Number(st.size),
-    blksize: Number(st.blksize),
-    blocks: Number(st.blocks),
-    atime: timespec(st.atimeNs),
-    mtime: timespec(st.mtimeNs),
-    ctime: timespec(st.ctimeNs),
+    ino: st.ino,
+    mode: st.mode,
+    nlink: Math.max(0, st.nlink - hiddenLinks),
+    uid: st.uid,
+    gid: st.gid,
+    rdev: st.rdev,
+    size: st.size,
+    blksize: st.blksize,
+    blocks: st.blocks,
+    atime: st.atime,
+    mtime: st.mtime,
+    ctime: st.ctime,
   };
 }
 

@@ -1,75 +1,118 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { FopError } from '../../../src/core/errors';
-import { Gfid, ROOT_GFID, isGfid } from '../../../src/core/types';
-import { XATTR_CREATE, sys } from './sys';
+import { FopError, Gfid, Name, ROOT_GFID, isGfid, nameBytes, nameFromBytes } from '../../../src/core/index';
+import { DirFds, DIR_OPEN } from './dirs';
+import { readGfid, writeGfid } from './gfid';
+import { Lru } from './lru';
+import { At, sys } from './sys';
 
-export const GFID_XATTR = 'trusted.gfid';
 /** The folder inside the backing directory where posix keeps its own data. */
 export const META_NAME = '.xlstack';
 
-const MAX_DEPTH = 4096;
 /** How many file handles are remembered as checked (each check may cost a disk read). */
 const VERIFIED_MAX = 65536;
+/** How many directory locations (the targets of directory handles) are kept in memory. */
+const LOCATIONS_MAX = 65536;
+/** How many directory fds are kept open (the root's is always open, besides these). */
+export const DIR_FDS_MAX = 1024;
 
-
-// Not uuid's parse/stringify: they reject GFIDs that are not RFC 4122 uuids, like the root's.
-export function gfidBytes(gfid: Gfid): Buffer {
-  if (!isGfid(gfid)) throw new FopError('EINVAL', `bad GFID ${JSON.stringify(gfid)}`);
-  return Buffer.from(gfid.replace(/-/g, ''), 'hex');
+/** Where a directory is: its one name in its parent. */
+export interface DirLocation {
+  readonly parent: Gfid;
+  readonly name: Name;
 }
 
-export function gfidString(b: Buffer): Gfid {
-  const h = b.toString('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
+/** A directory handle's target: `../<bucket>/<parent gfid>/<name>` (the name may hold any byte but '/'). */
+const HANDLE_TARGET = /^\.\.\/[0-9a-f]{2}\/([0-9a-f-]{36})\/([^/]+)$/s;
 
-/** The GFID stored on a path, or undefined if it has none. */
-export function readGfid(p: string): Gfid | undefined {
+const ignoreMissing = (fn: () => void): void => {
   try {
-    const b = sys.getxattr(p, GFID_XATTR);
-    return b.length === 16 ? gfidString(b) : undefined;
+    fn();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENODATA') return undefined;
-    throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
-}
+};
 
-export function writeGfid(p: string, gfid: Gfid, flags = XATTR_CREATE): void {
-  sys.setxattr(p, GFID_XATTR, gfidBytes(gfid), flags);
-}
+const mkdirIfMissing = (at: At): void => {
+  try {
+    sys.mkdirat(at, 0o700);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+};
 
 /**
  * The GFID index of one backing directory, GlusterFS style: `.xlstack/handles/xx/<gfid>`
  * is a hard link for a file (so it stays reachable by GFID whatever its names) and a
  * symlink `../pp/<parent-gfid>/<name>` for a directory (its one name, kept on disk so a
- * GFID can be found again after a restart). Directory paths are also cached in memory.
- * One level of 256 buckets (GlusterFS has 65536) keeps the index's own directories hot
- * in the cache; ext4's hashed directories hold millions of entries per bucket.
+ * GFID can be found again after a restart). Those symlinks are only ever read, never
+ * followed: directories are reached through `dirs`, fds opened one component at a time.
+ * Every call here works relative to fds the store holds open (the root, .xlstack/tmp,
+ * .xlstack/unlinked and the 256 buckets), so no backing path is ever built.
  * One store serves every posix translator of the process on that directory, so graphs
  * that replace each other see each other's renames and open files.
  */
 export class HandleStore {
   private static readonly stores = new Map<string, HandleStore>();
 
-  readonly meta: string;
-  readonly tmp: string;
-  private readonly handles: string;
+  readonly rootFd: number;
+  /** Where objects are made before they get their name (emptied at start). */
+  readonly tmpFd: number;
   /** Handles of files that lost their last name while open (GlusterFS's .glusterfs/unlink). */
-  private readonly unlinked: string;
-  private readonly dirs = new Map<Gfid, { parent: Gfid; name: string }>();
-  /** Inode numbers of files whose handle is known to be theirs (least recently checked first). */
-  private readonly verified = new Map<Gfid, bigint>();
+  private readonly unlinkedFd: number;
+  private readonly buckets: number[] = [];
+  readonly dirs: DirFds;
+  private readonly locations = new Lru<Gfid, DirLocation>(LOCATIONS_MAX);
+  /** Inode numbers of files whose handle is known to be theirs. */
+  private readonly verified = new Lru<Gfid, number>(VERIFIED_MAX);
   private readonly openCounts = new Map<Gfid, number>();
   /** Open files that lost their last name: their handle goes with the last close. */
   private readonly orphans = new Set<Gfid>();
   private users = 0;
 
-  private constructor(readonly root: string) {
-    this.meta = path.join(root, META_NAME);
-    this.handles = path.join(this.meta, 'handles');
-    this.tmp = path.join(this.meta, 'tmp');
-    this.unlinked = path.join(this.meta, 'unlinked');
+  private constructor(
+    /** The backing directory (its real path: for statfs and messages only). */
+    readonly root: string,
+  ) {
+    const opened: number[] = [];
+    const open = (at: At) => {
+      const fd = sys.openat(at, DIR_OPEN);
+      opened.push(fd);
+      return fd;
+    };
+    try {
+      this.rootFd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+      opened.push(this.rootFd);
+      const rootAt = { dirfd: this.rootFd, name: null };
+      const found = readGfid(rootAt);
+      if (found !== undefined && found !== ROOT_GFID) {
+        throw new Error(`${root} is not the root of a volume: it has GFID ${found} (it is a directory inside another volume)`);
+      }
+      if (found === undefined) writeGfid(rootAt, ROOT_GFID);
+      const metaAt = { dirfd: this.rootFd, name: nameBytes(META_NAME) };
+      mkdirIfMissing(metaAt);
+      const meta = open(metaAt);
+      // What an earlier run left in tmp was never named; what it left among the unlinked had
+      // no name and nobody has it open any more.
+      for (const sub of ['tmp', 'unlinked']) fs.rmSync(path.join(root, META_NAME, sub), { recursive: true, force: true });
+      for (const sub of ['tmp', 'unlinked', 'handles']) mkdirIfMissing({ dirfd: meta, name: nameBytes(sub) });
+      this.tmpFd = open({ dirfd: meta, name: nameBytes('tmp') });
+      this.unlinkedFd = open({ dirfd: meta, name: nameBytes('unlinked') });
+      // One level of 256 buckets (GlusterFS has 65536) keeps the index's own directories hot
+      // in the cache; ext4's hashed directories hold millions of entries per bucket.
+      const handles = open({ dirfd: meta, name: nameBytes('handles') });
+      for (let i = 0; i < 256; i++) {
+        const at = { dirfd: handles, name: nameBytes(i.toString(16).padStart(2, '0')) };
+        mkdirIfMissing(at);
+        this.buckets.push(open(at));
+      }
+      for (const fd of [meta, handles]) fs.closeSync(opened.splice(opened.indexOf(fd), 1)[0]);
+      this.ensureRootHandle();
+    } catch (e) {
+      for (const fd of opened) fs.closeSync(fd);
+      throw e;
+    }
+    this.dirs = new DirFds(this.rootFd, (gfid) => this.location(gfid), DIR_FDS_MAX);
   }
 
   /** The store of a backing directory, shared by everyone in the process who uses it. */
@@ -78,7 +121,6 @@ export class HandleStore {
     let store = HandleStore.stores.get(real);
     if (!store) {
       store = new HandleStore(real);
-      store.setup();
       HandleStore.stores.set(real, store);
     }
     store.users++;
@@ -86,116 +128,127 @@ export class HandleStore {
   }
 
   release(): void {
-    if (--this.users === 0) HandleStore.stores.delete(this.root);
+    if (--this.users > 0) return;
+    HandleStore.stores.delete(this.root);
+    this.dirs.clear();
+    for (const fd of [this.rootFd, this.tmpFd, this.unlinkedFd, ...this.buckets]) fs.closeSync(fd);
   }
 
-  private setup(): void {
-    const found = readGfid(this.root);
-    if (found !== undefined && found !== ROOT_GFID) {
-      throw new Error(`${this.root} is not the root of a volume: it has GFID ${found} (it is a directory inside another volume)`);
-    }
-    if (found === undefined) writeGfid(this.root, ROOT_GFID);
-    fs.mkdirSync(this.tmp, { recursive: true, mode: 0o700 });
-    // Files left here by an earlier run had no name and nobody has them open any more.
-    fs.rmSync(this.unlinked, { recursive: true, force: true });
-    fs.mkdirSync(this.unlinked, { mode: 0o700 });
-    for (let i = 0; i < 256; i++) fs.mkdirSync(path.join(this.handles, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 });
-    this.ensureRootHandle();
+  /** What the store holds open, for statedumps. */
+  dump(): Record<string, unknown> {
+    return { dirFds: this.dirs.size, dirFdsMax: DIR_FDS_MAX, locations: this.locations.size, openFiles: this.openCounts.size, orphans: this.orphans.size };
   }
 
   private ensureRootHandle(): void {
-    const h = this.handlePath(ROOT_GFID);
+    const h = this.handleAt(ROOT_GFID);
     const want = '../../..';
     try {
-      if (fs.readlinkSync(h) === want) return;
-      fs.unlinkSync(h);
+      if (sys.readlinkat(h).toString('latin1') === want) return;
+      sys.unlinkat(h);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
-    fs.symlinkSync(want, h);
+    sys.symlinkat(Buffer.from(want), h);
   }
 
-  /** A GFID is only ever turned into a path here, after checking it is one (never `../..`). */
-  handlePath(gfid: Gfid): string {
+  /** A GFID is only ever turned into a name here, after checking it is one (never `../..`). */
+  handleAt(gfid: Gfid): At {
     if (!isGfid(gfid)) throw new FopError('EINVAL', `bad GFID ${JSON.stringify(gfid)}`);
-    return path.join(this.handles, gfid.slice(0, 2), gfid);
+    return { dirfd: this.buckets[parseInt(gfid.slice(0, 2), 16)], name: Buffer.from(gfid, 'latin1') };
   }
 
-  /** The inode number a GFID's handle was recently found (or made) to link to. */
-  verifiedIno(gfid: Gfid): bigint | undefined {
-    const ino = this.verified.get(gfid);
-    if (ino !== undefined) this.markVerified(gfid, ino);
-    return ino;
-  }
-
-  markVerified(gfid: Gfid, ino: bigint): void {
-    this.verified.delete(gfid);
-    this.verified.set(gfid, ino);
-    if (this.verified.size > VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value!);
-  }
-
-  /** A path to operate on for an object: the real path of a directory, the handle of anything else. */
-  pathOf(gfid: Gfid, isDir: boolean): string {
-    return isDir || gfid === ROOT_GFID ? this.dirPath(gfid) : this.filePath(gfid);
+  /** Where a new object with this GFID is made before it gets its name. */
+  asideAt(gfid: Gfid): At {
+    if (!isGfid(gfid)) throw new FopError('EINVAL', `bad GFID ${JSON.stringify(gfid)}`);
+    return { dirfd: this.tmpFd, name: Buffer.from(gfid, 'latin1') };
   }
 
   /** Where a non-directory is reached by GFID: its handle, or its place among the unlinked. */
-  filePath(gfid: Gfid): string {
-    return this.orphans.has(gfid) ? path.join(this.unlinked, gfid) : this.handlePath(gfid);
+  fileAt(gfid: Gfid): At {
+    return this.orphans.has(gfid) ? { dirfd: this.unlinkedFd, name: Buffer.from(gfid, 'latin1') } : this.handleAt(gfid);
   }
 
-  /** The real path of a directory, from the cache or by following handle symlinks. */
-  dirPath(gfid: Gfid, depth = 0): string {
-    if (gfid === ROOT_GFID) return this.root;
-    if (depth > MAX_DEPTH) throw new FopError('ELOOP', `directory handle chain of ${gfid} is too deep`);
-    let entry = this.dirs.get(gfid);
-    if (!entry) {
-      entry = this.readDirHandle(gfid);
-      this.dirs.set(gfid, entry);
-    }
-    return path.join(this.dirPath(entry.parent, depth + 1), entry.name);
+  /** The inode number a GFID's handle was recently found (or made) to link to. */
+  verifiedIno(gfid: Gfid): number | undefined {
+    return this.verified.get(gfid);
   }
 
-  private readDirHandle(gfid: Gfid): { parent: Gfid; name: string } {
-    const h = this.handlePath(gfid);
-    let target: string;
+  markVerified(gfid: Gfid, ino: number): void {
+    this.verified.set(gfid, ino);
+  }
+
+  // --- directory handles ---------------------------------------------------------------
+
+  /** Whether `gfid` is known (in memory) to be a directory. */
+  isKnownDir(gfid: Gfid): boolean {
+    return gfid === ROOT_GFID || this.locations.has(gfid);
+  }
+
+  /**
+   * Where directory `gfid` is, from memory or its handle: ESTALE if it has none, ENOTDIR
+   * if the GFID is not a directory's (a file's hard link, or a user's symlink, which has a
+   * GFID of its own, whatever its target looks like).
+   */
+  location(gfid: Gfid): DirLocation {
+    const known = this.locations.get(gfid);
+    if (known) return known;
+    const h = this.handleAt(gfid);
+    let target: Buffer;
     try {
-      target = fs.readlinkSync(h);
+      target = sys.readlinkat(h);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') throw new FopError('ESTALE', `no directory with GFID ${gfid}`);
       if (code === 'EINVAL') throw new FopError('ENOTDIR', `GFID ${gfid} is not a directory`);
       throw e;
     }
-    // A user's symlink (it has a GFID of its own) is never read as a directory handle,
-    // whatever its target looks like.
     if (readGfid(h) !== undefined) throw new FopError('ENOTDIR', `GFID ${gfid} is not a directory`);
-    const m = /^\.\.\/[0-9a-f]{2}\/([0-9a-f-]{36})\/(.+)$/.exec(target);
-    if (!m || !isGfid(m[1]) || m[2].includes('/') || m[2] === '..' || m[2] === '.') throw new FopError('ESTALE', `bad directory handle for ${gfid}: ${target}`);
-    return { parent: m[1], name: m[2] };
+    const m = HANDLE_TARGET.exec(nameFromBytes(target));
+    if (!m || !isGfid(m[1]) || m[2] === '.' || m[2] === '..') throw new FopError('ESTALE', `bad directory handle for ${gfid}: ${JSON.stringify(nameFromBytes(target))}`);
+    const loc = { parent: m[1], name: m[2] };
+    this.locations.set(gfid, loc);
+    return loc;
   }
 
   /** Records (on disk and in memory) that directory `gfid` is `name` in `parent`. */
-  setDirHandle(gfid: Gfid, parent: Gfid, name: string): void {
-    const h = this.handlePath(gfid);
-    const target = `../${parent.slice(0, 2)}/${parent}/${name}`;
-    // Write aside and rename over, so a crash never leaves a directory without a handle.
-    const aside = path.join(this.tmp, `h-${gfid}`);
-    fs.rmSync(aside, { force: true });
-    fs.symlinkSync(target, aside);
-    fs.renameSync(aside, h);
-    this.dirs.set(gfid, { parent, name });
+  setDirHandle(gfid: Gfid, parent: Gfid, name: Name): void {
+    const h = this.handleAt(gfid);
+    const target = Buffer.concat([Buffer.from(`../${parent.slice(0, 2)}/${parent}/`, 'latin1'), nameBytes(name)]);
+    // Made aside and renamed over, so a crash never leaves a directory without a handle.
+    const aside = { dirfd: this.tmpFd, name: Buffer.from(`h-${gfid}`, 'latin1') };
+    try {
+      sys.symlinkat(target, aside);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      // left by a handle write that failed half-way
+      sys.unlinkat(aside);
+      sys.symlinkat(target, aside);
+    }
+    try {
+      sys.renameat2(aside, h, 0);
+    } catch (e) {
+      ignoreMissing(() => sys.unlinkat(aside));
+      throw e;
+    }
+    this.locations.set(gfid, { parent, name });
   }
 
-  /** The cached name of a directory, if known. */
-  dirEntry(gfid: Gfid): { parent: Gfid; name: string } | undefined {
-    return this.dirs.get(gfid);
-  }
-
-  removeHandle(gfid: Gfid): void {
-    this.dirs.delete(gfid);
+  /** A directory is gone: its handle, its location and its fd go too. */
+  removeDirHandle(gfid: Gfid): void {
+    this.locations.delete(gfid);
     this.verified.delete(gfid);
-    fs.rmSync(this.handlePath(gfid), { force: true });
+    this.dirs.drop(gfid);
+    ignoreMissing(() => sys.unlinkat(this.handleAt(gfid)));
+  }
+
+  /** Whether directory `gfid`'s handle says it is `name` in `parent`. */
+  isAt(gfid: Gfid, parent: Gfid, name: Name): boolean {
+    try {
+      const loc = this.location(gfid);
+      return loc.parent === parent && loc.name === name;
+    } catch {
+      return false;
+    }
   }
 
   // --- files kept open: their handle must outlive their last name ---------------
@@ -216,27 +269,24 @@ export class HandleStore {
       return;
     }
     this.openCounts.delete(gfid);
-    if (this.orphans.delete(gfid)) fs.rmSync(path.join(this.unlinked, gfid), { force: true });
+    if (this.orphans.delete(gfid)) ignoreMissing(() => sys.unlinkat({ dirfd: this.unlinkedFd, name: Buffer.from(gfid, 'latin1') }));
   }
 
   /**
-   * A non-directory lost a name: if only its handle is left, remove that too, or, while the
-   * file is open, move it among the unlinked until it is closed (where a restart would
-   * reclaim it). A directory's handle is a symlink: not for those.
+   * A non-directory (inode `ino`) lost a name: if only its handle is left, remove that too,
+   * or, while the file is open, move it among the unlinked until it is closed (where a
+   * restart would reclaim it). A handle that is not that inode's is left alone.
    */
-  dropIfNameless(gfid: Gfid): void {
-    const h = this.handlePath(gfid);
-    try {
-      if (fs.lstatSync(h).nlink !== 1) return;
-      this.verified.delete(gfid);
-      if (this.isOpen(gfid)) {
-        fs.renameSync(h, path.join(this.unlinked, gfid));
-        this.orphans.add(gfid);
-        return;
-      }
-      fs.unlinkSync(h);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  dropIfNameless(gfid: Gfid, ino: number): void {
+    const h = this.handleAt(gfid);
+    const st = sys.statIfExists(h);
+    if (!st || st.ino !== ino || st.nlink !== 1) return;
+    this.verified.delete(gfid);
+    if (this.isOpen(gfid)) {
+      sys.renameat2(h, { dirfd: this.unlinkedFd, name: h.name }, 0);
+      this.orphans.add(gfid);
+      return;
     }
+    ignoreMissing(() => sys.unlinkat(h));
   }
 }

@@ -1,18 +1,49 @@
 import * as fs from 'fs';
-import * as path from 'path';
-import { v4 as uuidv4 } from 'uuid';
-import { ErrnoCode, FopError, check } from '../../../src/core/errors';
-import { XlEvent } from '../../../src/core/events';
-import type { Fd } from '../../../src/core/fd';
-import type { Loc } from '../../../src/core/fops';
-import type { Frame } from '../../../src/core/frame';
-import { OptionValues, opt } from '../../../src/core/options';
-import { defineTranslator } from '../../../src/core/registry';
-import { Caller, Dirent, Gfid, Iatt, ROOT_GFID, SetAttr, Statfs, Timespec, isDir } from '../../../src/core/types';
-import { Xlator, XlatorInit } from '../../../src/core/xlator';
+import {
+  Dirent,
+  DirentPlus,
+  ErrnoCode,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+  Fd,
+  FdContext,
+  Flock,
+  FopError,
+  Frame,
+  Gfid,
+  Iatt,
+  LockCmd,
+  LockKind,
+  Loc,
+  Name,
+  OptionValues,
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  ROOT_GFID,
+  S_IFMT,
+  SetAttr,
+  Statfs,
+  Timespec,
+  XlEvent,
+  Xlator,
+  XlatorInit,
+  check,
+  defineTranslator,
+  gfidOfLoc,
+  isByteString,
+  isDir,
+  isLnk,
+  nameBytes,
+  nameFromBytes,
+  opt,
+} from '../../../src/core/index';
 import { checkAccess, iattOf, statfsOf } from './attrs';
-import { GFID_XATTR, HandleStore, META_NAME, readGfid, writeGfid } from './handles';
-import { UTIME_NOW, UTIME_OMIT, XATTR_REPLACE, sys } from './sys';
+import { GFID_XATTR, readGfid } from './gfid';
+import { HandleStore, META_NAME } from './handles';
+import { identify } from './heal';
+import { NewObject, makeDir, makeObject } from './make';
+import { At, SEEK_DATA, SEEK_HOLE, Stat, UTIME_NOW, UTIME_OMIT, sys } from './sys';
 
 const options = {
   directory: opt.path({ description: 'the backing directory this volume serves', reconfigurable: false }),
@@ -24,19 +55,29 @@ const options = {
 
 type Options = OptionValues<typeof options>;
 
-const { O_CREAT, O_EXCL, O_NOCTTY, O_NOFOLLOW, O_TRUNC, O_DIRECT, O_RDWR, O_WRONLY, O_NONBLOCK } = fs.constants;
-const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fs.constants;
+const { O_CREAT, O_EXCL, O_NOFOLLOW, O_TRUNC, O_DIRECT, O_RDWR, O_RDONLY, O_WRONLY, O_NONBLOCK, O_APPEND, O_SYNC, O_DSYNC, O_NOATIME, O_DIRECTORY } = fs.constants;
+const { S_IFDIR, S_IFREG, S_IFLNK } = fs.constants;
 // Not in fs.constants.
 const O_ACCMODE = 0o3;
-const S_ISGID = 0o2000;
-/** Open flags that were the caller's business (creation) or that posix cannot honour. */
-const STRIPPED_OPEN_FLAGS = O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT;
+/**
+ * The open flags that reach a backing file: how it is accessed, appending, synchronous
+ * writes, no atime. Creation flags were the caller's business; anything else (O_PATH,
+ * O_DIRECTORY, O_TMPFILE...) has no place on a regular file opened by GFID.
+ */
+const PASSED_OPEN_FLAGS = O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC | O_NOATIME;
 const RESERVED_XATTRS = (name: string) => name === GFID_XATTR || name.startsWith('trusted.xlstack.');
 const NAME_MAX = 255;
+/** The longest symlink target the kernel takes (PATH_MAX with its NUL). */
+const TARGET_MAX = 4095;
+const FALLOC_MODES = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+const META = nameBytes(META_NAME);
+const DOT = nameBytes('.');
 
 interface FileCtx {
   readonly kind: 'file';
   readonly osfd: number;
+  /** Opened with O_APPEND: every write goes to the end, whatever offset it carries. */
+  readonly append: boolean;
 }
 
 interface DirCtx {
@@ -49,23 +90,41 @@ interface DirCtx {
   pos: number;
 }
 
-/** A path that reaches an open directory through its fd (the kernel follows it to the inode). */
+/** One entry of a listing, as the backing directory has it. */
+interface RawEntry {
+  readonly name: Buffer;
+  readonly type: number;
+  readonly offset: number;
+}
+
+/** A path that reaches an open directory through its fd (the kernel jumps to the directory itself). */
 const byFd = (osfd: number) => `/proc/self/fd/${osfd}`;
 
-const lstat = (p: string) => fs.lstatSync(p, { bigint: true });
 /** Writes up to this size go straight to the page cache: cheaper than a thread-pool hand-off. */
 const SYNC_WRITE_MAX = 64 * 1024;
+
+/** The flags a backing file is opened with for an fd opened with `flags`. */
+function backingFlags(flags: number): number {
+  let f = (flags & PASSED_OPEN_FLAGS) | O_NOFOLLOW;
+  // O_DIRECT is not passed on: Node's buffers are not aligned as it requires. What a caller
+  // counts on from it is that the data is on disk when the write returns: O_DSYNC gives that.
+  if (flags & O_DIRECT) f |= O_DSYNC;
+  return f;
+}
 
 /**
  * storage/posix: serves a backing directory. Every object gets a GFID, kept in the
  * `trusted.gfid` xattr and indexed under `.xlstack/handles`, so it is found by GFID on any
- * graph and after restarts. Requests name objects by GFID or by (parent GFID, name):
- * never by a path the client chose, so no request reaches outside the directory.
+ * graph and after restarts. Requests name objects by GFID or by (parent GFID, name), never
+ * by a path: every call works relative to an open directory (*at system calls), with names
+ * as the exact bytes the client sent, so no request reaches outside the directory, follows
+ * a symlink inside it, or runs into PATH_MAX however deep the tree.
  * Metadata calls are synchronous (a few µs, and atomic with respect to every other fop
- * of this process); data calls (read, write, fsync, readdir) go to the thread pool.
+ * of this process); data calls (read, write, fsync, readdir, fallocate) go to the thread pool.
  */
 export class Posix extends Xlator<Options> {
   private store?: HandleStore;
+  private readonly fds = new FdContext<FileCtx | DirCtx>(this);
 
   constructor(init: XlatorInit<Options>) {
     super(init);
@@ -107,8 +166,7 @@ export class Posix extends Xlator<Options> {
   }
 
   override async release(fd: Fd): Promise<void> {
-    const ctx = fd.ctx.get(this) as FileCtx | DirCtx | undefined;
-    fd.ctx.delete(this);
+    const ctx = this.fds.take(fd);
     if (ctx?.kind === 'file') {
       fs.closeSync(ctx.osfd);
       this.store?.closed(fd.inode.gfid);
@@ -119,183 +177,83 @@ export class Posix extends Xlator<Options> {
   }
 
   override dump(): Record<string, unknown> {
-    return { directory: this.options.directory };
+    return { directory: this.options.directory, ...this.store?.dump() };
   }
 
   // --- naming -----------------------------------------------------------------
 
-  /** The backing path of `name` in directory `parent`, for finding (ENOENT) or creating (EPERM) it. */
-  private entryPath(loc: Loc, creating = false): string {
-    const parent = loc.parent;
-    const name = loc.name;
+  /** Where `name` in directory `parent` is, for finding (ENOENT) or creating (EPERM) it. */
+  private entryAt(loc: Loc, creating = false): At {
+    const { parent, name } = loc;
     check(parent && name !== undefined, 'EINVAL', `${loc.path}: no parent and name`);
+    check(isByteString(name), 'EINVAL', `${JSON.stringify(name)} is not a byte string`);
     check(name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0'), 'EINVAL', `bad name ${JSON.stringify(name)}`);
-    check(Buffer.byteLength(name) <= NAME_MAX, 'ENAMETOOLONG');
+    check(name.length <= NAME_MAX, 'ENAMETOOLONG');
     if (parent.gfid === ROOT_GFID && name === META_NAME) {
       throw new FopError(creating ? 'EPERM' : 'ENOENT', `${META_NAME} is reserved`);
     }
-    return path.join(this.handles.dirPath(parent.gfid), name);
+    return { dirfd: this.handles.dirs.fd(parent.gfid), name: nameBytes(name) };
   }
 
   private gfidOf(loc: Loc): Gfid {
-    const gfid = loc.inode?.gfid ?? loc.gfid;
+    const gfid = gfidOfLoc(loc);
     check(gfid, 'EINVAL', `${loc.path}: no GFID`);
     return gfid;
   }
 
-  /** The backing path of an existing object given by GFID. */
-  private objectPath(loc: Loc): string {
+  /** Where an existing object given by GFID is: a directory's own fd, or a handle. */
+  private objectAt(loc: Loc): At {
     const gfid = this.gfidOf(loc);
-    const type = loc.inode?.type;
-    if (type) return this.handles.pathOf(gfid, type === S_IFDIR);
-    if (gfid === ROOT_GFID || this.handles.dirEntry(gfid)) return this.handles.dirPath(gfid);
-    // Type unknown: a handle that is a symlink without a GFID of its own is a directory's.
-    const h = this.handles.filePath(gfid);
-    let st: fs.Stats;
-    try {
-      st = fs.lstatSync(h);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FopError('ESTALE', `no object with GFID ${gfid}`);
-      throw e;
-    }
-    return st.isSymbolicLink() && readGfid(h) === undefined ? this.handles.dirPath(gfid) : h;
+    return this.isDirectory(gfid, loc.inode?.type) ? { dirfd: this.handles.dirs.fd(gfid), name: null } : this.handles.fileAt(gfid);
   }
 
-  private iatt(st: fs.BigIntStats, gfid: Gfid): Iatt {
-    const dir = (Number(st.mode) & S_IFMT) === S_IFDIR;
-    return iattOf(st, gfid, dir ? (gfid === ROOT_GFID ? 1 : 0) : 1);
+  private isDirectory(gfid: Gfid, type: number | undefined): boolean {
+    if (type) return type === S_IFDIR || gfid === ROOT_GFID;
+    if (this.handles.isKnownDir(gfid)) return true;
+    // Type unknown: a handle that is a symlink without a GFID of its own is a directory's.
+    const h = this.handles.fileAt(gfid);
+    const st = sys.statIfExists(h);
+    if (!st) throw new FopError('ESTALE', `no object with GFID ${gfid}`);
+    return isLnk(st.mode) && readGfid(h) === undefined;
+  }
+
+  private iatt(st: Stat, gfid: Gfid): Iatt {
+    return iattOf(st, gfid, isDir(st.mode) ? (gfid === ROOT_GFID ? 1 : 0) : 1);
   }
 
   private statObject(loc: Loc): Iatt {
-    const p = this.objectPath(loc);
     const gfid = this.gfidOf(loc);
-    const st = lstat(p);
-    const found = readGfid(p);
-    if (found !== gfid) throw new FopError('ESTALE', `${loc.path}: GFID ${gfid} is gone`);
-    return this.iatt(st, gfid);
-  }
-
-  // --- GFID assignment and handle healing ----------------------------------------
-
-  /**
-   * The GFID of an entry found by name, assigning one and healing its handle if needed.
-   * Returns the entry's attributes as they are afterwards (a new handle is a new link).
-   */
-  private identify(p: string, st: fs.BigIntStats, parent: Gfid, name: string): { gfid: Gfid; st: fs.BigIntStats } {
-    const gfid = readGfid(p) ?? this.assignGfid(p);
-    if ((Number(st.mode) & S_IFMT) === S_IFDIR) return { gfid: this.checkDirHandle(p, st, gfid, parent, name), st };
-    const checked = this.checkFileHandle(p, st, gfid);
-    return { gfid: checked.gfid, st: checked.linked ? lstat(p) : st };
-  }
-
-  /** Gives an object without a (valid) GFID a fresh one; another lookup may have won the race. */
-  private assignGfid(p: string): Gfid {
-    try {
-      writeGfid(p, uuidv4());
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    const at = this.objectAt(loc);
+    if (at.name !== null) {
+      const st = sys.stat(at);
+      if (readGfid(at) !== gfid) throw new FopError('ESTALE', `${loc.path}: GFID ${gfid} is gone`);
+      return this.iatt(st, gfid);
     }
-    const gfid = readGfid(p);
-    if (gfid !== undefined) return gfid;
-    // An xattr that is not a GFID (wrong length): replace it.
-    const fresh = uuidv4();
-    this.log.warn(`${p} has a malformed ${GFID_XATTR}; giving it ${fresh}`);
-    writeGfid(p, fresh, XATTR_REPLACE);
-    return fresh;
-  }
-
-  /** Another object already owns this GFID: this one is a copy that kept the xattr. */
-  private renumber(p: string, gfid: Gfid): Gfid {
-    const fresh = uuidv4();
-    this.log.warn(`${p} carries GFID ${gfid} of another object; giving it ${fresh}`);
-    writeGfid(p, fresh, XATTR_REPLACE);
-    return fresh;
-  }
-
-  private checkFileHandle(p: string, st: fs.BigIntStats, gfid: Gfid): { gfid: Gfid; linked: boolean } {
-    if (this.handles.verifiedIno(gfid) === st.ino) return { gfid, linked: false };
-    const hst = fs.lstatSync(this.handles.handlePath(gfid), { bigint: true, throwIfNoEntry: false });
-    if (hst && hst.ino === st.ino && hst.dev === st.dev) {
-      this.handles.markVerified(gfid, st.ino);
-      return { gfid, linked: false };
-    }
-    if (hst) gfid = this.renumber(p, gfid);
-    fs.linkSync(p, this.handles.handlePath(gfid));
-    this.handles.markVerified(gfid, st.ino);
-    return { gfid, linked: true };
-  }
-
-  private checkDirHandle(p: string, st: fs.BigIntStats, gfid: Gfid, parent: Gfid, name: string): Gfid {
-    // Only the backing root is the root (a directory may carry its GFID from elsewhere).
-    if (gfid === ROOT_GFID) gfid = this.renumber(p, gfid);
-    const known = this.handles.dirEntry(gfid);
-    if (known && known.parent === parent && known.name === name) return gfid;
-    let other: fs.BigIntStats | undefined;
-    try {
-      other = lstat(this.handles.dirPath(gfid));
-    } catch {
-      other = undefined; // no handle, or it points nowhere: this directory takes it
-    }
-    if (other && other.ino !== st.ino && other.isDirectory()) gfid = this.renumber(p, gfid);
-    this.handles.setDirHandle(gfid, parent, name);
-    return gfid;
-  }
-
-  // --- creation ---------------------------------------------------------------
-
-  /**
-   * Gives a new object (made aside, under .xlstack) the owner, group and mode the kernel
-   * would have given it in its directory: the caller's ids, a setgid directory's group
-   * (and, for a directory, its setgid bit), and no setgid bit on a file whose group the
-   * caller is not in.
-   */
-  private settle(p: string, parentPath: string, caller: Caller, requested: number): void {
-    const pst = fs.lstatSync(parentPath);
-    const st = fs.lstatSync(p);
-    const inherits = (pst.mode & S_ISGID) !== 0;
-    const gid = inherits ? pst.gid : caller.gid;
-    let mode = requested & 0o7777;
-    if (st.isDirectory() && inherits) mode |= S_ISGID;
-    const inGroup = caller.uid === 0 || gid === caller.gid || caller.groups.includes(gid);
-    if (!st.isDirectory() && !inGroup) mode &= ~S_ISGID;
-    const chown = st.uid !== caller.uid || st.gid !== gid;
-    if (chown) fs.lchownSync(p, caller.uid, gid);
-    // chown clears set-id bits: set the mode after it.
-    if (!st.isSymbolicLink() && (chown || (st.mode & 0o7777) !== mode)) fs.chmodSync(p, mode);
+    // A directory's fd was checked by GFID when opened; dirs.stat finds it again if it was removed.
+    return this.iatt(this.handles.dirs.stat(gfid), gfid);
   }
 
   /**
-   * Creates a non-directory at its handle path with its GFID, then gives it its name with
-   * link(2), which fails with EEXIST if the name exists: the entry appears atomically, GFID
-   * and all. `make` creates the object at the handle path; `undo` frees what it opened.
+   * A regular file about to be opened or truncated. The client's kernel opens fifos,
+   * sockets and devices itself; opening one here could block or act on the brick's own devices.
    */
-  private createAtHandle(frame: Frame, loc: Loc, mode: number, make: (h: string) => void, undo = () => {}): string {
-    const entry = this.entryPath(loc, true);
-    const gfid = this.gfidOf(loc);
-    const h = this.handles.handlePath(gfid);
-    make(h);
-    try {
-      writeGfid(h, gfid);
-      this.settle(h, path.dirname(entry), frame.caller, mode);
-      fs.linkSync(h, entry);
-    } catch (e) {
-      undo();
-      fs.rmSync(h, { force: true });
-      throw e;
-    }
-    this.handles.markVerified(gfid, fs.lstatSync(h, { bigint: true }).ino);
-    return h;
+  private regularFile(loc: Loc, otherwise: ErrnoCode): At {
+    const at = this.objectAt(loc);
+    const st = sys.stat(at);
+    if (isDir(st.mode)) throw new FopError('EISDIR');
+    if ((st.mode & S_IFMT) !== S_IFREG) throw new FopError(isLnk(st.mode) ? 'ELOOP' : otherwise, `${loc.path} is not a regular file`);
+    return at;
   }
 
   // --- fops: lookup and attributes -------------------------------------------------
 
   override async lookup(_frame: Frame, loc: Loc): Promise<Iatt> {
     if (!loc.parent) return this.statObject(loc);
-    const p = this.entryPath(loc);
+    const at = this.entryAt(loc);
     // Misses are common (every create starts with one): answer them without an exception.
-    const found = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
+    const found = sys.statIfExists(at);
     if (!found) throw new FopError('ENOENT');
-    const { gfid, st } = this.identify(p, found, loc.parent.gfid, loc.name!);
+    const { gfid, st } = identify(this.handles, this.log, { at, st: found, parent: loc.parent.gfid, name: loc.name! });
     return this.iatt(st, gfid);
   }
 
@@ -304,58 +262,46 @@ export class Posix extends Xlator<Options> {
   }
 
   override async fstat(_frame: Frame, fd: Fd): Promise<Iatt> {
-    return this.iatt(fs.fstatSync(this.ctx(fd).osfd, { bigint: true }), fd.inode.gfid);
+    return this.iatt(sys.stat({ dirfd: this.ctx(fd).osfd, name: null }), fd.inode.gfid);
   }
 
   override async access(frame: Frame, loc: Loc, mask: number): Promise<void> {
     checkAccess(this.statObject(loc), frame.caller, mask);
   }
 
-  override async readlink(_frame: Frame, loc: Loc): Promise<string> {
-    return fs.readlinkSync(this.objectPath(loc));
+  override async readlink(_frame: Frame, loc: Loc): Promise<Name> {
+    const at = this.objectAt(loc);
+    if (at.name === null) throw new FopError('EINVAL', `${loc.path} is a directory`);
+    return nameFromBytes(sys.readlinkat(at));
   }
 
   override async setattr(_frame: Frame, loc: Loc, attr: SetAttr): Promise<Iatt> {
-    const p = this.objectPath(loc);
-    this.applyAttr(p, attr);
-    return this.iatt(lstat(p), this.gfidOf(loc));
+    const at = this.objectAt(loc);
+    applyAttr(at, attr);
+    return this.iatt(sys.stat(at), this.gfidOf(loc));
   }
 
   override async fsetattr(_frame: Frame, fd: Fd, attr: SetAttr): Promise<Iatt> {
-    const p = this.handles.pathOf(fd.inode.gfid, fd.isDir);
-    this.applyAttr(p, attr);
-    return this.fstat(_frame, fd);
-  }
-
-  private applyAttr(p: string, attr: SetAttr): void {
-    if (attr.mode !== undefined) {
-      if (fs.lstatSync(p).isSymbolicLink()) throw new FopError('EOPNOTSUPP', 'symlinks have no mode');
-      fs.chmodSync(p, attr.mode & 0o7777);
-    }
-    if (attr.uid !== undefined || attr.gid !== undefined) fs.lchownSync(p, attr.uid ?? -1, attr.gid ?? -1);
-    if (attr.atime !== undefined || attr.mtime !== undefined) {
-      const [as, an] = timeArgs(attr.atime);
-      const [ms, mn] = timeArgs(attr.mtime);
-      sys.utimens(p, as, an, ms, mn);
-    }
+    const at = { dirfd: this.ctx(fd).osfd, name: null };
+    applyAttr(at, attr);
+    return this.iatt(sys.stat(at), fd.inode.gfid);
   }
 
   override async truncate(_frame: Frame, loc: Loc, size: number): Promise<Iatt> {
-    const p = this.regularFile(loc, 'EINVAL');
     // Through an fd opened without following symlinks: truncate(2) would follow one.
-    const fd = fs.openSync(p, O_WRONLY | O_NOFOLLOW | O_NONBLOCK);
+    const osfd = sys.openat(this.regularFile(loc, 'EINVAL'), O_WRONLY | O_NOFOLLOW | O_NONBLOCK);
     try {
-      await ftruncate(fd, size);
-      return this.iatt(fs.fstatSync(fd, { bigint: true }), this.gfidOf(loc));
+      await ftruncate(osfd, size);
+      return this.iatt(sys.stat({ dirfd: osfd, name: null }), this.gfidOf(loc));
     } finally {
-      fs.closeSync(fd);
+      fs.closeSync(osfd);
     }
   }
 
   override async ftruncate(_frame: Frame, fd: Fd, size: number): Promise<Iatt> {
     const osfd = this.fileCtx(fd).osfd;
     await ftruncate(osfd, size);
-    return this.iatt(fs.fstatSync(osfd, { bigint: true }), fd.inode.gfid);
+    return this.iatt(sys.stat({ dirfd: osfd, name: null }), fd.inode.gfid);
   }
 
   override async statfs(_frame: Frame, _loc: Loc): Promise<Statfs> {
@@ -364,122 +310,114 @@ export class Posix extends Xlator<Options> {
 
   // --- fops: namespace ------------------------------------------------------------
 
-  override async mknod(frame: Frame, loc: Loc, mode: number, rdev: number): Promise<Iatt> {
-    check((mode & S_IFMT) !== S_IFDIR, 'EPERM', 'mknod cannot make directories');
-    const h = this.createAtHandle(frame, loc, mode, (p) => sys.mknod(p, (mode & S_IFMT || S_IFREG) | (mode & 0o777), rdev));
-    return this.iatt(lstat(h), this.gfidOf(loc));
+  /** What a new object at `loc` is: where it goes and the GFID it gets. */
+  private newObject(frame: Frame, loc: Loc, mode: number): NewObject {
+    const entry = this.entryAt(loc, true);
+    return { entry, parent: loc.parent!.gfid, name: loc.name!, gfid: this.gfidOf(loc), caller: frame.caller, mode };
   }
 
-  override async symlink(frame: Frame, target: string, loc: Loc): Promise<Iatt> {
-    check(target !== '' && !target.includes('\0'), 'ENOENT', 'empty symlink target');
-    const h = this.createAtHandle(frame, loc, 0o777, (p) => fs.symlinkSync(target, p));
-    return this.iatt(lstat(h), this.gfidOf(loc));
+  override async mknod(frame: Frame, loc: Loc, mode: number, rdev: number): Promise<Iatt> {
+    check((mode & S_IFMT) !== S_IFDIR, 'EPERM', 'mknod cannot make directories');
+    const o = this.newObject(frame, loc, mode);
+    const type = mode & S_IFMT || S_IFREG;
+    const { st } = makeObject(this.handles, this.log, o, (aside) => {
+      sys.mknodat(aside, type | (mode & 0o777), rdev);
+      return undefined;
+    });
+    return this.iatt(st, o.gfid);
+  }
+
+  override async symlink(frame: Frame, target: Name, loc: Loc): Promise<Iatt> {
+    check(typeof target === 'string' && isByteString(target), 'EINVAL', 'the symlink target is not a byte string');
+    check(target !== '', 'ENOENT', 'empty symlink target');
+    check(!target.includes('\0'), 'EINVAL', 'NUL in a symlink target');
+    check(target.length <= TARGET_MAX, 'ENAMETOOLONG', `symlink target of ${target.length} bytes`);
+    const o = this.newObject(frame, loc, 0o777);
+    const { st } = makeObject(this.handles, this.log, o, (aside) => {
+      sys.symlinkat(nameBytes(target), aside);
+      return undefined;
+    });
+    return this.iatt(st, o.gfid);
   }
 
   override async create(frame: Frame, loc: Loc, mode: number, fd: Fd): Promise<Iatt> {
-    let osfd = -1;
-    const flags = ((fd.flags & ~STRIPPED_OPEN_FLAGS & ~O_TRUNC) | O_CREAT | O_EXCL | O_NOFOLLOW) & ~O_ACCMODE;
+    const o = this.newObject(frame, loc, mode);
     const access = (fd.flags & O_ACCMODE) === O_WRONLY ? O_WRONLY : O_RDWR;
-    const make = (p: string) => (osfd = fs.openSync(p, flags | access, mode & 0o777));
-    const close = () => fs.closeSync(osfd);
-    this.createAtHandle(frame, loc, mode, make, close);
-    try {
-      const st = fs.fstatSync(osfd, { bigint: true });
-      this.attach(fd, osfd);
-      return this.iatt(st, fd.inode.gfid);
-    } catch (e) {
-      close();
-      throw e;
-    }
+    const flags = (backingFlags(fd.flags) & ~O_ACCMODE) | access | O_CREAT | O_EXCL;
+    const made = makeObject(this.handles, this.log, o, (aside) => sys.openat(aside, flags, mode & 0o777));
+    this.attach(fd, made.fd!);
+    return this.iatt(made.st, o.gfid);
   }
 
   override async mkdir(frame: Frame, loc: Loc, mode: number): Promise<Iatt> {
-    const entry = this.entryPath(loc, true);
-    const gfid = this.gfidOf(loc);
-    check(!fs.lstatSync(this.handles.handlePath(gfid), { throwIfNoEntry: false }), 'EEXIST', `GFID ${gfid} is taken`);
-    // Made aside with its GFID, then moved in without replacing anything.
-    const tmp = path.join(this.handles.tmp, gfid);
-    fs.mkdirSync(tmp, mode & 0o777);
-    try {
-      writeGfid(tmp, gfid);
-      this.settle(tmp, path.dirname(entry), frame.caller, mode);
-      sys.renameNoReplace(tmp, entry);
-    } catch (e) {
-      fs.rmSync(tmp, { recursive: true, force: true });
-      throw e;
-    }
-    this.handles.setDirHandle(gfid, loc.parent!.gfid, loc.name!);
-    return this.iatt(lstat(entry), gfid);
+    const o = this.newObject(frame, loc, mode);
+    return this.iatt(makeDir(this.handles, this.log, o), o.gfid);
   }
 
   override async unlink(_frame: Frame, loc: Loc): Promise<void> {
-    const entry = this.entryPath(loc);
-    const gfid = readGfid(entry);
-    fs.unlinkSync(entry);
-    if (gfid) this.handles.dropIfNameless(gfid);
+    const at = this.entryAt(loc);
+    const st = sys.stat(at);
+    if (isDir(st.mode)) throw new FopError('EISDIR');
+    const gfid = readGfid(at);
+    sys.unlinkat(at);
+    if (gfid) this.handles.dropIfNameless(gfid, st.ino);
   }
 
   override async rmdir(_frame: Frame, loc: Loc): Promise<void> {
-    const entry = this.entryPath(loc);
-    const gfid = readGfid(entry);
-    fs.rmdirSync(entry);
-    if (gfid) this.handles.removeHandle(gfid);
+    const at = this.entryAt(loc);
+    const gfid = readGfid(at);
+    sys.unlinkat(at, true);
+    if (gfid && this.handles.isAt(gfid, loc.parent!.gfid, loc.name!)) this.handles.removeDirHandle(gfid);
   }
 
-  override async rename(_frame: Frame, from: Loc, to: Loc): Promise<Iatt> {
-    const src = this.entryPath(from);
-    const dst = this.entryPath(to, true);
-    const { gfid, st: sst } = this.identify(src, lstat(src), from.parent!.gfid, from.name!);
-    const dst0 = fs.lstatSync(dst, { bigint: true, throwIfNoEntry: false });
-    const replaced = dst0 && dst0.ino !== sst.ino ? { gfid: readGfid(dst), dir: dst0.isDirectory() } : undefined;
-    fs.renameSync(src, dst);
-    if (sst.isDirectory()) this.handles.setDirHandle(gfid, to.parent!.gfid, to.name!);
-    if (replaced?.gfid) {
-      if (replaced.dir) this.handles.removeHandle(replaced.gfid);
-      else this.handles.dropIfNameless(replaced.gfid);
+  override async rename(_frame: Frame, from: Loc, to: Loc, flags: number): Promise<Iatt> {
+    check(Number.isInteger(flags) && (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) === 0 && flags !== (RENAME_NOREPLACE | RENAME_EXCHANGE), 'EINVAL', `rename flags ${flags}`);
+    const src = this.entryAt(from);
+    const dst = this.entryAt(to, true);
+    const fromParent = from.parent!.gfid;
+    const toParent = to.parent!.gfid;
+    const { gfid, st: sst } = identify(this.handles, this.log, { at: src, st: sys.stat(src), parent: fromParent, name: from.name! });
+    if (flags & RENAME_EXCHANGE) {
+      const dst0 = sys.stat(dst);
+      const other = identify(this.handles, this.log, { at: dst, st: dst0, parent: toParent, name: to.name! }).gfid;
+      sys.renameat2(src, dst, RENAME_EXCHANGE);
+      if (isDir(sst.mode)) this.handles.setDirHandle(gfid, toParent, to.name!);
+      if (isDir(dst0.mode)) this.handles.setDirHandle(other, fromParent, from.name!);
+      return this.iatt(sys.stat(dst), gfid);
     }
-    return this.iatt(lstat(dst), gfid);
+    const dst0 = sys.statIfExists(dst);
+    const replaced = dst0 && !(dst0.ino === sst.ino && dst0.dev === sst.dev) ? { gfid: readGfid(dst), st: dst0 } : undefined;
+    sys.renameat2(src, dst, flags);
+    if (isDir(sst.mode)) this.handles.setDirHandle(gfid, toParent, to.name!);
+    if (replaced?.gfid) {
+      if (isDir(replaced.st.mode)) this.handles.removeDirHandle(replaced.gfid);
+      else this.handles.dropIfNameless(replaced.gfid, replaced.st.ino);
+    }
+    return this.iatt(sys.stat(dst), gfid);
   }
 
   override async link(_frame: Frame, from: Loc, to: Loc): Promise<Iatt> {
     const gfid = this.gfidOf(from);
-    // Not filePath: like link(2) on a file whose names are all gone, that fails with ENOENT.
-    const src = this.handles.handlePath(gfid);
-    const st = (() => {
-      try {
-        return lstat(src);
-      } catch {
-        throw new FopError('ENOENT', `${from.path}: no object with GFID ${gfid}`);
-      }
-    })();
-    check(!st.isSymbolicLink() || readGfid(src) !== undefined, 'EPERM', 'cannot link a directory');
-    check(!isDir(Number(st.mode)) && from.inode?.type !== S_IFDIR, 'EPERM', 'cannot link a directory');
-    const dst = this.entryPath(to, true);
-    fs.linkSync(src, dst);
-    return this.iatt(lstat(dst), gfid);
+    // Not fileAt: like link(2) on a file whose names are all gone, that fails with ENOENT.
+    const src = this.handles.handleAt(gfid);
+    const st = sys.statIfExists(src);
+    if (!st) throw new FopError('ENOENT', `${from.path}: no object with GFID ${gfid}`);
+    check(!isLnk(st.mode) || readGfid(src) !== undefined, 'EPERM', 'cannot link a directory');
+    check(!isDir(st.mode) && from.inode?.type !== S_IFDIR, 'EPERM', 'cannot link a directory');
+    const dst = this.entryAt(to, true);
+    sys.linkat(src, dst);
+    return this.iatt(sys.stat(dst), gfid);
   }
 
   // --- fops: files ----------------------------------------------------------------
 
   override async open(_frame: Frame, loc: Loc, fd: Fd): Promise<void> {
-    const p = this.regularFile(loc, 'ENXIO');
-    this.attach(fd, fs.openSync(p, (fd.flags & ~STRIPPED_OPEN_FLAGS) | O_NOFOLLOW));
-  }
-
-  /**
-   * The path of a regular file about to be opened. The client's kernel opens fifos, sockets
-   * and devices itself; opening one here could block or act on the brick's own devices.
-   */
-  private regularFile(loc: Loc, otherwise: ErrnoCode): string {
-    const p = this.objectPath(loc);
-    const st = fs.lstatSync(p);
-    if (st.isDirectory()) throw new FopError('EISDIR');
-    if ((st.mode & S_IFMT) !== S_IFREG) throw new FopError(st.isSymbolicLink() ? 'ELOOP' : otherwise, `${loc.path} is not a regular file`);
-    return p;
+    const at = this.regularFile(loc, 'ENXIO');
+    this.attach(fd, sys.openat(at, backingFlags(fd.flags) | (fd.flags & O_TRUNC)));
   }
 
   private attach(fd: Fd, osfd: number): void {
-    fd.ctx.set(this, { kind: 'file', osfd } satisfies FileCtx);
+    this.fds.set(fd, { kind: 'file', osfd, append: (fd.flags & O_APPEND) !== 0 });
     this.handles.opened(fd.inode.gfid);
   }
 
@@ -496,10 +434,13 @@ export class Posix extends Xlator<Options> {
   }
 
   override async write(_frame: Frame, fd: Fd, data: Buffer, offset: number): Promise<number> {
-    const osfd = this.fileCtx(fd).osfd;
-    if (data.length <= SYNC_WRITE_MAX) return fs.writeSync(osfd, data, 0, data.length, offset);
+    const { osfd, append } = this.fileCtx(fd);
+    // Appending: the offset is where the caller believed the end was (another client may
+    // have written since); write(2) on an O_APPEND fd goes to the real end.
+    const at = (done: number) => (append ? null : offset + done);
+    if (data.length <= SYNC_WRITE_MAX) return fs.writeSync(osfd, data, 0, data.length, at(0));
     let done = 0;
-    while (done < data.length) done += await writeAt(osfd, data, done, data.length - done, offset + done);
+    while (done < data.length) done += await writeAt(osfd, data, done, data.length - done, at(done));
     return done;
   }
 
@@ -512,26 +453,78 @@ export class Posix extends Xlator<Options> {
     await new Promise<void>((res, rej) => (datasync ? fs.fdatasync : fs.fsync)(osfd, (e) => (e ? rej(e) : res())));
   }
 
+  override async fallocate(_frame: Frame, fd: Fd, mode: number, offset: number, length: number): Promise<void> {
+    const osfd = this.fileCtx(fd).osfd;
+    // What FUSE passes on; other modes (collapse, insert range) are refused as the kernel's FUSE does.
+    check((mode & ~FALLOC_MODES) === 0, 'EOPNOTSUPP', `fallocate mode ${mode}`);
+    await sys.fallocate(osfd, mode, offset, length);
+  }
+
+  override async seek(_frame: Frame, fd: Fd, offset: number, what: 'data' | 'hole'): Promise<number> {
+    const osfd = this.fileCtx(fd).osfd;
+    check(what === 'data' || what === 'hole', 'EINVAL', `seek to ${String(what)}`);
+    return sys.lseek(osfd, offset, what === 'data' ? SEEK_DATA : SEEK_HOLE);
+  }
+
+  override async lk(_frame: Frame, _fd: Fd, _cmd: LockCmd, _lock: Flock, _kind: LockKind): Promise<Flock> {
+    throw new FopError('ENOSYS', `${this.name} keeps no locks: no features/locks translator is in this graph`);
+  }
+
   // --- fops: directories -------------------------------------------------------------
 
   override async opendir(_frame: Frame, loc: Loc, fd: Fd): Promise<void> {
     const gfid = this.gfidOf(loc);
-    const osfd = fs.openSync(this.handles.dirPath(gfid), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | O_NOFOLLOW);
-    fd.ctx.set(this, { kind: 'dir', osfd, atRoot: gfid === ROOT_GFID, pos: 0 } satisfies DirCtx);
+    // A new open file of the directory (its own listing position), not the shared fd.
+    const osfd = sys.openat({ dirfd: this.handles.dirs.fd(gfid), name: DOT }, O_RDONLY | O_DIRECTORY);
+    this.fds.set(fd, { kind: 'dir', osfd, atRoot: gfid === ROOT_GFID, pos: 0 });
   }
 
   override async readdir(_frame: Frame, fd: Fd, size: number, offset: number): Promise<Dirent[]> {
-    const ctx = this.ctx(fd);
-    if (ctx.kind !== 'dir') throw new FopError('ENOTDIR');
+    const ctx = this.dirCtx(fd);
+    const entries = await this.list(ctx, size, offset, 24);
+    return entries.map((e) => {
+      const st = sys.statIfExists({ dirfd: ctx.osfd, name: e.name });
+      // Gone since it was listed: ino 0; the kernel will find out on lookup.
+      return { name: nameFromBytes(e.name), offset: e.offset, ino: st?.ino ?? 0, type: e.type };
+    });
+  }
+
+  override async readdirp(_frame: Frame, fd: Fd, size: number, offset: number): Promise<DirentPlus[]> {
+    const ctx = this.dirCtx(fd);
+    // FUSE's direntplus: a struct fuse_entry_out (128 bytes) before each dirent.
+    const entries = await this.list(ctx, size, offset, 24 + 128);
+    return entries.map((e) => {
+      const name = nameFromBytes(e.name);
+      const iatt = this.identifyListed(ctx.osfd, e.name, fd.inode.gfid, name);
+      return { name, offset: e.offset, ino: iatt?.ino ?? 0, type: e.type, iatt };
+    });
+  }
+
+  /** A listed entry's attributes, its GFID assigned or healed as lookup does; undefined if it vanished. */
+  private identifyListed(dirfd: number, bytes: Buffer, parent: Gfid, name: Name): Iatt | undefined {
+    const at = { dirfd, name: bytes };
+    const st = sys.statIfExists(at);
+    if (!st) return undefined;
+    try {
+      const found = identify(this.handles, this.log, { at, st, parent, name });
+      return this.iatt(found.st, found.gfid);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** Entries after cookie `offset`, roughly as many as fit `size` bytes at `cost` + name bytes each. */
+  private async list(ctx: DirCtx, size: number, offset: number, cost: number): Promise<RawEntry[]> {
     if (!ctx.dir || offset !== ctx.pos) await this.rewind(ctx, offset);
-    const out: Dirent[] = [];
-    // Roughly what fits in `size` bytes of struct dirent.
+    const out: RawEntry[] = [];
     for (let budget = size; budget > 0; ) {
       const e = await ctx.dir!.read();
       if (!e) break;
-      if (ctx.atRoot && e.name === META_NAME) continue;
-      out.push(direntOf(byFd(ctx.osfd), e, ++ctx.pos));
-      budget -= 24 + Buffer.byteLength(e.name);
+      const name = e.name as unknown as Buffer;
+      if (ctx.atRoot && name.equals(META)) continue;
+      out.push({ name, type: direntType(e), offset: ++ctx.pos });
+      budget -= cost + name.length;
     }
     return out;
   }
@@ -539,46 +532,49 @@ export class Posix extends Xlator<Options> {
   /** Reopens the listing and skips `offset` entries: cookies are positions. */
   private async rewind(ctx: DirCtx, offset: number): Promise<void> {
     await ctx.dir?.close().catch(() => undefined);
-    ctx.dir = await fs.promises.opendir(byFd(ctx.osfd), { bufferSize: 128 });
+    // Names as Buffers: the exact bytes, whatever their encoding.
+    ctx.dir = await fs.promises.opendir(byFd(ctx.osfd), { bufferSize: 128, encoding: 'buffer' as BufferEncoding });
     ctx.pos = 0;
     while (ctx.pos < offset) {
       const e = await ctx.dir.read();
       if (!e) break;
-      if (!(ctx.atRoot && e.name === META_NAME)) ctx.pos++;
+      if (!(ctx.atRoot && (e.name as unknown as Buffer).equals(META))) ctx.pos++;
     }
   }
 
   override async fsyncdir(_frame: Frame, fd: Fd, _datasync: boolean): Promise<void> {
-    const ctx = this.ctx(fd);
-    if (ctx.kind !== 'dir') throw new FopError('ENOTDIR');
+    const ctx = this.dirCtx(fd);
     await new Promise<void>((res, rej) => fs.fsync(ctx.osfd, (e) => (e ? rej(e) : res())));
   }
 
   // --- fops: extended attributes ----------------------------------------------------------
 
-  override async getxattr(_frame: Frame, loc: Loc, name: string): Promise<Buffer> {
+  override async getxattr(_frame: Frame, loc: Loc, name: Name): Promise<Buffer> {
+    checkXattrName(name);
     if (RESERVED_XATTRS(name)) throw new FopError('ENODATA');
-    return sys.getxattr(this.objectPath(loc), name);
+    return sys.getxattrAt(this.objectAt(loc), name);
   }
 
-  override async setxattr(_frame: Frame, loc: Loc, name: string, value: Buffer, flags: number): Promise<void> {
+  override async setxattr(_frame: Frame, loc: Loc, name: Name, value: Buffer, flags: number): Promise<void> {
+    checkXattrName(name);
     if (RESERVED_XATTRS(name)) throw new FopError('EPERM', `${name} is kept by xlstack`);
-    sys.setxattr(this.objectPath(loc), name, value, flags);
+    sys.setxattrAt(this.objectAt(loc), name, value, flags);
   }
 
-  override async listxattr(_frame: Frame, loc: Loc): Promise<string[]> {
-    return sys.listxattr(this.objectPath(loc)).filter((n) => !RESERVED_XATTRS(n));
+  override async listxattr(_frame: Frame, loc: Loc): Promise<Name[]> {
+    return sys.listxattrAt(this.objectAt(loc)).filter((n) => !RESERVED_XATTRS(n));
   }
 
-  override async removexattr(_frame: Frame, loc: Loc, name: string): Promise<void> {
+  override async removexattr(_frame: Frame, loc: Loc, name: Name): Promise<void> {
+    checkXattrName(name);
     if (RESERVED_XATTRS(name)) throw new FopError('EPERM', `${name} is kept by xlstack`);
-    sys.removexattr(this.objectPath(loc), name);
+    sys.removexattrAt(this.objectAt(loc), name);
   }
 
   // --- fd context ------------------------------------------------------------------
 
   private ctx(fd: Fd): FileCtx | DirCtx {
-    const ctx = fd.ctx.get(this) as FileCtx | DirCtx | undefined;
+    const ctx = this.fds.get(fd);
     if (!ctx) throw new FopError('EBADF', `fd ${fd.id} is not open on ${this.name}`);
     return ctx;
   }
@@ -588,6 +584,25 @@ export class Posix extends Xlator<Options> {
     if (ctx.kind !== 'file') throw new FopError('EISDIR');
     return ctx;
   }
+
+  private dirCtx(fd: Fd): DirCtx {
+    const ctx = this.ctx(fd);
+    if (ctx.kind !== 'dir') throw new FopError('ENOTDIR');
+    return ctx;
+  }
+}
+
+function checkXattrName(name: Name): void {
+  check(typeof name === 'string' && isByteString(name), 'EINVAL', `xattr name ${JSON.stringify(name)} is not a byte string`);
+}
+
+function applyAttr(at: At, attr: SetAttr): void {
+  if (attr.mode !== undefined) {
+    if (isLnk(sys.stat(at).mode)) throw new FopError('EOPNOTSUPP', 'symlinks have no mode');
+    sys.chmod(at, attr.mode & 0o7777);
+  }
+  if (attr.uid !== undefined || attr.gid !== undefined) sys.chown(at, attr.uid ?? -1, attr.gid ?? -1);
+  if (attr.atime !== undefined || attr.mtime !== undefined) sys.utimens(at, timeArgs(attr.atime), timeArgs(attr.mtime));
 }
 
 function timeArgs(t: Timespec | 'now' | undefined): [number, number] {
@@ -606,21 +621,14 @@ const DIRENT_TYPES: [keyof fs.Dirent, number][] = [
   ['isBlockDevice', fs.constants.S_IFBLK],
 ];
 
-function direntOf(dir: string, e: fs.Dirent, offset: number): Dirent {
-  const type = DIRENT_TYPES.find(([m]) => (e[m] as () => boolean).call(e))?.[1] ?? 0;
-  let ino = 0;
-  try {
-    ino = Number(lstat(path.join(dir, e.name)).ino);
-  } catch {
-    // gone since it was listed: the kernel will find out on lookup
-  }
-  return { name: e.name, offset, ino, type };
+function direntType(e: fs.Dirent): number {
+  return DIRENT_TYPES.find(([m]) => (e[m] as () => boolean).call(e))?.[1] ?? 0;
 }
 
 const readAt = (fd: number, buf: Buffer, off: number, len: number, pos: number) =>
   new Promise<number>((res, rej) => fs.read(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n))));
 
-const writeAt = (fd: number, buf: Buffer, off: number, len: number, pos: number) =>
+const writeAt = (fd: number, buf: Buffer, off: number, len: number, pos: number | null) =>
   new Promise<number>((res, rej) => fs.write(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n))));
 
 const ftruncate = (fd: number, size: number) =>
