@@ -176,6 +176,9 @@ export class BridgeCore {
   protected async onFd<T>(req: Req, op: string, fh: number, fn: (fd: Fd, g: Graph, frame: Frame, base: BaseFd) => Promise<T>): Promise<T> {
     const base = this.basefds.get(fh);
     const { graph, fd } = await this.migrator.resolve(base);
+    // Another handle of the file may still be on an older graph, holding writes back: they
+    // land first, or this request would read around them or be overwritten by them later.
+    if (graph === this.activeGraph && this.basefds.withGfid(base.gfid).size > 1) await this.catchUp(base.gfid).catch(() => undefined);
     const { frame, end } = this.frame(graph, op, req);
     try {
       const pending = base.takePendingError();
@@ -296,16 +299,28 @@ export class BridgeCore {
    */
   async getattr(req: Req, target: Hint, fh?: number): Promise<Iatt> {
     if (fh !== undefined && this.basefds.find(fh)) return this.onFd(req, 'fstat', fh, (fd, g, frame) => g.top.fstat(frame, fd));
-    return this.onActive(req, 'getattr', async (g, frame, fresh) => {
+    const found = this.onActive(req, 'getattr', async (g, frame, fresh) => {
       const attrs = () => (typeof target === 'string' ? new Resolver(g, frame, fresh).attributes(target) : this.statNode(g, frame, target));
       const iatt = await attrs();
       return (await this.catchUp(iatt.gfid)) ? attrs() : iatt;
     });
+    return typeof target === 'string' ? found : found.catch((e) => this.statOpen(req, target.gfid, e));
   }
 
   private async statNode(g: Graph, frame: Frame, b: BaseInode): Promise<Iatt> {
     const inode = await this.nodeOn(g, b);
     return g.top.stat(frame, { inode });
+  }
+
+  /**
+   * The attributes of an object the graph cannot find by GFID any more (unlinked, a directory
+   * removed) while something still has it open: the kernel asks by nodeid, the open handle answers.
+   */
+  private async statOpen(req: Req, gfid: Gfid, err: unknown): Promise<Iatt> {
+    const code = FopError.from(err).code;
+    const base = [...this.basefds.withGfid(gfid)][0];
+    if (!base || (code !== 'ESTALE' && code !== 'ENOENT')) throw err;
+    return this.onFd(req, 'fstat', base.id, (fd, g, frame) => g.top.fstat(frame, fd));
   }
 
   /** setattr: a size truncates first (through the handle when given), then the rest applies. */
