@@ -73,6 +73,8 @@ export interface MemFsEvents {
   destroy: [];
 }
 
+const ROOT_REQ: Request = { unique: 0, uid: 0, gid: 0, pid: 0, interrupted: false, onInterrupt: () => () => undefined };
+
 const now = (): Timespec => {
   const ms = Date.now();
   return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 };
@@ -95,6 +97,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   largestWrite?: { size: number; byteOffset: number; bufferLength: number };
   /** Throws something that is not a FopError on LOOKUP of this name (a bug, for tests). */
   bugName?: string;
+  private readonly gates = new Map<string, { enter(): void; opened: Promise<void> }>();
 
   constructor(opts: MemFsOptions = {}) {
     super();
@@ -122,6 +125,30 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     return node;
   }
 
+  /** Holds every LOOKUP of `name` until open() is called; `entered` resolves when one arrives. */
+  gateLookup(name: string): { entered: Promise<void>; open(): void } {
+    let enter!: () => void;
+    let open!: () => void;
+    const entered = new Promise<void>((r) => (enter = r));
+    const opened = new Promise<void>((r) => (open = r));
+    this.gates.set(name, { enter, opened });
+    return {
+      entered,
+      open: () => {
+        this.gates.delete(name);
+        open();
+      },
+    };
+  }
+
+  /** Creates a file below the root directly, behind the kernel's back (it has no dentry for it). */
+  addFile(dir: string, name: string, data: Buffer): void {
+    const parent = dir ? this.find(dir) ?? this.create1(ROOT_REQ, 1, Buffer.from(dir, 'latin1'), S_IFDIR | 0o755) : this.node(1);
+    const n = this.create1(ROOT_REQ, parent.id, Buffer.from(name, 'latin1'), S_IFREG | 0o644);
+    this.resize(n, data.length);
+    data.copy(n.data);
+  }
+
   // ---- KernelFs --------------------------------------------------------------------------
 
   init(conn: ConnInfo): void {
@@ -146,6 +173,11 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     if (this.bugName !== undefined && key(name) === this.bugName) throw new TypeError(`memfs: a planted bug on LOOKUP ${this.bugName}`);
     const dir = this.dir(parent);
     const k = key(name);
+    const gate = this.gates.get(k);
+    if (gate) {
+      gate.enter();
+      await gate.opened;
+    }
     const id = k === '.' ? dir.id : k === '..' ? dir.parent : dir.children!.get(k)?.id;
     if (id === undefined) throw err('ENOENT');
     return this.entry(this.node(id));

@@ -318,16 +318,18 @@ static void notifier_finalize(napi_env env, void *data, void *hint) {
 
 static void *notifier_main(void *arg) {
   notifier *n = arg;
-  pthread_mutex_lock(&n->mu);
   for (;;) {
+    pthread_mutex_lock(&n->mu);
     while (!n->head && !n->stop) pthread_cond_wait(&n->cv, &n->mu);
     job *j = n->head;
-    if (!j) break;
-    n->head = j->next;
-    if (!n->head) n->tail = NULL;
+    if (j) {
+      n->head = j->next;
+      if (!n->head) n->tail = NULL;
+    }
     int stop = n->stop;
     pthread_mutex_unlock(&n->mu);
-    if (stop) {
+    if (!j) break;
+    if (stop || n->fd < 0) {
       j->result = -EBADF;
     } else {
       ssize_t w;
@@ -335,11 +337,18 @@ static void *notifier_main(void *arg) {
       while (w < 0 && errno == EINTR);
       j->result = w < 0 ? -errno : (int)w;
     }
-    napi_call_threadsafe_function(n->tsfn, j, napi_tsfn_blocking);
+    // Once stopped, let go of the fd before saying a write is done: whoever waited for it
+    // may rely on the connection being released.
     pthread_mutex_lock(&n->mu);
+    stop = n->stop;
+    pthread_mutex_unlock(&n->mu);
+    if (stop && n->fd >= 0) {
+      close(n->fd);
+      n->fd = -1;
+    }
+    napi_call_threadsafe_function(n->tsfn, j, napi_tsfn_blocking);
   }
-  pthread_mutex_unlock(&n->mu);
-  close(n->fd);
+  if (n->fd >= 0) close(n->fd);
   napi_release_threadsafe_function(n->tsfn, napi_tsfn_release);
   return NULL;
 }

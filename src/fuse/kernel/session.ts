@@ -725,8 +725,15 @@ export class KernelSession {
     if (this.endedReason !== undefined) return;
     this.endedReason = reason;
     if (this.poll) dev.pollStop(this.poll);
-    if (this.notifier) dev.notifierClose(this.notifier);
     this.poll = undefined;
+    // Answer what is still in flight (when the connection still exists): an unanswered request
+    // keeps its kernel locks (a LOOKUP, its directory's), a notification blocked behind them
+    // keeps the notifier's dup of the fd, and the connection would then outlive this process.
+    for (const req of this.inFlight.values()) {
+      encodeOutHeader(this.out, OUT_HEADER_SIZE, -E.ECONNABORTED, req.unique);
+      dev.write(this.fd, this.out, OUT_HEADER_SIZE);
+    }
+    if (this.notifier) dev.notifierClose(this.notifier);
     this.notifier = undefined;
     try {
       fs.closeSync(this.fd);
