@@ -104,6 +104,14 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
   return int_value(env, n < 0 ? -errno : n);
 }
 
+// close(fd) -> 0 or -errno
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  int fd;
+  if (get_int(env, argv[0], &fd)) return throw_type(env, "close(fd)");
+  return int_value(env, close(fd) < 0 ? -errno : 0);
+}
+
 // mount(source, target, fstype, flags, data) -> 0 or -errno
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   ARGS(5)
@@ -439,6 +447,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"read", NULL, js_read, NULL, NULL, NULL, napi_default, NULL},
       {"write", NULL, js_write, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
       {"umount2", NULL, js_umount2, NULL, NULL, NULL, napi_default, NULL},
       {"socketpair", NULL, js_socketpair, NULL, NULL, NULL, napi_default, NULL},

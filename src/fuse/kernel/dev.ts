@@ -15,6 +15,7 @@ export interface Dev {
   read(fd: number, buf: Buffer): number;
   /** One writev(2) of buf[0, len) and extra[0, extraLen) (all of extra if extraLen is absent). */
   write(fd: number, buf: Buffer, len: number, extra?: Buffer, extraLen?: number): number;
+  close(fd: number): number;
   mount(source: string, target: string, fstype: string, flags: number, data: string): number;
   /** umount2(2) on the libuv pool (an unmount may need this process to answer the kernel). */
   umount2(target: string, flags: number): Promise<number>;

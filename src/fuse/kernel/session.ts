@@ -8,7 +8,7 @@ import { FopError } from '../../core/errors';
 import { Logger } from '../../core/log';
 import { withDeadline } from '../../core/time';
 import { dev } from './dev';
-import type { NotifierHandle, PollHandle } from './dev';
+import type { Dev, NotifierHandle, PollHandle } from './dev';
 import type { Attr, ConnInfo, Entry, KernelFs, Opened, Request } from './fs';
 import {
   DirPacker,
@@ -80,6 +80,8 @@ export interface SessionOptions {
   readonly disable?: readonly InitFlag[];
   /** How long a notification may stay blocked in the kernel before its promise fails ETIMEDOUT. */
   readonly notifyTimeoutMs?: number;
+  /** The system calls (default: the fuse_dev addon; tests play the kernel with their own). */
+  readonly dev?: Dev;
 }
 
 /** What a statedump shows of a session. */
@@ -166,6 +168,7 @@ export class KernelSession {
   readonly ready: Promise<ConnInfo>;
 
   private readonly log: Logger;
+  private readonly dev: Dev;
   private readonly bufSize: number;
   private buf: Buffer;
   private readonly freeBufs: Buffer[] = [];
@@ -188,6 +191,7 @@ export class KernelSession {
     private readonly opts: SessionOptions = {},
   ) {
     this.log = opts.log ?? Logger.create('info').child('kernel');
+    this.dev = opts.dev ?? dev;
     this.bufSize = readBufferSize(opts.maxWrite ?? DEFAULT_MAX_WRITE);
     this.buf = Buffer.allocUnsafeSlow(this.bufSize);
     this.closed = new Promise((r) => (this.resolveClosed = r));
@@ -198,12 +202,12 @@ export class KernelSession {
   /** Starts serving: polls the fd from the event loop until unmount, abort or close(). */
   start(): void {
     if (this.poll || this.endedReason) throw new Error('KernelSession.start: already started');
-    const n = dev.notifierOpen(this.fd);
+    const n = this.dev.notifierOpen(this.fd);
     if (typeof n === 'number') throw FopError.fromErrno(n, 'cannot start the notification thread');
     this.notifier = n;
-    const p = dev.pollStart(this.fd, this.onReadable);
+    const p = this.dev.pollStart(this.fd, this.onReadable);
     if (typeof p === 'number') {
-      dev.notifierClose(n);
+      this.dev.notifierClose(n);
       this.notifier = undefined;
       throw new Error(`cannot poll the FUSE device: libuv error ${p}`);
     }
@@ -223,7 +227,7 @@ export class KernelSession {
 
   private readonly onReadable = (status: number): void => {
     for (let i = 0; i < READS_PER_EVENT && this.endedReason === undefined; i++) {
-      const n = dev.read(this.fd, this.buf);
+      const n = this.dev.read(this.fd, this.buf);
       if (n > 0) {
         this.handle(n);
         continue;
@@ -663,7 +667,7 @@ export class KernelSession {
 
   private writeReply(unique: number, opcode: number, len: number, extra?: Buffer, extraLen?: number): boolean {
     if (this.endedReason !== undefined) return false;
-    const r = dev.write(this.fd, this.out, len, extra, extraLen);
+    const r = this.dev.write(this.fd, this.out, len, extra, extraLen);
     if (r >= 0) return true;
     this.replyFailures++;
     if (r === -E.ENOENT) {
@@ -709,7 +713,7 @@ export class KernelSession {
     const ms = this.opts.notifyTimeoutMs ?? DEFAULT_NOTIFY_TIMEOUT_MS;
     let r: number;
     try {
-      r = await withDeadline(dev.notifierWrite(this.notifier, encode()), ms, `notification ${what}`);
+      r = await withDeadline(this.dev.notifierWrite(this.notifier, encode()), ms, `notification ${what}`);
     } catch (e) {
       this.log.warn(`notification ${what} still blocked in the kernel after ${ms} ms (a related request unanswered?)`);
       throw new FopError('ETIMEDOUT', (e as Error).message);
@@ -724,22 +728,19 @@ export class KernelSession {
   private end(reason: string): void {
     if (this.endedReason !== undefined) return;
     this.endedReason = reason;
-    if (this.poll) dev.pollStop(this.poll);
+    if (this.poll) this.dev.pollStop(this.poll);
     this.poll = undefined;
     // Answer what is still in flight (when the connection still exists): an unanswered request
     // keeps its kernel locks (a LOOKUP, its directory's), a notification blocked behind them
     // keeps the notifier's dup of the fd, and the connection would then outlive this process.
     for (const req of this.inFlight.values()) {
       encodeOutHeader(this.out, OUT_HEADER_SIZE, -E.ECONNABORTED, req.unique);
-      dev.write(this.fd, this.out, OUT_HEADER_SIZE);
+      this.dev.write(this.fd, this.out, OUT_HEADER_SIZE);
     }
-    if (this.notifier) dev.notifierClose(this.notifier);
+    if (this.notifier) this.dev.notifierClose(this.notifier);
     this.notifier = undefined;
-    try {
-      fs.closeSync(this.fd);
-    } catch (e) {
-      this.log.warn(`closing the FUSE device: ${(e as Error).message}`);
-    }
+    const c = this.dev.close(this.fd);
+    if (c < 0) this.log.warn(`closing the FUSE device: ${FopError.fromErrno(c).code}`);
     this.fd = -1;
     // Nobody waits for these any more: let waiting methods (blocked locks) stop.
     for (const req of this.inFlight.values()) req.interrupt();
