@@ -54,6 +54,18 @@ interface HeldLock {
   readonly pid: number;
 }
 
+interface Handle {
+  readonly nodeid: number;
+  readonly flags: number;
+  /** Directories: where the last listing stopped, to go on from there without a rescan. */
+  listing?: { offset: number; rest: Iterator<[string, Child]>; pending?: IteratorResult<[string, Child]> };
+}
+
+interface Child {
+  readonly id: number;
+  readonly cookie: number;
+}
+
 interface Waiter {
   readonly nodeid: number;
   retry(): boolean;
@@ -86,7 +98,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   readonly nodes = new Map<number, Node>();
   private nextId = 2;
   private nextFh = 1;
-  private readonly handles = new Map<number, { nodeid: number; flags: number }>();
+  private readonly handles = new Map<number, Handle>();
   private readonly waiters = new Set<Waiter>();
   private readonly ttl: number;
   conn?: ConnInfo;
@@ -262,8 +274,8 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     if (flags & RENAME_NOREPLACE && dst) throw err('EEXIST');
     if (flags & RENAME_EXCHANGE) {
       if (!dst) throw err('ENOENT');
-      from.children!.set(key(name), { id: dst.id, cookie: from.nextCookie++ });
-      to.children!.set(key(newName), { id: src.id, cookie: to.nextCookie++ });
+      this.link1(from, key(name), dst.id);
+      this.link1(to, key(newName), src.id);
       this.node(src.id).parent = to.id;
       this.node(dst.id).parent = from.id;
       return;
@@ -281,7 +293,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     }
     from.children!.delete(key(name));
     // A fresh cookie: a listing in progress neither skips nor repeats the others.
-    to.children!.set(key(newName), { id: src.id, cookie: to.nextCookie++ });
+    this.link1(to, key(newName), src.id);
     if (moving.children && from !== to) {
       from.nlink--;
       to.nlink++;
@@ -295,7 +307,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     if (n.children) throw err('EPERM');
     const dir = this.dir(newParent);
     if (dir.children!.has(key(newName))) throw err('EEXIST');
-    dir.children!.set(key(newName), { id: n.id, cookie: dir.nextCookie++ });
+    this.link1(dir, key(newName), n.id);
     n.nlink++;
     n.ctime = now();
     return this.entry(n);
@@ -387,20 +399,27 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   async readdir(req: Request, nodeid: number, fh: number, offset: number, sink: DirSink): Promise<void> {
     const dir = this.handleNode(fh, nodeid);
     if (!dir.children) throw err('ENOTDIR');
-    const all: [string, number, number][] = [
-      ['.', dir.id, DOT],
-      ['..', dir.parent, DOTDOT],
-      ...[...dir.children].map(([name, c]): [string, number, number] => [name, c.id, c.cookie]),
-    ];
-    for (const [name, id, cookie] of all) {
-      if (cookie <= offset) continue;
-      const n = this.node(id);
-      const d = { name: Buffer.from(name, 'latin1'), offset: cookie, ino: n.id, type: n.mode & S_IFMT };
-      const dots = cookie === DOT || cookie === DOTDOT;
+    const h = this.handles.get(fh)!;
+    // Children iterate in cookie order (a name is re-inserted with each new cookie); a listing
+    // that goes on where the last one stopped goes on with its live iterator.
+    const resumed = h.listing?.offset === offset ? h.listing : undefined;
+    h.listing = undefined;
+    let last = offset;
+    const add = (name: string, n: Node, cookie: number): boolean => {
       const e = sink.plus ? this.entryOf(n) : undefined;
-      if (!sink.add(d, e)) return;
-      if (sink.plus && !dots) n.lookups++;
+      if (!sink.add({ name: Buffer.from(name, 'latin1'), offset: cookie, ino: n.id, type: n.mode & S_IFMT }, e)) return false;
+      if (sink.plus && cookie > DOTDOT) n.lookups++;
+      last = cookie;
+      return true;
+    };
+    const rest = resumed?.rest ?? dir.children[Symbol.iterator]();
+    if (!resumed && ((offset < DOT && !add('.', dir, DOT)) || (offset < DOTDOT && !add('..', this.node(dir.parent), DOTDOT)))) return;
+    let next = resumed?.pending ?? rest.next();
+    for (; !next.done; next = rest.next()) {
+      const [name, c] = next.value;
+      if (c.cookie > offset && !add(name, this.node(c.id), c.cookie)) break;
     }
+    h.listing = { offset: last, rest, pending: next.done ? undefined : next }; // what did not fit comes first next time
   }
 
   async fsyncdir(): Promise<void> {}
@@ -523,7 +542,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     const n = this.newNode(mode, dir.id);
     n.uid = req.uid;
     n.gid = req.gid;
-    dir.children!.set(key(name), { id: n.id, cookie: dir.nextCookie++ });
+    this.link1(dir, key(name), n.id);
     if (n.children) dir.nlink++;
     dir.mtime = dir.ctime = now();
     return n;
@@ -545,6 +564,12 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     const h = this.handles.get(fh);
     if (!h || h.nodeid !== nodeid) throw err('EBADF', `fh ${fh} is not open on ${nodeid}`);
     return this.node(nodeid);
+  }
+
+  /** Puts `name` in `dir` with a fresh cookie, last in listing order. */
+  private link1(dir: Node, name: string, id: number): void {
+    dir.children!.delete(name);
+    dir.children!.set(name, { id, cookie: dir.nextCookie++ });
   }
 
   private openHandle(n: Node, flags: number): number {
