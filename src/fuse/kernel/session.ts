@@ -78,6 +78,8 @@ export interface SessionOptions {
   readonly congestionThreshold?: number;
   /** Capabilities to leave out of INIT (tests, benchmarks). */
   readonly disable?: readonly InitFlag[];
+  /** Requests read per readable event (default 1; more batches reads of queued requests before their replies). */
+  readonly readsPerEvent?: number;
   /** How long a notification may stay blocked in the kernel before its promise fails ETIMEDOUT. */
   readonly notifyTimeoutMs?: number;
   /** The system calls (default: the fuse_dev addon; tests play the kernel with their own). */
@@ -101,8 +103,12 @@ const DEFAULT_MAX_WRITE = 1 << 20;
 const DEFAULT_MAX_PAGES = 256;
 const PAGE_SIZE = 4096;
 const DEFAULT_NOTIFY_TIMEOUT_MS = 30_000;
-/** Requests read per readable event before the loop gets its turn (the poll is level-triggered: the rest wait one turn). */
-const READS_PER_EVENT = 32;
+/**
+ * Requests read per readable event (the poll is level-triggered: the rest wait one turn).
+ * One: the replies (sent when the callback's microtasks run) leave before the next read,
+ * which for a lone caller would only say EAGAIN.
+ */
+const READS_PER_EVENT = 1;
 /** Spare read buffers kept for when a lent one comes back; more are allocated while many WRITEs are in flight. */
 const FREE_BUFFERS_MAX = 4;
 /** The largest reply body of fixed size (CREATE: entry_out + open_out). */
@@ -169,6 +175,7 @@ export class KernelSession {
 
   private readonly log: Logger;
   private readonly dev: Dev;
+  private readonly readsPerEvent: number;
   private readonly bufSize: number;
   private buf: Buffer;
   private readonly freeBufs: Buffer[] = [];
@@ -192,6 +199,7 @@ export class KernelSession {
   ) {
     this.log = opts.log ?? Logger.create('info').child('kernel');
     this.dev = opts.dev ?? dev;
+    this.readsPerEvent = Math.max(1, opts.readsPerEvent ?? READS_PER_EVENT);
     this.bufSize = readBufferSize(opts.maxWrite ?? DEFAULT_MAX_WRITE);
     this.buf = Buffer.allocUnsafeSlow(this.bufSize);
     this.closed = new Promise((r) => (this.resolveClosed = r));
@@ -226,7 +234,7 @@ export class KernelSession {
   // ---- the request loop ------------------------------------------------------------------
 
   private readonly onReadable = (status: number): void => {
-    for (let i = 0; i < READS_PER_EVENT && this.endedReason === undefined; i++) {
+    for (let i = 0; i < this.readsPerEvent && this.endedReason === undefined; i++) {
       const n = this.dev.read(this.fd, this.buf);
       if (n > 0) {
         this.handle(n);
