@@ -201,6 +201,17 @@ describe('INIT', () => {
     await expect(h.session.ready).resolves.toBeDefined();
   });
 
+  it('max_write as configured, within bounds; the read buffer holds it and its headers', async () => {
+    expect(() => new KernelSession(FD, new MemFs(), { dev: new FakeDev(), maxWrite: 100 })).toThrow(RangeError);
+    expect(() => new KernelSession(FD, new MemFs(), { dev: new FakeDev(), maxWrite: 64 << 20 })).toThrow(RangeError);
+    const h = new Harness({ maxWrite: 128 << 10, maxPages: 8 });
+    h.send(Op.INIT, 0, initBody());
+    const conn = await h.session.ready;
+    const o = unpack('init_out', parse(h.dev.replies[0]).body);
+    expect([o.max_write, o.max_pages]).toEqual([131072n, 8n]);
+    expect(conn).toMatchObject({ maxWrite: 32768, maxRead: 32768 }); // 8 pages per request
+  });
+
   it('a request before INIT is EIO', async () => {
     const h = new Harness();
     const u = h.send(Op.GETATTR, 1, pack('getattr_in', {}));

@@ -3,25 +3,23 @@
 // the KernelFs method and answers each with one writev, all on the loop thread. A WRITE's
 // data is a view of the read buffer, lent to that request until its promise settles while
 // reading goes on into another buffer of a small pool: nothing is copied on the write path.
-import * as fs from 'fs';
 import { FopError } from '../../core/errors';
 import { Logger } from '../../core/log';
 import { withDeadline } from '../../core/time';
 import { dev } from './dev';
 import type { Dev, NotifierHandle, PollHandle } from './dev';
-import type { Attr, ConnInfo, Entry, KernelFs, Opened, Request } from './fs';
+import type { Attr, ConnInfo, Entry, KernelFs, Opened } from './fs';
+import { maxPagesLimit, negotiate } from './negotiate';
+import type { Negotiated } from './negotiate';
+import { Req } from './request';
 import {
   DirPacker,
   E,
   IN_HEADER_SIZE,
   Init,
-  KERNEL_MAJOR,
-  KERNEL_MINOR,
-  KERNEL_MINOR_MIN,
   OUT_HEADER_SIZE,
   Op,
   SIZE,
-  WANTED_FLAGS,
   decodeAccess,
   decodeBatchForget,
   decodeCopyFileRange,
@@ -100,8 +98,8 @@ export interface SessionDump {
 }
 
 const DEFAULT_MAX_WRITE = 1 << 20;
-const DEFAULT_MAX_PAGES = 256;
-const PAGE_SIZE = 4096;
+/** Bounds of max_write: the kernel's floor, and what a read buffer per lent WRITE may cost. */
+const MAX_WRITE_RANGE = [4096, 16 << 20] as const;
 const DEFAULT_NOTIFY_TIMEOUT_MS = 30_000;
 /**
  * Requests read per readable event (the poll is level-triggered: the rest wait one turn).
@@ -115,57 +113,8 @@ const FREE_BUFFERS_MAX = 4;
 const REPLY_SCRATCH = 256;
 /** COPY_FILE_RANGE (not _64) answers in a u32. */
 const U32_COPY_MAX = 0xfffff000;
-const MAX_PAGES_LIMIT_SYSCTL = '/proc/sys/fs/fuse/max_pages_limit';
 
 const noop = (): void => undefined;
-
-/** One request read from the kernel and not yet answered. */
-class Req implements Request {
-  readonly started = Date.now();
-  interrupted = false;
-  /** READ/READDIR/xattr: the caller's buffer size. */
-  size = 0;
-  private listeners?: (() => void)[];
-
-  constructor(
-    readonly unique: number,
-    readonly opcode: number,
-    readonly nodeid: number,
-    readonly uid: number,
-    readonly gid: number,
-    readonly pid: number,
-  ) {}
-
-  onInterrupt(fn: () => void): () => void {
-    if (this.interrupted) {
-      fn();
-      return noop;
-    }
-    const l = (this.listeners ??= []);
-    l.push(fn);
-    return () => {
-      const i = l.indexOf(fn);
-      if (i >= 0) l.splice(i, 1);
-    };
-  }
-
-  /** Runs the listeners once; returns those that threw. */
-  interrupt(): unknown[] {
-    if (this.interrupted) return [];
-    this.interrupted = true;
-    const l = this.listeners ?? [];
-    this.listeners = undefined;
-    const errors: unknown[] = [];
-    for (const fn of l) {
-      try {
-        fn();
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-    return errors;
-  }
-}
 
 export class KernelSession {
   /** Resolves once, with why the session ended ('unmounted', 'aborted', 'closed: ...'). */
@@ -200,7 +149,11 @@ export class KernelSession {
     this.log = opts.log ?? Logger.create('info').child('kernel');
     this.dev = opts.dev ?? dev;
     this.readsPerEvent = Math.max(1, opts.readsPerEvent ?? READS_PER_EVENT);
-    this.bufSize = readBufferSize(opts.maxWrite ?? DEFAULT_MAX_WRITE);
+    const maxWrite = opts.maxWrite ?? DEFAULT_MAX_WRITE;
+    if (!Number.isInteger(maxWrite) || maxWrite < MAX_WRITE_RANGE[0] || maxWrite > MAX_WRITE_RANGE[1]) {
+      throw new RangeError(`KernelSession: maxWrite ${maxWrite} is outside ${MAX_WRITE_RANGE.join('..')}`);
+    }
+    this.bufSize = readBufferSize(maxWrite);
     this.buf = Buffer.allocUnsafeSlow(this.bufSize);
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.ready = new Promise<ConnInfo>((res, rej) => (this.settleReady = [res, rej]));
@@ -507,51 +460,25 @@ export class KernelSession {
   // ---- INIT --------------------------------------------------------------------------------
 
   private init(h: InHeader, b: Buffer, off: number, end: number): void {
-    let i: ReturnType<typeof decodeInit>;
+    let n: Negotiated;
     try {
-      i = decodeInit(b, off, end);
+      n = negotiate(decodeInit(b, off, end), { ...this.opts, maxWrite: this.bufSize - 4096, maxPagesLimit: maxPagesLimit() });
     } catch (e) {
       this.replyRaw(h.unique, -E.EIO);
       return this.end(`INIT: ${(e as Error).message}`);
     }
-    if (i.major > KERNEL_MAJOR) {
-      // A newer major: say which we speak and wait for the kernel to offer it (libfuse does the same).
-      encodeOutHeader(this.out, OUT_HEADER_SIZE + 8, 0, h.unique);
-      this.out.writeUInt32LE(KERNEL_MAJOR, 16);
-      this.out.writeUInt32LE(KERNEL_MINOR, 20);
-      this.writeReply(h.unique, Op.INIT, OUT_HEADER_SIZE + 8);
-      return;
-    }
-    if (i.major < KERNEL_MAJOR || i.minor < KERNEL_MINOR_MIN) {
+    if (n.refuse) {
       this.replyRaw(h.unique, -E.EPROTO);
-      return this.end(`kernel FUSE protocol ${i.major}.${i.minor} is older than ${KERNEL_MAJOR}.${KERNEL_MINOR_MIN}`);
+      return this.end(n.refuse);
     }
-    const disabled = new Set(this.opts.disable ?? []);
-    let want = 0n;
-    for (const f of WANTED_FLAGS) if (!disabled.has(f)) want |= Init[f];
-    const flags = i.flags & want;
-    const maxPages = Math.min(this.opts.maxPages ?? DEFAULT_MAX_PAGES, maxPagesLimit());
-    const maxWrite = this.bufSize - 4096;
-    const minor = Math.min(i.minor, KERNEL_MINOR);
-    const len = OUT_HEADER_SIZE + SIZE.init_out;
+    const len = OUT_HEADER_SIZE + n.replySize;
     encodeOutHeader(this.out, len, 0, h.unique);
-    encodeInitOut(this.out, OUT_HEADER_SIZE, {
-      major: KERNEL_MAJOR,
-      minor,
-      maxReadahead: i.maxReadahead,
-      flags,
-      maxBackground: this.opts.maxBackground ?? 64,
-      congestionThreshold: this.opts.congestionThreshold ?? 48,
-      maxWrite,
-      timeGran: 1,
-      maxPages,
-    });
+    encodeInitOut(this.out, OUT_HEADER_SIZE, n.reply);
     if (!this.writeReply(h.unique, Op.INIT, len)) return this.end('the INIT reply failed');
-    // Without MAX_PAGES the kernel keeps its default of 32 pages per request.
-    const pages = flags & Init.MAX_PAGES ? maxPages : 32;
-    this.conn = { major: KERNEL_MAJOR, minor, maxWrite: Math.min(maxWrite, pages * PAGE_SIZE), maxRead: pages * PAGE_SIZE, flags };
-    this.setxattrExt = (flags & Init.SETXATTR_EXT) !== 0n;
-    this.log.debug(`INIT: kernel ${i.major}.${i.minor}, serving ${KERNEL_MAJOR}.${minor}, flags ${flagNames(flags).join(',')}`);
+    if (!n.conn) return; // a newer major: told which we speak, the kernel may offer it next
+    this.conn = n.conn;
+    this.setxattrExt = (n.conn.flags & Init.SETXATTR_EXT) !== 0n;
+    this.log.debug(`INIT: kernel ${n.kernel}, serving ${n.conn.major}.${n.conn.minor}, flags ${flagNames(n.conn.flags).join(',')}`);
     try {
       this.fs.init(this.conn);
     } catch (e) {
@@ -780,15 +707,5 @@ export class KernelSession {
       replyFailures: this.replyFailures,
       readBuffers: { lent: this.lentBufs, free: this.freeBufs.length },
     };
-  }
-}
-
-/** The kernel's cap on max_pages (fs.fuse.max_pages_limit; 256 before it existed). */
-function maxPagesLimit(): number {
-  try {
-    const v = parseInt(fs.readFileSync(MAX_PAGES_LIMIT_SYSCTL, 'utf8'), 10);
-    return v > 0 ? Math.min(v, 0xffff) : DEFAULT_MAX_PAGES;
-  } catch {
-    return DEFAULT_MAX_PAGES;
   }
 }
