@@ -9,6 +9,7 @@ import { FopError } from '../../src/core/errors';
 import { LOCK_TO_EOF, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../../src/core/types';
 import type { Flock, Iatt, Statfs, Timespec } from '../../src/core/types';
 import type { Attr, ConnInfo, DirSink, Entry, KernelFs, LockIn, Opened, Request, SetattrIn } from '../../src/fuse/kernel/fs';
+import { FileData } from './filedata';
 
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fsConstants;
 const O_TRUNC = 0o1000;
@@ -29,8 +30,7 @@ interface Node {
   gid: number;
   nlink: number;
   rdev: number;
-  data: Buffer;
-  size: number;
+  readonly data: FileData;
   atime: Timespec;
   mtime: Timespec;
   ctime: Timespec;
@@ -157,8 +157,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   addFile(dir: string, name: string, data: Buffer): void {
     const parent = dir ? this.find(dir) ?? this.create1(ROOT_REQ, 1, Buffer.from(dir, 'latin1'), S_IFDIR | 0o755) : this.node(1);
     const n = this.create1(ROOT_REQ, parent.id, Buffer.from(name, 'latin1'), S_IFREG | 0o644);
-    this.resize(n, data.length);
-    data.copy(n.data);
+    n.data.write(0, data);
   }
 
   // ---- KernelFs --------------------------------------------------------------------------
@@ -206,7 +205,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     if (s.gid !== undefined) n.gid = s.gid;
     if (s.size !== undefined) {
       if ((n.mode & S_IFMT) !== S_IFREG) throw err('EINVAL');
-      this.resize(n, s.size);
+      n.data.truncate(s.size);
       n.mtime = now();
     }
     if (s.atime !== undefined) n.atime = s.atime === 'now' ? now() : s.atime;
@@ -224,7 +223,6 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   async symlink(req: Request, parent: number, name: Buffer, target: Buffer): Promise<Entry> {
     const n = this.create1(req, parent, name, S_IFLNK | 0o777);
     n.target = Buffer.from(target);
-    n.size = target.length;
     return this.entry(n);
   }
 
@@ -316,7 +314,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   async open(req: Request, nodeid: number, flags: number): Promise<Opened> {
     const n = this.node(nodeid);
     if (n.children) throw err('EISDIR');
-    if (flags & O_TRUNC && (flags & O_ACCMODE) !== 0) this.resize(n, 0);
+    if (flags & O_TRUNC && (flags & O_ACCMODE) !== 0) n.data.truncate(0);
     return { fh: this.openHandle(n, flags) };
   }
 
@@ -327,8 +325,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
 
   async read(req: Request, nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
     const n = this.handleNode(fh, nodeid);
-    if (offset >= n.size) return Buffer.alloc(0);
-    return n.data.subarray(offset, Math.min(n.size, offset + size));
+    return n.data.read(offset, size);
   }
 
   async write(req: Request, nodeid: number, fh: number, offset: number, data: Buffer): Promise<number> {
@@ -337,9 +334,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     if (!this.largestWrite || data.length > this.largestWrite.size) {
       this.largestWrite = { size: data.length, byteOffset: data.byteOffset, bufferLength: data.buffer.byteLength };
     }
-    const end = offset + data.length;
-    if (end > n.size) this.resize(n, end);
-    data.copy(n.data, offset);
+    n.data.write(offset, data);
     n.mtime = n.ctime = now();
     return data.length;
   }
@@ -484,25 +479,23 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
 
   async fallocate(req: Request, nodeid: number, fh: number, offset: number, length: number, mode: number): Promise<void> {
     const n = this.handleNode(fh, nodeid);
-    if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > n.size) this.resize(n, offset + length);
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > n.data.size) n.data.truncate(offset + length);
   }
 
   async lseek(req: Request, nodeid: number, fh: number, offset: number, whence: number): Promise<number> {
     const n = this.handleNode(fh, nodeid);
-    if (offset >= n.size) throw err('ENXIO');
+    if (offset >= n.data.size) throw err('ENXIO');
     if (whence === SEEK_DATA) return offset;
-    if (whence === SEEK_HOLE) return n.size;
+    if (whence === SEEK_HOLE) return n.data.size;
     throw err('EINVAL');
   }
 
   async copyFileRange(req: Request, nodeIn: number, fhIn: number, offIn: number, nodeOut: number, fhOut: number, offOut: number, length: number): Promise<number> {
     const src = this.handleNode(fhIn, nodeIn);
     const dst = this.handleNode(fhOut, nodeOut);
-    const n = Math.max(0, Math.min(length, src.size - offIn));
-    const chunk = Buffer.from(src.data.subarray(offIn, offIn + n));
-    if (offOut + n > dst.size) this.resize(dst, offOut + n);
-    chunk.copy(dst.data, offOut);
-    return n;
+    const chunk = Buffer.from(src.data.read(offIn, length));
+    dst.data.write(offOut, chunk);
+    return chunk.length;
   }
 
   // ---- internals ---------------------------------------------------------------------------
@@ -518,8 +511,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
       gid: 0,
       nlink: isDir ? 2 : 1,
       rdev: 0,
-      data: Buffer.alloc(0),
-      size: 0,
+      data: new FileData(),
       atime: t,
       mtime: t,
       ctime: t,
@@ -598,28 +590,19 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
       uid: n.uid,
       gid: n.gid,
       rdev: n.rdev,
-      size: n.size,
+      size: n.target?.length ?? n.data.size,
       blksize: 4096,
-      blocks: Math.ceil(n.size / 512),
+      blocks: Math.ceil(n.data.size / 512),
       atime: n.atime,
       mtime: n.mtime,
       ctime: n.ctime,
     };
   }
 
-  private resize(n: Node, size: number): void {
-    if (size > n.data.length) {
-      const grown = Buffer.alloc(Math.max(size, Math.min(n.data.length * 2, size + (64 << 20))));
-      n.data.copy(grown, 0, 0, n.size);
-      n.data = grown;
-    } else if (size < n.size) {
-      n.data.fill(0, size, n.size);
-    }
-    n.size = size;
-  }
-
   private maybeFree(n: Node): void {
-    if (n.id !== 1 && n.nlink <= 0 && n.lookups === 0 && n.opens === 0) this.nodes.delete(n.id);
+    if (n.id === 1 || n.nlink > 0 || n.lookups > 0 || n.opens > 0) return;
+    n.data.free();
+    this.nodes.delete(n.id);
   }
 
   private owner(lk: LockIn): string {

@@ -139,8 +139,8 @@ describe('kernel session on a real mount', () => {
     const r = await sh('cd "$1" && printf hello > a && cat a && echo && stat -c "%s %h %F %a" a && mkdir d && printf x > d/b && ln -s a l && readlink l && ls', s.mnt);
     expect(r.stderr).toBe('');
     expect(r.stdout.split('\n')).toEqual(['hello', '5 1 regular file 644', 'a', 'a', 'd', 'l', '']);
-    expect(s.memfs.find('a')!.data.subarray(0, 5).toString()).toBe('hello');
-    expect(s.memfs.find('d', 'b')!.size).toBe(1);
+    expect(s.memfs.find('a')!.data.read(0, 5).toString()).toBe('hello');
+    expect(s.memfs.find('d', 'b')!.data.size).toBe(1);
   });
 
   it('ls -l of a directory the kernel has not seen: entries and attributes from READDIRPLUS, no LOOKUP each', async () => {
@@ -209,7 +209,7 @@ print(r2('p', 'q', 1), r2('p', 'q', 2), open(d + '/p').read(), open(d + '/q').re
     const r = await py(script, s.mnt);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('EEXIST ok Q P ok ENOENT\n');
-    expect(s.memfs.find('r')!.data.subarray(0, 1).toString()).toBe('Q');
+    expect(s.memfs.find('r')!.data.read(0, 1).toString()).toBe('Q');
     // The VFS answers the first (a cached target) and the last (no source) itself.
     expect(count('RENAME2') - renames).toBe(2);
   });
