@@ -1,7 +1,8 @@
 // A file's bytes in MemFs: 1 MiB chunks, taken from and given back to a shared pool, so a
 // file written after another was deleted reuses memory already touched (on this kind of VM a
 // page touched for the first time costs ~10 us per 4 KiB, which would swamp a measurement of
-// the transport). Chunks never written read as zeros.
+// the transport). A chunk starts as small as its data and doubles up to 1 MiB, so small files
+// stay small. Bytes never written read as zeros.
 const CHUNK = 1 << 20;
 /** Chunks kept for reuse across files. */
 const POOL_MAX = 512;
@@ -18,13 +19,20 @@ export class FileData {
     const first = Math.floor(off / CHUNK);
     if (first === Math.floor((end - 1) / CHUNK)) {
       const c = this.chunks[first];
-      return c ? c.subarray(off - first * CHUNK, end - first * CHUNK) : Buffer.alloc(end - off);
+      const a = off - first * CHUNK;
+      const b = end - first * CHUNK;
+      if (c && b <= c.length) return c.subarray(a, b);
+      const out = Buffer.alloc(end - off);
+      if (c && a < c.length) c.copy(out, 0, a, Math.min(b, c.length));
+      return out;
     }
     const out = Buffer.alloc(end - off);
     for (let p = off; p < end; ) {
       const i = Math.floor(p / CHUNK);
       const n = Math.min(end, (i + 1) * CHUNK) - p;
-      this.chunks[i]?.copy(out, p - off, p - i * CHUNK, p - i * CHUNK + n);
+      const c = this.chunks[i];
+      const from = p - i * CHUNK;
+      if (c && from < c.length) c.copy(out, p - off, from, Math.min(c.length, from + n));
       p += n;
     }
     return out;
@@ -37,7 +45,7 @@ export class FileData {
       const inChunk = at - i * CHUNK;
       const n = Math.min(data.length - p, CHUNK - inChunk);
       let c = this.chunks[i];
-      if (!c) c = this.chunks[i] = take(n === CHUNK);
+      if (!c || c.length < inChunk + n) c = this.chunks[i] = grow(c, inChunk + n, n === CHUNK);
       data.copy(c, inChunk, p, p + n);
       p += n;
     }
@@ -50,7 +58,7 @@ export class FileData {
       for (let i = keep; i < this.chunks.length; i++) give(this.chunks[i]);
       this.chunks.length = Math.min(this.chunks.length, keep);
       const c = this.chunks[keep - 1];
-      if (c && size % CHUNK) c.fill(0, size % CHUNK);
+      if (c && size % CHUNK) c.fill(0, Math.min(c.length, size % CHUNK));
     }
     this.size = size;
   }
@@ -63,12 +71,23 @@ export class FileData {
   }
 }
 
-function take(whole: boolean): Buffer {
-  const c = pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
-  if (!whole) c.fill(0);
-  return c;
+/** A chunk holding at least `need` bytes, with what `c` held; `whole`: the caller fills all of it. */
+function grow(c: Buffer | undefined, need: number, whole: boolean): Buffer {
+  const size = Math.min(CHUNK, Math.max(need, 2 * (c?.length ?? 0), 4096));
+  let out: Buffer;
+  if (size === CHUNK) {
+    out = pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+    if (!whole) out.fill(0);
+  } else {
+    out = Buffer.alloc(size);
+  }
+  if (c) {
+    c.copy(out);
+    give(c);
+  }
+  return out;
 }
 
 function give(c: Buffer | undefined): void {
-  if (c && pool.length < POOL_MAX) pool.push(c);
+  if (c && c.length === CHUNK && pool.length < POOL_MAX) pool.push(c);
 }
