@@ -1,7 +1,8 @@
 // Serves a MemFs over the kernel transport on MOUNTPOINT until unmounted or signalled
 // (SIGINT/SIGTERM: unmount, lazily if busy). For measurements and manual checks:
 //   node dist/test/helpers/memfs-serve.js MOUNTPOINT [--no=FLAG,...] [--ttl=MS] [--reads=N]
-// Prints "ready" once INIT is answered and the session's statedump when it ends.
+// Prints "ready" once INIT is answered, the request counts on SIGUSR2, and the session's
+// statedump when it ends.
 import { Logger } from '../../src/core/log';
 import { mountKernel } from '../../src/fuse/kernel/mount';
 import type { InitFlag } from '../../src/fuse/kernel/protocol';
@@ -25,6 +26,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  process.on('SIGUSR2', () => console.log(JSON.stringify(session.dump().requests)));
   await session.ready;
   console.log('ready');
   const reason = await session.closed;
