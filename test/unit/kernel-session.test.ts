@@ -81,6 +81,9 @@ class FakeDev implements Dev {
   /** The kernel queues a message and the poll fires. */
   send(msg: Buffer, status = 0): void {
     this.queue.push(msg);
+    this.fire(status);
+  }
+  fire(status = 0): void {
     this.cb?.(status, 1);
   }
   get polling(): boolean {
@@ -333,6 +336,24 @@ describe('replies', () => {
   it('the caller of each request reaches the fs', async () => {
     await h.ask(Op.MKDIR, 1, Buffer.concat([pack('mkdir_in', { mode: 0o755 }), cstr('mine')]));
     expect(h.memfs.find('mine')).toMatchObject({ uid: 1000, gid: 100 });
+  });
+});
+
+describe('the read loop', () => {
+  it('one request with a reply per readable event; messages without one do not use up the turn', async () => {
+    const h = new Harness();
+    await h.init();
+    const req = (op: number, nodeid: number, body: Buffer, unique: number) => request(op, unique, nodeid, body);
+    h.memfs.addFile('', 'x', Buffer.alloc(0));
+    for (let i = 0; i < 3; i++) h.dev.queue.push(req(Op.FORGET, h.memfs.find('x')!.id, pack('forget_in', { nlookup: 0 }), 100 + 2 * i));
+    h.dev.queue.push(req(Op.GETATTR, 1, pack('getattr_in', {}), 200), req(Op.GETATTR, 1, pack('getattr_in', {}), 202));
+    h.dev.fire();
+    await settle();
+    expect(h.dev.replies.map((r) => parse(r).unique)).toEqual([200]);
+    expect(h.dev.queue).toHaveLength(1); // the next GETATTR waits for the next event
+    h.dev.fire();
+    await settle();
+    expect(h.dev.replies.map((r) => parse(r).unique)).toEqual([200, 202]);
   });
 });
 

@@ -26,13 +26,13 @@ export interface Dev {
   setNonblock(fd: number): number;
   /** `cb(status, events)` on the loop thread whenever `fd` is readable; status < 0 is a libuv error (UV_EBADF on POLLERR). */
   pollStart(fd: number, cb: (status: number, events: number) => void): PollHandle | number;
-  /** After this the fd is out of epoll and may be closed. Once per handle. */
+  /** After this the fd is out of epoll and may be closed. A second call does nothing. */
   pollStop(h: PollHandle): void;
   /** A thread that owns a dup of `fd` and writes what it is given, in order. */
   notifierOpen(fd: number): NotifierHandle | number;
   /** Copies `buf`; resolves with the byte count or -errno (never rejects). */
   notifierWrite(h: NotifierHandle, buf: Buffer): Promise<number>;
-  /** Queued writes resolve -EBADF; the thread ends after the write in progress. Once per handle. */
+  /** Queued writes resolve -EBADF; the thread ends after the write in progress. A second call does nothing. */
   notifierClose(h: NotifierHandle): void;
 }
 

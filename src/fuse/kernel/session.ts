@@ -107,6 +107,8 @@ const DEFAULT_NOTIFY_TIMEOUT_MS = 30_000;
  * which for a lone caller would only say EAGAIN.
  */
 const READS_PER_EVENT = 1;
+/** Reads per readable event at most, messages without a reply included: the loop's other work gets its turn. */
+const READS_MAX = 64;
 /** Spare read buffers kept for when a lent one comes back; more are allocated while many WRITEs are in flight. */
 const FREE_BUFFERS_MAX = 4;
 /** The largest reply body of fixed size (CREATE: entry_out + open_out). */
@@ -187,10 +189,11 @@ export class KernelSession {
   // ---- the request loop ------------------------------------------------------------------
 
   private readonly onReadable = (status: number): void => {
-    for (let i = 0; i < this.readsPerEvent && this.endedReason === undefined; i++) {
+    // A message that wants no reply (FORGETs come in bursts) does not use up the turn.
+    for (let replies = 0, reads = 0; replies < this.readsPerEvent && reads < READS_MAX && this.endedReason === undefined; reads++) {
       const n = this.dev.read(this.fd, this.buf);
       if (n > 0) {
-        this.handle(n);
+        if (this.handle(n)) replies++;
         continue;
       }
       if (n === -E.EAGAIN) break;
@@ -205,45 +208,54 @@ export class KernelSession {
     if (status < 0 && this.endedReason === undefined) this.end(`poll error ${status}`);
   };
 
-  private handle(n: number): void {
+  /** Serves one message; false if it wants no reply. */
+  private handle(n: number): boolean {
     const b = this.buf;
     let h: InHeader;
     try {
       h = decodeInHeader(b, n);
     } catch (e) {
       this.log.error(`malformed request from the kernel: ${(e as Error).message}`);
-      return;
+      return false;
     }
     const op = h.opcode;
     this.counts.set(op, (this.counts.get(op) ?? 0) + 1);
     const off = IN_HEADER_SIZE;
     const end = h.len - h.extLen;
+    const silent = op === Op.FORGET || op === Op.BATCH_FORGET || op === Op.INTERRUPT || op === Op.NOTIFY_REPLY;
     if (end < off) {
       this.log.error(`${opName(op)}: extensions (${h.extLen} bytes) longer than the request`);
-      if (op !== Op.FORGET && op !== Op.BATCH_FORGET && op !== Op.INTERRUPT && op !== Op.NOTIFY_REPLY) this.replyRaw(h.unique, -E.EIO);
-      return;
+      if (!silent) this.replyRaw(h.unique, -E.EIO);
+      return !silent;
     }
-    // The messages that get no reply.
     switch (op) {
       case Op.FORGET:
-        return this.forgetOne(b, h.nodeid, off, end);
+        this.forgetOne(b, h.nodeid, off, end);
+        return false;
       case Op.BATCH_FORGET:
-        return this.batchForget(b, off, end);
+        this.batchForget(b, off, end);
+        return false;
       case Op.INTERRUPT:
-        return this.interrupt(b, off, end);
+        this.interrupt(b, off, end);
+        return false;
       case Op.NOTIFY_REPLY:
-        return; // RETRIEVE data: never asked for
+        return false; // RETRIEVE data: never asked for
       case Op.INIT:
-        return this.init(h, b, off, end);
+        this.init(h, b, off, end);
+        return true;
     }
     const req = new Req(h.unique, op, h.nodeid, h.uid, h.gid, h.pid);
     this.inFlight.set(h.unique, req);
-    if (!this.conn) return this.replyError(req, new FopError('EIO', `${opName(op)} before INIT`));
+    if (!this.conn) {
+      this.replyError(req, new FopError('EIO', `${opName(op)} before INIT`));
+      return true;
+    }
     try {
       this.dispatch(req, h.nodeid, b, off, end);
     } catch (e) {
       this.replyError(req, e);
     }
+    return true;
   }
 
   /**
