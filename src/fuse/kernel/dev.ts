@@ -15,6 +15,7 @@ export interface Dev {
   read(fd: number, buf: Buffer): number;
   /** One writev(2) of buf[0, len) and extra[0, extraLen) (all of extra if extraLen is absent). */
   write(fd: number, buf: Buffer, len: number, extra?: Buffer, extraLen?: number): number;
+  close(fd: number): number;
   mount(source: string, target: string, fstype: string, flags: number, data: string): number;
   /** umount2(2) on the libuv pool (an unmount may need this process to answer the kernel). */
   umount2(target: string, flags: number): Promise<number>;
@@ -25,13 +26,13 @@ export interface Dev {
   setNonblock(fd: number): number;
   /** `cb(status, events)` on the loop thread whenever `fd` is readable; status < 0 is a libuv error (UV_EBADF on POLLERR). */
   pollStart(fd: number, cb: (status: number, events: number) => void): PollHandle | number;
-  /** After this the fd is out of epoll and may be closed. Once per handle. */
+  /** After this the fd is out of epoll and may be closed. A second call does nothing. */
   pollStop(h: PollHandle): void;
   /** A thread that owns a dup of `fd` and writes what it is given, in order. */
   notifierOpen(fd: number): NotifierHandle | number;
   /** Copies `buf`; resolves with the byte count or -errno (never rejects). */
   notifierWrite(h: NotifierHandle, buf: Buffer): Promise<number>;
-  /** Queued writes resolve -EBADF; the thread ends after the write in progress. Once per handle. */
+  /** Queued writes resolve -EBADF; the thread ends after the write in progress. A second call does nothing. */
   notifierClose(h: NotifierHandle): void;
 }
 
