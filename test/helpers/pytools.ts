@@ -367,7 +367,25 @@ def lock_interrupt(pa, pb, ready_file=None, go_file=None):
         return o
     return with_agents(['A', 'B', 'C'], run)
 
+def append_lines(p, tag, count, ready, go):
+    """COUNT lines through one O_APPEND fd, once GO exists (so that two appenders overlap)."""
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    short = []
+    try:
+        open(ready, 'w').close()
+        if not wait_for_file(go):
+            return {'error': 'never told to go'}
+        for i in range(int(count)):
+            line = ('%s %05d\n' % (tag, i)).encode()
+            n = os.write(fd, line)
+            if n != len(line):
+                short.append(i)
+    finally:
+        os.close(fd)
+    return {'written': int(count), 'short': short}
+
 SCENARIOS = {
+    'append-lines': append_lines,
     'rename-flags': rename_flags,
     'fallocate': fallocate_step,
     'seek': seek_step,
