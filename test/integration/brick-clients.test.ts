@@ -4,9 +4,11 @@
 // operation) locks stay local to each mount: tested as what it does.
 import * as fs from 'fs';
 import * as path from 'path';
+import { v4 as uuidv4 } from 'uuid';
 import { TestBrick, clientLogin, serverLogin, startBrick } from '../helpers/brick';
 import { TestMount, startMount, waitFor, xlstack } from '../helpers/mount';
 import { runPyTool } from '../helpers/pytools';
+import { ROOT_GFID, RawConn, outcome } from '../helpers/raw-peer';
 import { cleanupScratch, scratchDir } from '../helpers/scratch';
 import type { Json } from '../helpers/workload';
 
@@ -198,5 +200,28 @@ describe('fuse-native transport: two mounts of one brick', () => {
 
   test('an appending write that crosses a page reaches the brick in two pieces (no per-file direct I/O): appenders on two mounts can interleave inside a line', async () => {
     expect(await appendAcrossPage(brick, m1)).toEqual([...Array(409).fill(10), 6, 4]);
+  });
+});
+
+describe('a client that sends offsets no file can have', () => {
+  test('negative, fractional or past 2^53: refused (EINVAL) before storage, which would write at the fd\'s own position', async () => {
+    const brick = await startBrick({ volfile: brickVolfile });
+    const c = await RawConn.open(brick.port);
+    expect(await c.hello('brick-trace')).toEqual({ ok: true });
+    const made = await c.request('create', [{ path: '/f', parent: ROOT_GFID, name: 'f', gfid: uuidv4() }, 0o644, { flags: fs.constants.O_RDWR }]);
+    expect(outcome(made)).toBe('OK');
+    const fd = made!.ok ? made!.fd : -1;
+    expect(outcome(await c.request('write', [fd, Buffer.from('0123456789'), 0]))).toBe('OK');
+    const refused: { [what: string]: string } = {};
+    for (const off of [-1, -5, 0.5, 2 ** 53, 2 ** 60]) {
+      refused[`write@${off}`] = outcome(await c.request('write', [fd, Buffer.from('X'), off]));
+      refused[`read@${off}`] = outcome(await c.request('read', [fd, 4, off]));
+      refused[`ftruncate ${off}`] = outcome(await c.request('ftruncate', [fd, off]));
+      refused[`fallocate@${off}`] = outcome(await c.request('fallocate', [fd, 0, off, 1]));
+      refused[`seek@${off}`] = outcome(await c.request('seek', [fd, off, 'data']));
+    }
+    expect(Object.entries(refused).filter(([, r]) => r !== 'EINVAL')).toEqual([]);
+    expect(fs.readFileSync(path.join(brick.dir, 'f'), 'latin1')).toBe('0123456789');
+    c.destroy();
   });
 });
