@@ -100,6 +100,7 @@ function wrongArg(rng: FuzzRng, kind: ArgKind): unknown {
     newfd: [1, null, {}, { flags: 'rw' }, { flags: 1.5 }, { flags: null }],
     num: ['1', null, {}, [], true, Buffer.from('1')],
     size: [-1, 1.5, MAX_IO + 1, 2 ** 40, '1', null, Buffer.from('1')],
+    offset: [-1, -4096, 1.5, 2 ** 53, 2 ** 60, '1', null, Buffer.from('1')],
     name: [1, null, {}, [], true, Buffer.from('str'), 'not a byte string: \u0100', '🚀'],
     buf: ['data', [1, 2, 3], null, 1, { data: [1, 2] }, { type: 'Buffer', data: [1, 2] }],
     bool: [0, 1, 'true', null, {}],
@@ -135,6 +136,8 @@ function someArg(rng: FuzzRng, kind: ArgKind, fds: number[]): unknown {
       return rng.bytes(rng.int(2048));
     case 'size':
       return rng.pick([0, 1, 4096, 131072, MAX_IO]);
+    case 'offset':
+      return rng.pick([0, 1, 4096, 2 ** 31, 2 ** 40]);
     case 'bool':
       return rng.next() < 0.5;
     case 'attr':
