@@ -272,6 +272,9 @@ export const WANTED_FLAGS: readonly InitFlag[] = [
   'PARALLEL_DIROPS',
   'MAX_PAGES',
   'INIT_EXT',
+  // O_APPEND handles are uncached (FOPEN_DIRECT_IO, so each write(2) reaches the graph
+  // whole): a shared mmap of one must still work.
+  'DIRECT_IO_ALLOW_MMAP',
 ];
 
 export const flagNames = (flags: bigint): InitFlag[] => (Object.keys(Init) as InitFlag[]).filter((k) => (flags & Init[k]) !== 0n);
