@@ -67,6 +67,8 @@ export interface BridgeOptions {
   readonly migrator?: (active: () => Graph, log: Logger, bounds: MigrationBounds) => Migrator;
 }
 
+const hasAttrs = (a: SetAttr) => Object.values(a).some((v) => v !== undefined);
+
 /** How much a listing asks the graph for at once. */
 const READDIR_CHUNK = 128 * 1024;
 /** Readdir cookies of "." and "..": the graph's cookies come after them. */
@@ -249,6 +251,12 @@ export class BridgeCore {
     return moved;
   }
 
+  /** Whether a handle of the file is still on an older graph. */
+  private onOlderGraph(gfid: Gfid): boolean {
+    for (const base of this.basefds.withGfid(gfid)) if (base.current.graph !== this.activeGraph) return true;
+    return false;
+  }
+
   protected addBase(g: Graph, fd: Fd, path: string | undefined): number {
     return this.basefds.add((id) => new BaseFd(id, fd.inode.gfid, fd.flags, fd.isDir, path, { graph: g, fd })).id;
   }
@@ -267,10 +275,13 @@ export class BridgeCore {
   // --- lookups and attributes ----------------------------------------------------
 
   /** A name in a directory, looked up on the active graph. */
+  /** A name in a directory, looked up on the active graph (the attributes are the kernel's to cache: older graphs catch up first). */
   lookup(req: Req, parent: Hint, name: Name): Promise<Found> {
     return this.onActive(req, 'lookup', async (g, frame, fresh) => {
       const at = await this.entry(g, frame, parent, name, fresh);
-      return { graph: g, ...(await new Resolver(g, frame).lookup(at.parent, name, at.loc.path)) };
+      const look = () => new Resolver(g, frame).lookup(at.parent, name, at.loc.path);
+      const found = await look();
+      return { graph: g, ...((await this.catchUp(found.inode.gfid)) ? await look() : found) };
     });
   }
 
@@ -317,27 +328,42 @@ export class BridgeCore {
    * removed) while something still has it open: the kernel asks by nodeid, the open handle answers.
    */
   private async statOpen(req: Req, gfid: Gfid, err: unknown): Promise<Iatt> {
+    const base = this.openHandle(gfid, err);
+    return this.onFd(req, 'fstat', base.id, (fd, g, frame) => g.top.fstat(frame, fd));
+  }
+
+  /** An open handle of a file the graph no longer finds (else `err` stands). */
+  private openHandle(gfid: Gfid, err: unknown): BaseFd {
     const code = FopError.from(err).code;
     const base = [...this.basefds.withGfid(gfid)][0];
     if (!base || (code !== 'ESTALE' && code !== 'ENOENT')) throw err;
-    return this.onFd(req, 'fstat', base.id, (fd, g, frame) => g.top.fstat(frame, fd));
+    return base;
   }
 
   /** setattr: a size truncates first (through the handle when given), then the rest applies. */
   async setattr(req: Req, target: Hint, attr: SetAttrSize, fh?: number): Promise<Iatt> {
-    const { size, ...rest } = attr;
-    const more = Object.values(rest).some((v) => v !== undefined);
-    if (fh !== undefined && this.basefds.find(fh)) {
-      return this.onFd(req, 'setattr', fh, async (fd, g, frame) => {
-        let iatt = size !== undefined ? await g.top.ftruncate(frame, fd, size) : undefined;
-        if (more || !iatt) iatt = await g.top.fsetattr(frame, fd, rest);
-        return iatt;
-      });
-    }
-    return this.onActive(req, 'setattr', async (g, frame, fresh) => {
+    if (fh !== undefined && this.basefds.find(fh)) return this.fsetattr(req, fh, attr);
+    const done = this.onActive(req, 'setattr', async (g, frame, fresh) => {
       const { loc } = await this.existing(g, frame, target, fresh);
+      const { size, ...rest } = attr;
       let iatt = size !== undefined ? await g.top.truncate(frame, loc, size) : undefined;
-      if (more || !iatt) iatt = await g.top.setattr(frame, loc, rest);
+      if (hasAttrs(rest) || !iatt) iatt = await g.top.setattr(frame, loc, rest);
+      return iatt;
+    });
+    if (typeof target === 'string') return done;
+    // fchmod, futimens... of a file the graph cannot find by GFID any more (unlinked, a
+    // removed directory) come by nodeid: its open handle serves them.
+    return done.catch((e) => {
+      const base = this.openHandle(target.gfid, e);
+      return this.fsetattr(req, base.id, attr);
+    });
+  }
+
+  private fsetattr(req: Req, fh: number, attr: SetAttrSize): Promise<Iatt> {
+    const { size, ...rest } = attr;
+    return this.onFd(req, 'setattr', fh, async (fd, g, frame) => {
+      let iatt = size !== undefined ? await g.top.ftruncate(frame, fd, size) : undefined;
+      if (hasAttrs(rest) || !iatt) iatt = await g.top.fsetattr(frame, fd, rest);
       return iatt;
     });
   }
@@ -600,7 +626,8 @@ export class BridgeCore {
     if (!plus) return (await g.top.readdir(frame, fd, READDIR_CHUNK, from)).map(shift);
     const entries: DirentPlus[] = await g.top.readdirp(frame, fd, READDIR_CHUNK, from);
     return entries.map((e) => {
-      if (!e.iatt) return shift(e);
+      // Attributes an older graph may still change (writes it holds back) are not given out.
+      if (!e.iatt || this.onOlderGraph(e.iatt.gfid)) return shift(e);
       return { ...shift(e), found: { graph: g, inode: g.itable.link(e.iatt, fd.inode, e.name), iatt: e.iatt } };
     });
   }
