@@ -3,7 +3,7 @@
 // the frames. Objects (inodes, fds, frames) never travel: GFIDs, names, fd numbers and
 // caller ids do.
 import type { FopName } from '../core/fops';
-import { Caller, Flock, Gfid, MAX_OFFSET, SetAttr, Timespec, isByteString } from '../core/types';
+import { Caller, Flock, Gfid, INTERNAL_XATTR_PREFIX, MAX_OFFSET, SetAttr, Timespec, isByteString } from '../core/types';
 import type { Login } from './auth';
 
 /** A Loc on the wire: GFIDs and names only (the server finds its own inodes). */
@@ -32,9 +32,32 @@ export const MAX_IO = 16 * 1024 * 1024;
  * WireNewFd; num, buf, bool: values of that type; name: a byte string (a symlink target,
  * an xattr name); size: a byte count up to MAX_IO; offset: a file offset or size, 0 to
  * MAX_OFFSET; attr: a SetAttr; lock: a Flock;
- * lockcmd, lockkind, whence: one of lk's commands and kinds, seek's 'data' or 'hole'.
+ * lockcmd, lockkind, whence: one of lk's commands and kinds, seek's 'data' or 'hole';
+ * domain: an internal lock domain; maybename: a name or null (a whole directory);
+ * entrycmd, entrytype, xattrop: entrylk's commands and types, xattrop's operations;
+ * xattrs: internal xattrs (keys under INTERNAL_XATTR_PREFIX) and their values.
  */
-export type ArgKind = 'loc' | 'fd' | 'newfd' | 'num' | 'size' | 'offset' | 'name' | 'buf' | 'bool' | 'attr' | 'lock' | 'lockcmd' | 'lockkind' | 'whence';
+export type ArgKind =
+  | 'loc'
+  | 'fd'
+  | 'newfd'
+  | 'num'
+  | 'size'
+  | 'offset'
+  | 'name'
+  | 'buf'
+  | 'bool'
+  | 'attr'
+  | 'lock'
+  | 'lockcmd'
+  | 'lockkind'
+  | 'whence'
+  | 'domain'
+  | 'maybename'
+  | 'entrycmd'
+  | 'entrytype'
+  | 'xattrop'
+  | 'xattrs';
 
 /** Arguments of every fop after its frame; `resend`: harmless if it reaches the server twice. */
 export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKind[]; readonly resend: boolean }>> = {
@@ -75,6 +98,11 @@ export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKin
   lk: { args: ['fd', 'lockcmd', 'lock', 'lockkind'], resend: false },
   fallocate: { args: ['fd', 'num', 'offset', 'offset'], resend: true },
   seek: { args: ['fd', 'offset', 'whence'], resend: true },
+  // Internal locks go with the connection that took them, like lk's.
+  inodelk: { args: ['domain', 'loc', 'lockcmd', 'lock'], resend: false },
+  entrylk: { args: ['domain', 'loc', 'maybename', 'entrycmd', 'entrytype'], resend: false },
+  // An add twice is not the same add.
+  xattrop: { args: ['loc', 'xattrop', 'xattrs'], resend: false },
 };
 
 /** Not a fop: the client is done with an fd (its last reference went). */
@@ -160,6 +188,14 @@ const CHECK: Record<ArgKind, (v: unknown) => boolean> = {
   lockcmd: (v) => v === 'get' || v === 'set' || v === 'wait',
   lockkind: (v) => v === 'posix' || v === 'flock',
   whence: (v) => v === 'data' || v === 'hole',
+  domain: (v) => typeof v === 'string' && v.length > 0 && v.length <= 128 && /^[\w.:-]+$/.test(v),
+  // A name, or null: JSON has no undefined (the client sends null for a whole directory).
+  maybename: (v) => v === null || isName(v),
+  entrycmd: (v) => v === 'lock' || v === 'trylock' || v === 'unlock',
+  entrytype: (v) => v === 'read' || v === 'write',
+  xattrop: (v) => v === 'get' || v === 'set' || v === 'add',
+  xattrs: (v) =>
+    isObj(v) && Object.keys(v).length <= 64 && Object.entries(v).every(([k, b]) => k.startsWith(INTERNAL_XATTR_PREFIX) && k.length <= 255 && Buffer.isBuffer(b) && b.length <= 4096),
 };
 
 /** Why a request does not match its fop's arguments, or undefined if it does. */

@@ -109,6 +109,12 @@ function wrongArg(rng: FuzzRng, kind: ArgKind): unknown {
     lockcmd: ['', 'setlkw', 'GET', 1, null, {}],
     lockkind: ['', 'fcntl', 'POSIX', 0, null],
     whence: ['', 'end', 'SEEK_DATA', 3, null],
+    domain: ['', 1, null, 'has space', 'x'.repeat(200), {}],
+    maybename: [1, {}, 'a\u0100', Buffer.from('n')],
+    entrycmd: ['', 'LOCK', 'lockw', 1, null],
+    entrytype: ['', 'exclusive', 2, null],
+    xattrop: ['', 'ADD', 'sub', 0, null],
+    xattrs: [null, 'x', { 'user.plain': Buffer.alloc(4) }, { 'trusted.gfid': Buffer.alloc(16) }, { 'trusted.xlstack.a': 'text' }, { 'trusted.xlstack.a': Buffer.alloc(5000) }],
   };
   return rng.pick(wrong[kind]);
 }
@@ -132,6 +138,18 @@ function someArg(rng: FuzzRng, kind: ArgKind, fds: number[]): unknown {
       return rng.pick(['posix', 'flock']);
     case 'whence':
       return rng.pick(['data', 'hole']);
+    case 'domain':
+      return rng.pick(['fuzz', 'fuzz.data', 'afr:meta']);
+    case 'maybename':
+      return rng.pick([null, 'fuzz-entry']);
+    case 'entrycmd':
+      return rng.pick(['trylock', 'unlock']);
+    case 'entrytype':
+      return rng.pick(['read', 'write']);
+    case 'xattrop':
+      return rng.pick(['get', 'add']);
+    case 'xattrs':
+      return { 'trusted.xlstack.fuzz': Buffer.alloc(4) };
     case 'buf':
       return rng.bytes(rng.int(2048));
     case 'size':
