@@ -1,0 +1,144 @@
+// Lookups over the copies: every child that is up is asked, their answers merged into one.
+// The changelog of what was found is read at the same time, so the answer comes from a copy
+// that is owed nothing (and this client knows which copies are readable afterwards). A name
+// missing on a copy that is behind for its directory is not an error; copies found with
+// different GFIDs under one name are (EIO, unless the directory's changelog says which
+// copies are behind); whatever needs healing is handed to the healer.
+import { FopError, ROOT_GFID, S_IFMT } from '../../../src/core/index';
+import type { Frame, Gfid, Iatt, Inode, Loc } from '../../../src/core/index';
+import { CopyLog, Kind, Verdict, judge } from './changelog';
+import { isGone } from './children';
+import type { Replica } from './context';
+import { kindsOf } from './inode-state';
+import { pickReadChild } from './read-child';
+
+/** A GFID's inode number: the same whichever copy answers (each brick numbers its files its own way). */
+export function inoOf(gfid: Gfid): number {
+  return parseInt(gfid.replace(/-/g, '').slice(-13), 16);
+}
+
+export const withIno = (a: Iatt): Iatt => ({ ...a, ino: inoOf(a.gfid) });
+
+/** Reads the changelog of `inode` from the children listed; undefined where it could not be read. */
+export async function readLogs(r: Replica, frame: Frame, inode: Inode | { gfid: Gfid }, on: readonly number[]): Promise<(CopyLog | undefined)[]> {
+  const loc: Loc = 'table' in inode ? { inode } : { gfid: inode.gfid };
+  const res = await r.subvols.each(on, (i) => r.subvols.call(i, frame, 'xattrop', loc, 'get', r.changelog.query()));
+  return [...Array(r.subvols.n).keys()].map((i) => {
+    const o = res.get(i);
+    if (!o?.ok) return undefined;
+    try {
+      return r.changelog.parse(o.value);
+    } catch (e) {
+      r.log.warn(`the changelog of ${inode.gfid} on ${r.subvols.names[i]} is malformed: ${(e as Error).message}`);
+      return undefined;
+    }
+  });
+}
+
+export function verdicts(logs: readonly (CopyLog | undefined)[], kinds: readonly Kind[]): Map<Kind, Verdict> {
+  return new Map(kinds.map((k) => [k, judge(logs, k)]));
+}
+
+/** Judges an object's copies afresh (a child came up since, or nothing is known yet). */
+export async function refresh(r: Replica, frame: Frame, inode: Inode): Promise<void> {
+  const logs = await readLogs(r, frame, inode, r.subvols.upList());
+  const v = verdicts(logs, kindsOf(inode.type, inode.isDir));
+  r.states.judged(inode, v, r.subvols.generation);
+  noteHeal(r, inode.gfid, v);
+}
+
+function noteHeal(r: Replica, gfid: Gfid, v: ReadonlyMap<Kind, Verdict>): void {
+  const need = [...v].filter(([, x]) => x.needsHeal).map(([k, x]) => (x.splitBrain ? `${k} split brain` : k));
+  if (need.length > 0) r.heal.soon(gfid, `found needing heal (${need.join(', ')})`);
+}
+
+/** Logs a split brain once per object and episode; the error reads fail with. */
+export function splitBrainError(r: Replica, inode: Inode, kinds: readonly Kind[], what: string): FopError {
+  const s = r.states.get(inode);
+  const split = kinds.filter((k) => s.splitBrain.has(k));
+  const path = r.host.itable.path(inode);
+  const name = `${path ?? `<gfid:${inode.gfid}>`}${path ? ` (${inode.gfid})` : ''}`;
+  if (split.length > 0) {
+    const fresh = split.filter((k) => !s.logged.has(k));
+    if (fresh.length > 0) {
+      for (const k of fresh) s.logged.add(k);
+      r.log.error(`split brain: ${name}: ${split.join(' and ')} changed on each side while the other was away; not read (resolve with: xlstack heal VOLFILE split-brain --source CHILD PATH)`);
+    }
+    return new FopError('EIO', `${what}: ${name} is in ${split.join('/')} split brain`);
+  }
+  return new FopError('EIO', `${what}: no copy of ${name} that is up is current (the current one is down)`);
+}
+
+interface Found {
+  readonly iatt: Iatt;
+  readonly log?: CopyLog;
+}
+
+export async function lookup(r: Replica, frame: Frame, loc: Loc): Promise<Iatt> {
+  const c = r.subvols;
+  const up = c.upList();
+  if (up.length === 0) throw new FopError('ENOTCONN', `${r.name}: no child is up`);
+  const known = loc.inode?.gfid ?? loc.gfid;
+  const res = await c.each(up, async (i): Promise<Found> => {
+    const logOf = (gfid: Gfid) =>
+      c
+        .call(i, frame, 'xattrop', { gfid }, 'get', r.changelog.query())
+        .then((v) => r.changelog.parse(v))
+        .catch(() => undefined);
+    // The GFID known (a revalidation, a lookup by GFID): both at once.
+    const [iatt, early] = await Promise.all([c.call(i, frame, 'lookup', loc), known ? logOf(known) : undefined]);
+    return { iatt, log: iatt.gfid === known ? early : await logOf(iatt.gfid) };
+  });
+  const found = new Map<number, Found>();
+  for (const [i, o] of res) if (o.ok) found.set(i, o.value);
+  if (found.size === 0) {
+    const errors = [...res.values()].flatMap((o) => (o.ok ? [] : [o.error]));
+    if (errors.some((e) => e.code === 'ENOENT')) throw errors.find((e) => e.code === 'ENOENT')!;
+    throw errors.find((e) => !isGone(e)) ?? errors[0];
+  }
+  const { gfid, on } = pickGfid(r, loc, found, up);
+  const first = found.get(on[0])!.iatt;
+  if (on.some((i) => (found.get(i)!.iatt.mode & S_IFMT) !== (first.mode & S_IFMT))) {
+    throw new FopError('EIO', `${describe(r, loc)}: copies of ${gfid} are of different types`);
+  }
+  const inode = loc.inode?.gfid === gfid ? loc.inode : r.inode(gfid, first.mode & S_IFMT);
+  const logs = [...Array(c.n).keys()].map((i) => (on.includes(i) ? found.get(i)!.log : undefined));
+  const kinds = kindsOf(first.mode & S_IFMT, (first.mode & S_IFMT) === 0o040000);
+  const v = verdicts(logs, kinds);
+  r.states.judged(inode, v, c.generation);
+  noteHeal(r, gfid, v);
+  // A name some up copy lacks: its directory needs a look.
+  if (loc.parent && on.length < up.length) r.heal.soon(loc.parent.gfid, `${describe(r, loc)} is missing on ${up.filter((i) => !on.includes(i)).map((i) => c.names[i]).join(', ')}`);
+  const readable = r.states.readable(inode, kinds, on, c.generation) ?? [];
+  const child = pickReadChild(readable, gfid, r.readPolicy(), frame.caller.pid) ?? on[0];
+  return withIno(found.get(child)!.iatt);
+}
+
+/**
+ * The GFID a name stands for, and the copies that have it. Copies that disagree are
+ * settled by the directory's changelog (the copies that are behind lose); otherwise EIO.
+ */
+function pickGfid(r: Replica, loc: Loc, found: ReadonlyMap<number, Found>, up: readonly number[]): { gfid: Gfid; on: number[] } {
+  const groups = new Map<Gfid, number[]>();
+  for (const [i, f] of found) groups.set(f.iatt.gfid, [...(groups.get(f.iatt.gfid) ?? []), i]);
+  if (groups.size === 1) {
+    const [[gfid, on]] = groups;
+    return { gfid, on };
+  }
+  const parentReadable = loc.parent ? r.states.readable(loc.parent, ['entry'], up, r.subvols.generation) : undefined;
+  const trusted = parentReadable ? [...groups].filter(([, on]) => on.some((i) => parentReadable.includes(i))) : [];
+  if (trusted.length === 1) {
+    if (loc.parent) r.heal.soon(loc.parent.gfid, `${describe(r, loc)} has different GFIDs on its copies`);
+    const [[gfid, on]] = trusted;
+    return { gfid, on };
+  }
+  const list = [...groups].map(([g, on]) => `${g} on ${on.map((i) => r.subvols.names[i]).join(', ')}`).join('; ');
+  r.log.error(`split brain: ${describe(r, loc)} names different objects on different copies (${list}); not served`);
+  throw new FopError('EIO', `${describe(r, loc)}: GFID split brain (${list})`);
+}
+
+function describe(r: Replica, loc: Loc): string {
+  if (loc.path) return loc.path;
+  if (loc.parent && loc.name !== undefined) return `${r.host.itable.path(loc.parent) ?? `<gfid:${loc.parent.gfid}>`}/${loc.name}`;
+  return `<gfid:${loc.inode?.gfid ?? loc.gfid ?? ROOT_GFID}>`;
+}

@@ -1,0 +1,366 @@
+// Changes as transactions (GlusterFS's afr-transaction.c): lock the object on every copy
+// (in child order), mark it dirty there and record against the copies left out that they
+// miss this change (pre-op), make the change on each, record against those where it failed
+// (before the caller hears of it), then clear the dirty marks (post-op) and unlock.
+//
+// Data changes share their lock and pre-op while they keep coming (eager locking with a
+// delayed post-op): a burst of writes to one file costs one lock, one pre-op and one post-op
+// in all, and what a failed write must record is recorded before that write is answered.
+// The shared lock is given back after post-op-delay idle, on flush, fsync and release of the
+// file, when a child comes up (the next change must include it), when a heal of this client
+// wants it, and at most EAGER_MAX_HOLD_MS after it was taken, so other clients get their turn.
+import { FopError, Frame, ROOT_CALLER } from '../../../src/core/index';
+import type { Clock, Inode, Logger, Name, Timer, XlatorHost } from '../../../src/core/index';
+import { Changelog, Kind } from './changelog';
+import { Children, Quorum, firstError, isGone, quorumMet, succeeded } from './children';
+import { InodeStates } from './inode-state';
+import { HeldLocks, LockTarget, newOwner } from './locks';
+
+/** How long one client may keep a file's data lock while it keeps writing. */
+export const EAGER_MAX_HOLD_MS = 2000;
+
+export interface TxnOptions {
+  readonly eager: boolean;
+  readonly postOpDelayMs: number;
+  readonly lockTimeoutMs: number;
+  readonly quorum: Quorum;
+}
+
+export interface TxnDeps {
+  readonly name: string;
+  readonly children: Children;
+  readonly host: XlatorHost;
+  readonly log: Logger;
+  readonly changelog: Changelog;
+  readonly states: InodeStates;
+  readonly clock: Clock;
+  readonly options: () => TxnOptions;
+}
+
+/** A change to one object's data or metadata. */
+export interface InodeChange<T> {
+  readonly kind: 'data' | 'metadata';
+  readonly inode: Inode;
+  readonly frame: Frame;
+  /** For messages. */
+  readonly what: string;
+  /** The children the change can go to, among those holding the lock (an fd may have to be opened there first). */
+  readonly targets?: (holding: readonly number[]) => Promise<readonly number[]>;
+  readonly run: (child: number) => Promise<T>;
+}
+
+/** A change to names in directories (create, unlink, rename...). */
+export interface EntryChange<T> {
+  readonly frame: Frame;
+  readonly what: string;
+  /** The directories whose entries change (their changelogs record it). */
+  readonly dirs: readonly Inode[];
+  /** The names locked. */
+  readonly names: readonly { readonly dir: Inode; readonly name: Name }[];
+  readonly run: (child: number) => Promise<T>;
+}
+
+export interface Done<T> {
+  readonly value: T;
+  /** The children where the change was made. */
+  readonly on: readonly number[];
+}
+
+/** One lock and pre-op on an object, shared by the changes made under it. */
+class Session {
+  readonly owner: string;
+  readonly startedAt: number;
+  readonly generation: number;
+  locks!: HeldLocks;
+  /** Children whose copies carry this session's dirty mark. */
+  preOp: readonly number[] = [];
+  /** Children already recorded as behind on the copies of preOp. */
+  readonly marked = new Set<number>();
+  users = 0;
+  /** No more changes join; it ends when the last user leaves. */
+  closing = false;
+  ready!: Promise<void>;
+  idle?: Timer;
+  /** close() has begun (it runs once). */
+  closeStarted = false;
+  private resolveEnded!: () => void;
+  readonly ended = new Promise<void>((r) => (this.resolveEnded = r));
+  private endedFlag = false;
+
+  constructor(
+    readonly key: string,
+    readonly kind: Kind,
+    readonly dirs: readonly Inode[],
+    now: number,
+    generation: number,
+  ) {
+    this.owner = newOwner(kind);
+    this.startedAt = now;
+    this.generation = generation;
+  }
+
+  end(): void {
+    if (this.endedFlag) return;
+    this.endedFlag = true;
+    this.resolveEnded();
+  }
+
+  get isEnded(): boolean {
+    return this.endedFlag;
+  }
+}
+
+export class Transactions {
+  /** Shared (eager) sessions, by kind and GFID. */
+  private readonly sessions = new Map<string, Session>();
+  /** Every session open now, shared or not. */
+  private readonly live = new Set<Session>();
+
+  constructor(private readonly d: TxnDeps) {}
+
+  private get o(): TxnOptions {
+    return this.d.options();
+  }
+
+  domain(kind: Kind): string {
+    return `${this.d.name}.${kind}`;
+  }
+
+  private frame(owner: string, op: string): Frame {
+    return this.d.host.frame(op, { caller: ROOT_CALLER, lkOwner: owner });
+  }
+
+  quorumMet(on: readonly number[]): boolean {
+    return quorumMet(this.o.quorum, this.d.children.n, on);
+  }
+
+  private checkQuorum(on: readonly number[], what: string): void {
+    if (!this.quorumMet(on)) {
+      throw new FopError('ENOTCONN', `${what}: client quorum not met (${on.length} of ${this.d.children.n} children: ${on.map((i) => this.d.children.names[i]).join(', ') || 'none'})`);
+    }
+  }
+
+  // --- sessions -----------------------------------------------------------------------
+
+  /** Locks and pre-ops a session on the up children; ends it on failure. */
+  private async open(s: Session, target: LockTarget, frame: Frame, what: string): Promise<void> {
+    const c = this.d.children;
+    this.live.add(s);
+    try {
+      const up = c.upList();
+      this.checkQuorum(up, what);
+      s.locks = new HeldLocks(c, this.d.host, this.d.log, s.owner, target, this.o.lockTimeoutMs);
+      const locked = await s.locks.acquire(up, frame);
+      if (locked.length === 0) throw s.locks.failure(what);
+      this.checkQuorum(locked, what);
+      // Dirty where the change is going, behind where it is not.
+      const absent = new Map<number, number>();
+      for (let i = 0; i < c.n; i++) if (!locked.includes(i)) absent.set(i, 1);
+      const delta = this.d.changelog.add(s.kind, { dirty: 1, pending: absent });
+      const f = this.frame(s.owner, 'pre-op');
+      try {
+        const r = await c.each(locked, (i) => Promise.all(s.dirs.map((dir) => c.call(i, f, 'xattrop', { inode: dir }, 'add', delta))));
+        s.preOp = succeeded(r).filter((i) => c.isUp(i));
+        if (s.preOp.length === 0) throw firstError(r);
+      } finally {
+        f.done();
+      }
+      for (const i of absent.keys()) s.marked.add(i);
+      this.checkQuorum(s.preOp, what);
+    } catch (e) {
+      await this.close(s);
+      throw e;
+    }
+  }
+
+  /** Post-op (clears the dirty marks where they were set and can be reached) and unlock. */
+  private async close(s: Session): Promise<void> {
+    if (s.closeStarted) return s.ended;
+    s.closeStarted = true;
+    s.closing = true;
+    if (this.sessions.get(s.key) === s) this.sessions.delete(s.key);
+    this.live.delete(s);
+    s.idle?.cancel();
+    try {
+      const c = this.d.children;
+      const on = s.preOp.filter((i) => c.isUp(i));
+      if (on.length > 0) {
+        const delta = this.d.changelog.add(s.kind, { dirty: -1 });
+        const f = this.frame(s.owner, 'post-op');
+        try {
+          const r = await c.each(on, (i) => Promise.all(s.dirs.map((dir) => c.call(i, f, 'xattrop', { inode: dir }, 'add', delta))));
+          for (const [i, o] of r) if (!o.ok && !isGone(o.error)) this.d.log.warn(`post-op of ${s.key} on ${c.names[i]}: ${o.error.message}`);
+        } finally {
+          f.done();
+        }
+      }
+      await s.locks?.release();
+    } finally {
+      s.end();
+    }
+  }
+
+  /** Ends a session once its last user is done; now if nobody uses it. */
+  private retire(s: Session): void {
+    s.closing = true;
+    if (s.users === 0) void this.close(s);
+  }
+
+  private leave(s: Session): void {
+    if (--s.users > 0 || s.closeStarted) return;
+    const delay = this.o.postOpDelayMs;
+    if (s.closing || !this.o.eager || delay <= 0) return this.retire(s);
+    s.idle?.cancel();
+    s.idle = this.d.clock.timer(delay, () => this.retire(s));
+  }
+
+  /**
+   * Records against `behind` (on every copy carrying the session's dirty mark that can be
+   * reached) that they miss a change, before the change is answered. Throws if no copy that
+   * has the change took the record.
+   */
+  private async mark(s: Session, behind: readonly number[], have: readonly number[]): Promise<void> {
+    const c = this.d.children;
+    const todo = behind.filter((i) => !s.marked.has(i));
+    if (todo.length === 0) return;
+    const delta = this.d.changelog.add(s.kind, { pending: new Map(todo.map((i) => [i, 1])) });
+    const on = s.preOp.filter((i) => c.isUp(i));
+    const f = this.frame(s.owner, 'mark');
+    try {
+      const r = await c.each(on, (i) => Promise.all(s.dirs.map((dir) => c.call(i, f, 'xattrop', { inode: dir }, 'add', delta))));
+      if (!succeeded(r).some((i) => have.includes(i))) {
+        throw new FopError('EIO', `could not record on any copy that ${todo.map((i) => c.names[i]).join(', ')} missed ${s.key}: ${firstError(r).message}`);
+      }
+    } finally {
+      f.done();
+    }
+    for (const i of todo) s.marked.add(i);
+  }
+
+  /** Runs a change in session `s` (already open); answers once what it missed is recorded. */
+  private async apply<T>(s: Session, frame: Frame, inode: Inode | undefined, what: string, targetsOf: ((h: readonly number[]) => Promise<readonly number[]>) | undefined, run: (i: number) => Promise<T>): Promise<Done<T>> {
+    const c = this.d.children;
+    const holding = s.preOp.filter((i) => c.isUp(i));
+    const targets = targetsOf ? await targetsOf(holding) : holding;
+    const outcomes = await c.each(targets, run);
+    const ok = succeeded(outcomes);
+    if (ok.length === 0) throw firstError(outcomes);
+    const behind = [...Array(c.n).keys()].filter((i) => !ok.includes(i));
+    for (const [i, o] of outcomes) if (!o.ok) this.d.log.debug(`${what}: failed on ${c.names[i]}: ${o.error.message}`);
+    await this.mark(s, behind, ok);
+    if (inode && behind.length > 0) this.d.states.missed(inode, s.kind, behind);
+    this.checkQuorum(ok, what);
+    return { value: (outcomes.get(ok[0]) as { value: T }).value, on: ok };
+  }
+
+  // --- changes ------------------------------------------------------------------------
+
+  /** A change to an object's data or metadata. */
+  async inode<T>(ch: InodeChange<T>): Promise<Done<T>> {
+    const c = this.d.children;
+    if (this.d.states.allBad(ch.inode, ch.kind, c.upList())) {
+      throw new FopError('EIO', `${ch.what}: every copy at hand is behind (or in split brain) for ${ch.kind}; not deepening it`);
+    }
+    const target: LockTarget = { kind: 'inode', domain: this.domain(ch.kind), inode: ch.inode };
+    const eager = this.o.eager && ch.kind === 'data';
+    const key = `${ch.kind}:${ch.inode.gfid}`;
+    for (;;) {
+      const cur = eager ? this.sessions.get(key) : undefined;
+      if (cur && (cur.closing || cur.generation !== c.generation)) {
+        this.retire(cur);
+        await cur.ended;
+        continue;
+      }
+      let s = cur;
+      if (!s) {
+        s = new Session(key, ch.kind, [ch.inode], this.d.clock.now(), c.generation);
+        if (eager) this.sessions.set(key, s);
+        s.ready = this.open(s, target, ch.frame, ch.what);
+      } else if (this.d.clock.now() - s.startedAt > EAGER_MAX_HOLD_MS) {
+        // Long enough: this change is its last, others get the lock next.
+        s.closing = true;
+      }
+      s.users++;
+      s.idle?.cancel();
+      try {
+        await s.ready;
+        return await this.apply(s, ch.frame, ch.inode, ch.what, ch.targets, ch.run);
+      } finally {
+        if (eager) this.leave(s);
+        else {
+          s.users--;
+          await this.close(s);
+        }
+      }
+    }
+  }
+
+  /** A change to names in directories: entry locks on the names, the directories' changelogs. */
+  async entry<T>(ch: EntryChange<T>): Promise<Done<T>> {
+    const c = this.d.children;
+    for (const dir of ch.dirs) {
+      if (this.d.states.allBad(dir, 'entry', c.upList())) throw new FopError('EIO', `${ch.what}: every copy of <gfid:${dir.gfid}> at hand is behind (or in split brain) for entries`);
+    }
+    const s = new Session(`entry:${ch.dirs.map((d) => d.gfid).join('+')}`, 'entry', ch.dirs, this.d.clock.now(), c.generation);
+    s.users = 1;
+    try {
+      s.ready = this.open(s, { kind: 'entry', domain: this.domain('entry'), names: ch.names }, ch.frame, ch.what);
+      await s.ready;
+      const done = await this.apply(s, ch.frame, undefined, ch.what, undefined, ch.run);
+      for (const dir of ch.dirs) if (done.on.length < c.n) this.d.states.missed(dir, 'entry', [...Array(c.n).keys()].filter((i) => !done.on.includes(i)));
+      return done;
+    } finally {
+      s.users = 0;
+      await this.close(s);
+    }
+  }
+
+  // --- giving the lock back -----------------------------------------------------------
+
+  /** Ends the shared session on this object's data (flush, fsync, a heal wants the lock); resolves when it is over. */
+  async settle(gfid: string): Promise<void> {
+    const s = this.sessions.get(`data:${gfid}`);
+    if (!s) return;
+    this.retire(s);
+    await s.ended;
+  }
+
+  /** Ends the shared session on this object's data as soon as it is idle, without waiting (a close). */
+  retireSoon(gfid: string): void {
+    const s = this.sessions.get(`data:${gfid}`);
+    if (s) this.retire(s);
+  }
+
+  /** A child went down: its brick dropped the locks; no session counts on its copy any more. */
+  childWentDown(i: number): void {
+    for (const s of this.live) {
+      s.preOp = s.preOp.filter((c) => c !== i);
+      s.locks?.forget(i);
+    }
+  }
+
+  /** A child came up: every shared session ends as soon as it can, the next change includes the child. */
+  childCameUp(): void {
+    for (const s of [...this.sessions.values()]) this.retire(s);
+  }
+
+  /** The graph goes down: every session ends. */
+  async settleAll(): Promise<void> {
+    const all = [...this.sessions.values()];
+    for (const s of all) this.retire(s);
+    await Promise.all(all.map((s) => s.ended));
+  }
+
+  dump(): Record<string, unknown>[] {
+    return [...this.sessions.values()].map((s) => ({
+      key: s.key,
+      owner: s.owner,
+      users: s.users,
+      closing: s.closing,
+      locked: s.locks?.on.map((i) => this.d.children.names[i]),
+      preOp: s.preOp.map((i) => this.d.children.names[i]),
+      marked: [...s.marked].map((i) => this.d.children.names[i]),
+      ageMs: this.d.clock.now() - s.startedAt,
+    }));
+  }
+}
