@@ -1,0 +1,222 @@
+// Self-heal over in-process bricks: a child is switched off, changes of every kind are made,
+// it comes back, and the client's background heal (on CHILD_UP) makes its copies the same as
+// the others: data, metadata, entries (creates, unlinks, renames, links, replaced names),
+// changelogs clear, indexes empty. A change cut short (dirty markers only) is healed from
+// the largest copy; a directory's copies are merged, nothing removed.
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { cleanupGraphs, newBridge, readAll, within, writeFile } from '../helpers/graphs';
+import { waitFor } from '../helpers/mount';
+import { ReplicaSet, changelogOf, clear, indexed, startReplica, stopReplicas } from '../helpers/replica';
+
+afterEach(async () => {
+  await stopReplicas();
+  await cleanupGraphs();
+});
+
+const { O_RDWR } = fs.constants;
+
+/** Waits (bounded) until the set's background healer has nothing queued, running or armed. */
+async function quiet(r: ReplicaSet): Promise<void> {
+  await waitFor(() => r.afr.heal.quiet, 20_000, 'the background heal to finish');
+}
+
+interface Node {
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  data?: string;
+  link?: string;
+  gfid: string;
+  xattrs: string;
+  mtime?: number;
+}
+
+/** A brick's tree as the user sees it (no .xlstack), with what must be the same on every copy. */
+function tree(dir: string, times = false): Record<string, Node> {
+  const out: Record<string, Node> = {};
+  const walk = (rel: string) => {
+    for (const name of fs.readdirSync(path.join(dir, rel)).sort()) {
+      if (rel === '' && name === '.xlstack') continue;
+      const p = path.join(dir, rel, name);
+      const st = fs.lstatSync(p);
+      const r = path.join(rel, name);
+      const attrs = execFileSync('getfattr', ['-h', '--absolute-names', '-d', '-m', '-', '-e', 'hex', p], { encoding: 'utf8' })
+        .split('\n')
+        .filter((l) => l.includes('=') && !l.startsWith('trusted.xlstack.'))
+        .sort()
+        .join(';');
+      out[r] = {
+        type: st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'link' : st.isFile() ? 'file' : 'other',
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        size: st.isDirectory() ? 0 : st.size,
+        data: st.isFile() ? fs.readFileSync(p).toString('base64') : undefined,
+        link: st.isSymbolicLink() ? fs.readlinkSync(p) : undefined,
+        gfid: attrs,
+        xattrs: attrs,
+        ...(times && !st.isDirectory() ? { mtime: st.mtimeMs } : {}),
+      };
+      if (st.isDirectory()) walk(r);
+    }
+  };
+  walk('');
+  return out;
+}
+
+function expectSame(r: ReplicaSet, times = false): void {
+  const t0 = tree(r.dirs[0], times);
+  for (const d of r.dirs.slice(1)) expect(tree(d, times)).toEqual(t0);
+  for (const d of r.dirs) {
+    expect(indexed(d)).toEqual([]);
+    for (const rel of ['', ...Object.keys(t0).filter((k) => t0[k].type !== 'link')]) expect([rel, clear(changelogOf(d, rel))]).toEqual([rel, true]);
+  }
+}
+
+describe('background heal when a child comes back', () => {
+  test('data: overwrites, appends, a file grown sparse and one truncated, all healed to the byte', async () => {
+    const r = await startReplica({ n: 2 });
+    const b = newBridge(r.graph);
+    await writeFile(b, '/a', 'aaaaaaaaaa');
+    await writeFile(b, '/t', 'x'.repeat(5000));
+    await writeFile(b, '/big', '');
+    await r.afr.txns.settleAll();
+    r.switches[1].down();
+    const fa = await b.open('/a', O_RDWR);
+    await b.write('/a', fa, Buffer.from('BB'), 3);
+    await b.write('/a', fa, Buffer.from('tail'), 10);
+    await b.release('/a', fa);
+    await b.truncate('/t', 100);
+    const fb = await b.open('/big', O_RDWR);
+    const chunk = Buffer.alloc(300_000, 7);
+    await b.write('/big', fb, chunk, 0);
+    await b.write('/big', fb, chunk, 5_000_000);
+    await b.release('/big', fb);
+    await r.afr.txns.settleAll();
+    expect(changelogOf(r.dirs[0], 'a')['pending.client-1'][0]).toBe(1);
+    expect(indexed(r.dirs[0]).length).toBe(3);
+    r.switches[1].restore();
+    await quiet(r);
+    expectSame(r, true);
+    expect(fs.readFileSync(path.join(r.dirs[1], 'a'), 'utf8')).toBe('aaaBBaaaaatail');
+    expect(fs.statSync(path.join(r.dirs[1], 'big')).size).toBe(5_300_000);
+    // Sparse stays sparse: the hole was not written.
+    expect(fs.statSync(path.join(r.dirs[1], 'big')).blocks * 512).toBeLessThan(2_000_000);
+    expect(r.log()).toContain('healed data of');
+    // Once healed, client-1's copy is read again.
+    expect(r.afr.states.readable(r.graph.itable.find((await b.getattr('/a')).gfid)!, ['data'], [0, 1], r.afr.subvols.generation)).toEqual([0, 1]);
+  });
+
+  test('metadata: mode, owner, times and xattrs set and removed', async () => {
+    const r = await startReplica({ n: 3 });
+    const b = newBridge(r.graph);
+    await writeFile(b, '/f', 'x');
+    await b.mkdir('/d', 0o755);
+    await b.setxattr('/f', 'user.gone', Buffer.from('1'), 0);
+    await r.afr.txns.settleAll();
+    r.switches[2].down();
+    await b.chmod('/f', 0o4750);
+    await b.chown('/f', 1234, 5678);
+    await b.chmod('/f', 0o4750);
+    await b.utimens('/f', { sec: 1000, nsec: 5 }, { sec: 2000, nsec: 7 });
+    await b.setxattr('/f', 'user.new', Buffer.from('value'), 0);
+    await b.removexattr('/f', 'user.gone');
+    await b.chmod('/d', 0o700);
+    await b.setxattr('/d', 'trusted.thing', Buffer.from('t'), 0);
+    r.switches[2].restore();
+    await quiet(r);
+    expectSame(r, true);
+    const st = fs.statSync(path.join(r.dirs[2], 'f'));
+    expect([st.mode & 0o7777, st.uid, st.gid, st.mtimeMs]).toEqual([0o4750, 1234, 5678, 2000000.000007]);
+  });
+
+  test('entries: creates (a tree, a symlink, a fifo), unlinks, a non-empty directory removed, renames across directories, hard links, a name replaced', async () => {
+    const r = await startReplica({ n: 2 });
+    const b = newBridge(r.graph);
+    await b.mkdir('/old', 0o755);
+    await b.mkdir('/old/sub', 0o755);
+    await writeFile(b, '/old/sub/deep', 'deep data');
+    await writeFile(b, '/keep', 'keep');
+    await writeFile(b, '/moved', 'moved data');
+    await writeFile(b, '/replaced', 'first');
+    await writeFile(b, '/doomed', 'doomed');
+    await b.mkdir('/dir2', 0o755);
+    await r.afr.txns.settleAll();
+    r.switches[0].down();
+    await b.mkdir('/new', 0o711);
+    await b.mkdir('/new/inner', 0o755);
+    await writeFile(b, '/new/inner/file', 'made while away');
+    await b.symlink('../keep', '/new/link');
+    await b.mknod('/new/fifo', fs.constants.S_IFIFO | 0o640, 0);
+    await b.unlink('/doomed');
+    await b.rename('/moved', '/dir2/moved-here');
+    await b.link('/keep', '/dir2/keep-link');
+    await b.rename('/old', '/dir2/old-renamed');
+    await b.unlink('/replaced');
+    await writeFile(b, '/replaced', 'second object');
+    await b.mkdir('/gone', 0o755);
+    await writeFile(b, '/gone/x', 'x');
+    await b.unlink('/gone/x');
+    await b.rmdir('/gone');
+    r.switches[0].restore();
+    await quiet(r);
+    // The directory renamed to another directory is removed from its old place and made again where it went.
+    expectSame(r);
+    const t = tree(r.dirs[0]);
+    expect(t['dir2/old-renamed/sub/deep'].data).toBe(Buffer.from('deep data').toString('base64'));
+    expect(t['new/inner/file'].data).toBe(Buffer.from('made while away').toString('base64'));
+    expect(fs.statSync(path.join(r.dirs[0], 'dir2/keep-link')).ino).toBe(fs.statSync(path.join(r.dirs[0], 'keep')).ino);
+    expect(t['doomed']).toBeUndefined();
+    expect(t['old']).toBeUndefined();
+    expect(await readAll(b, '/replaced')).toBe('second object');
+  });
+
+  test('a file created while a child was down, written through an fd held across its return: the fd is opened there, every write lands', async () => {
+    const r = await startReplica({ n: 2 });
+    const b = newBridge(r.graph);
+    r.switches[1].down();
+    const fh = await b.create('/f', 0o644, O_RDWR);
+    await b.write('/f', fh, Buffer.from('one '), 0);
+    r.switches[1].restore();
+    await quiet(r);
+    await b.write('/f', fh, Buffer.from('two'), 4);
+    await b.release('/f', fh);
+    await r.afr.txns.settleAll();
+    await quiet(r);
+    expectSame(r);
+    expect(fs.readFileSync(path.join(r.dirs[1], 'f'), 'utf8')).toBe('one two');
+  });
+});
+
+describe('changes cut short', () => {
+  test('dirty markers and no accusation: data healed from the largest copy, entries merged (nothing removed)', async () => {
+    const r = await startReplica({ n: 2, options: '  option self-heal-daemon off\n' });
+    const b = newBridge(r.graph);
+    await writeFile(b, '/f', 'short');
+    await b.mkdir('/d', 0o755);
+    await r.afr.txns.settleAll();
+    // As if a client died mid-write and mid-create: each copy dirty, one longer, a name on one side only.
+    const dirty = (p: string, slot: number) => {
+      const v = Buffer.alloc(12);
+      v.writeInt32BE(1, slot * 4);
+      execFileSync('setfattr', ['-h', '-n', 'trusted.xlstack.afr.dirty', '-v', `0x${v.toString('hex')}`, p]);
+    };
+    fs.writeFileSync(path.join(r.dirs[1], 'f'), 'longer data');
+    for (const d of r.dirs) dirty(path.join(d, 'f'), 0);
+    fs.writeFileSync(path.join(r.dirs[0], 'd', 'only-on-0'), 'zero');
+    fs.writeFileSync(path.join(r.dirs[1], 'd', 'only-on-1'), 'one');
+    for (const d of r.dirs) dirty(path.join(d, 'd'), 2);
+    const pass = await within(r.afr.heal.full(), 20_000);
+    expect(pass.splitBrain).toEqual([]);
+    await quiet(r);
+    for (const d of r.dirs) {
+      expect(fs.readFileSync(path.join(d, 'f'), 'utf8')).toBe('longer data');
+      expect(fs.readdirSync(path.join(d, 'd')).sort()).toEqual(['only-on-0', 'only-on-1']);
+    }
+    expectSame(r);
+  });
+});
