@@ -76,6 +76,10 @@ class Session {
   preOp: readonly number[] = [];
   /** Children already recorded as behind on the copies of preOp. */
   readonly marked = new Set<number>();
+  /** Children the pre-op recorded as behind (left out of the session). */
+  premarked: readonly number[] = [];
+  /** A change of the session was made somewhere (else the pre-op's records are undone). */
+  changed = false;
   users = 0;
   /** No more changes join; it ends when the last user leaves. */
   closing = false;
@@ -166,6 +170,7 @@ export class Transactions {
         f.done();
       }
       for (const i of absent.keys()) s.marked.add(i);
+      s.premarked = [...absent.keys()];
       this.checkQuorum(s.preOp, what);
     } catch (e) {
       await this.close(s);
@@ -185,7 +190,9 @@ export class Transactions {
       const c = this.d.children;
       const on = s.preOp.filter((i) => c.isUp(i));
       if (on.length > 0) {
-        const delta = this.d.changelog.add(s.kind, { dirty: -1 });
+        // Nothing changed anywhere: nobody missed anything either.
+        const undo = s.changed ? undefined : new Map(s.premarked.map((i) => [i, -1]));
+        const delta = this.d.changelog.add(s.kind, { dirty: -1, pending: undo });
         const f = this.frame(s.owner, 'post-op');
         try {
           const r = await c.each(on, (i) => Promise.all(s.dirs.map((dir) => c.call(i, f, 'xattrop', { inode: dir }, 'add', delta))));
@@ -245,6 +252,7 @@ export class Transactions {
     const outcomes = await c.each(targets, run);
     const ok = succeeded(outcomes);
     if (ok.length === 0) throw firstError(outcomes);
+    s.changed = true;
     const behind = [...Array(c.n).keys()].filter((i) => !ok.includes(i));
     for (const [i, o] of outcomes) if (!o.ok) this.d.log.debug(`${what}: failed on ${c.names[i]}: ${o.error.message}`);
     await this.mark(s, behind, ok);
