@@ -180,3 +180,6 @@ export async function check(argv: string[]): Promise<number> {
   process.stdout.write(`${volfile.file}: ok (${graph.xlators.size} volumes, top '${graph.top.name}')\n`);
   return 0;
 }
+
+// Heals a replicated volume (its own module: it builds a client graph, it does not serve one).
+export { heal } from './heal';

@@ -36,6 +36,10 @@ const USAGE = `usage:
       serve a brick: the volfile's protocol/server listens for protocol/client peers
   xlstack check VOLFILE [--passthrough-unknown]
       check a volfile without mounting it (the same checks a mount makes)
+  xlstack heal VOLFILE [info | full | split-brain --source CHILD PATH] [--timeout S] [--log-level LEVEL]
+      heal a replicated volume (its client volfile; the bricks must be up): what the bricks'
+      indexes list, or (full) everything from the root; info lists what still needs heal;
+      split-brain makes CHILD's copy of PATH (relative to the volume) the one every copy gets
 `;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -45,6 +49,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   statedump: commands.statedump,
   check: commands.check,
   brick: commands.brick,
+  heal: commands.heal,
 };
 
 async function main(argv: string[]): Promise<number> {

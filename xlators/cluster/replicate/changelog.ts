@@ -113,7 +113,8 @@ export function judge(logs: readonly (CopyLog | undefined)[], kind: Kind): Verdi
   const accused = (j: number) => present.some((i) => i !== j && !fool(i) && m(i, j) > 0);
   const sources = present.filter((j) => !accused(j));
   const anyCounter = present.some((i) => logs[i]!.dirty[s] !== 0 || logs[i]!.pending.some((c) => c[s] !== 0));
-  const anyAccusation = present.some((i) => !fool(i) && present.some((j) => j !== i && m(i, j) > 0));
+  // Of anyone, at hand or not: a copy away that is accused is not a change cut short.
+  const anyAccusation = present.some((i) => !fool(i) && logs[i]!.pending.some((c, j) => j !== i && c[s] > 0));
   if (sources.length === 0) return { sources, sinks: present, splitBrain: true, needsHeal: true, cutShort: false };
   const sinks = present.filter((j) => !sources.includes(j));
   return { sources, sinks, splitBrain: false, needsHeal: anyCounter || sinks.length > 0, cutShort: anyCounter && !anyAccusation };
