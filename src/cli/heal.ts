@@ -12,7 +12,7 @@ import type { Inode } from '../core/inode';
 import { LOG_LEVELS, LogLevel, Logger, stderrSink } from '../core/log';
 import { Registry } from '../core/registry';
 import { ROOT_CALLER, isDir, nameFromUtf8, nameToUtf8 } from '../core/types';
-import { readVolfile } from '../core/volfile';
+import { Volfile, readVolfile } from '../core/volfile';
 import { UsageError, parseArgs } from './args';
 
 // The names replicate answers (virtual.ts).
@@ -74,7 +74,7 @@ export async function heal(argv: string[]): Promise<number> {
       case 'info':
         return await info(graph);
       case 'split-brain':
-        return await resolve(graph, args.options.get('source')!, args.positionals[2]);
+        return await resolve(graph, args.options.get('source')!, args.positionals[2], timeoutS * 1000);
       default:
         return await runHeal(graph, sub === 'full' ? HEAL_FULL : HEAL_INDEX, timeoutS * 1000);
     }
@@ -83,8 +83,22 @@ export async function heal(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * The volfile as this command runs it: its replicate volumes heal only what the command asks
+ * for (no background heals of their own, which would hold the very objects it heals).
+ */
+function forCommand(v: Volfile): Volfile {
+  const quiet: Record<string, string> = { 'self-heal-daemon': 'off', 'background-self-heal-count': '0' };
+  const volumes = v.volumes.map((d) => {
+    if (d.type !== 'cluster/replicate') return d;
+    const kept = d.options.filter((o) => !(o.key in quiet) && o.key !== 'self-heal');
+    return { ...d, options: [...kept, ...Object.entries(quiet).map(([key, value]) => ({ key, value, line: d.typeLine }))] };
+  });
+  return { ...v, volumes };
+}
+
 async function startGraph(volfile: string, log: Logger): Promise<Graph> {
-  const graph = buildGraph(readVolfile(volfile), { id: 1, registry: new Registry(), log });
+  const graph = buildGraph(forCommand(readVolfile(volfile)), { id: 1, registry: new Registry(), log });
   const status = await graph.start(START_TIMEOUT_MS);
   if (status !== 'up') {
     await graph.stop(STOP_TIMEOUT_MS);
@@ -204,18 +218,25 @@ async function walk(g: Graph, p: string): Promise<{ inode: Inode; rest: string[]
   }
 }
 
-async function resolve(g: Graph, source: string, p: string): Promise<number> {
+async function resolve(g: Graph, source: string, p: string, timeoutMs: number): Promise<number> {
   const w = await walk(g, p);
   // A name whose copies are different objects cannot be looked up: its directory is resolved.
   const onDir = w.rest.length === 1 && w.error?.code === 'EIO';
   if (w.rest.length > 0 && !onDir) throw new Error(`${p}: ${w.error?.message ?? 'not found'}`);
-  const frame = g.frame('split-brain', ROOT_CALLER);
-  try {
-    await g.top.setxattr(frame, { inode: w.inode }, SPLIT_BRAIN_SOURCE, Buffer.from(source, 'latin1'), 0);
-  } catch (e) {
-    throw new Error(`${p}: ${(e as Error).message}`);
-  } finally {
-    frame.done();
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const frame = g.frame('split-brain', ROOT_CALLER);
+    try {
+      await g.top.setxattr(frame, { inode: w.inode }, SPLIT_BRAIN_SOURCE, Buffer.from(source, 'latin1'), 0);
+      break;
+    } catch (e) {
+      // Another client is healing it right now: its turn ends soon.
+      const busy = e instanceof FopError && e.code === 'EAGAIN';
+      if (!busy || Date.now() + RETRY_MS > end) throw new Error(`${p}: ${(e as Error).message}`);
+    } finally {
+      frame.done();
+    }
+    await new Promise((r) => setTimeout(r, RETRY_MS));
   }
   process.stdout.write(`resolved ${onDir ? `the entries of ${path.posix.dirname(p.startsWith('/') ? p : `/${p}`)} (${w.rest[0]} differed)` : p} with ${source} as the source\n`);
   return 0;

@@ -172,13 +172,15 @@ export class Replicate extends Xlator<Options> implements Replica {
     if (this.reported === up) return;
     const first = this.reported === undefined;
     this.reported = up;
+    if (first) this.noteQuorum();
     this.up(up ? XlEvent.CHILD_UP : XlEvent.CHILD_DOWN);
     if (first && up) this.heal.childCameUp();
   }
 
   private noteQuorum(): void {
     const q = this.txnOptions().quorum;
-    if (q.type === 'none') return;
+    // Not before every child had its say (a set starting up is not short of anything).
+    if (q.type === 'none' || this.reported === undefined) return;
     const has = this.txns.quorumMet(this.subvols.upList());
     if (has === this.hadQuorum) return;
     this.hadQuorum = has;

@@ -271,6 +271,8 @@ export class Healer implements HealTrigger {
 
   /** Heals one object with `source`'s copy winning where it is in split brain. */
   async resolve(gfid: Gfid, source: number): Promise<ObjectHeal> {
+    // A heal of it running in this client first: it holds the object.
+    await this.running.get(gfid);
     const h = await healObject(this.r, gfid, { lockTimeoutMs: this.options().lockTimeoutMs, source });
     if (h.outcome !== 'split-brain') this.splitBrains.delete(gfid);
     for (const g of h.made) this.later(g, `made by the split-brain resolution of ${gfid}`);
