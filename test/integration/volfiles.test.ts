@@ -4,6 +4,8 @@
 // own volfiles load with --passthrough-unknown unless they spread data over several bricks.
 import * as fs from 'fs';
 import * as path from 'path';
+import { Registry } from '../../src/core/registry';
+import { parseVolfile } from '../../src/core/volfile';
 import { freePort, startBrick } from '../helpers/brick';
 import { FIXTURES, volfilesUnder } from '../helpers/fixtures';
 import { isMounted, startMount, xlstack } from '../helpers/mount';
@@ -48,7 +50,9 @@ test('client.vol mounts brick.vol over loopback', async () => {
 
 describe('GlusterFS volfiles with --passthrough-unknown', () => {
   const files = volfilesUnder(FIXTURES).map((f) => [path.relative(FIXTURES, f), f]);
-  const clustered = (f: string) => /^\s*type cluster\/(replicate|distribute)\s*$/m.test(fs.readFileSync(f, 'utf8'));
+  // A cluster translator xlstack does not implement (yet) cannot be passed through.
+  const registry = new Registry();
+  const clustered = (f: string) => parseVolfile(fs.readFileSync(f, 'utf8'), f).volumes.some((v) => v.type.startsWith('cluster/') && registry.find(v.type) === undefined);
 
   test('some have cluster translators, some do not', () => {
     expect(files.filter(([, f]) => clustered(f)).length).toBeGreaterThan(0);

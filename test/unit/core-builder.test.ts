@@ -372,7 +372,7 @@ describe('passthroughUnknown never makes a volume that spreads data serve from o
   });
 
   it('without the flag, says it cannot be passed through (not that the flag would help)', () => {
-    const text = vol(...leaves, 'volume afr', '  type cluster/replicate', '  subvolumes a b', 'end-volume', 'volume u', '  type features/utime', '  subvolumes afr', 'end-volume');
+    const text = vol(...leaves, 'volume afr', '  type cluster/stripe', '  subvolumes a b', 'end-volume', 'volume u', '  type features/utime', '  subvolumes afr', 'end-volume');
     const err = volfileError(() => build(text));
     expect(err.problems.map((p) => p.line)).toEqual([8, 12]);
     expectProblem(err.problems[0], 8, 'cannot be passed through', "data would silently go to 'a' alone");
@@ -467,7 +467,8 @@ describe('GlusterFS volfiles (test/fixtures/volfiles-glusterfs)', () => {
     const refused = volfile.volumes.filter((v) => registry.find(v.type) === undefined && (v.type.startsWith('cluster/') || v.subvolumes.length > 1));
 
     it('names the GlusterFS fixtures with cluster translators (the ones passthroughUnknown must refuse)', () => {
-      const clusterTypes = volfile.volumes.filter((v) => v.type === 'cluster/replicate' || v.type === 'cluster/distribute');
+      // Cluster translators xlstack does not implement (yet): the rest are served, not passed through.
+      const clusterTypes = volfile.volumes.filter((v) => v.type.startsWith('cluster/') && registry.find(v.type) === undefined);
       expect(refused.map((v) => v.name)).toEqual(clusterTypes.map((v) => v.name));
     });
 
@@ -512,7 +513,7 @@ describe('GlusterFS volfiles (test/fixtures/volfiles-glusterfs)', () => {
     });
   });
 
-  it('with passthroughUnknown, those with cluster/replicate or cluster/distribute are refused and every other one loads', () => {
+  it('with passthroughUnknown, those with an unimplemented cluster translator are refused and every other one loads', () => {
     const outcome = FIXTURE_FILES.map((f) => {
       try {
         buildGraph(parseVolfile(fs.readFileSync(f, 'utf8'), f), { id: 1, registry, log, passthroughUnknown: true });
@@ -522,10 +523,12 @@ describe('GlusterFS volfiles (test/fixtures/volfiles-glusterfs)', () => {
         throw e;
       }
     });
-    const clustered = FIXTURE_FILES.map((f) => /^\s*type cluster\/(replicate|distribute)\s*$/m.test(fs.readFileSync(f, 'utf8')));
+    const clustered = FIXTURE_FILES.map((f) => parseVolfile(fs.readFileSync(f, 'utf8'), f).volumes.some((v) => v.type.startsWith('cluster/') && registry.find(v.type) === undefined));
     expect(outcome).toEqual(clustered.map((c) => (c ? 'refused' : 'loads')));
-    expect(outcome.filter((o) => o === 'refused').length).toBeGreaterThanOrEqual(10);
     expect(outcome.filter((o) => o === 'loads').length).toBeGreaterThanOrEqual(10);
+    // cluster/replicate is implemented: GlusterFS's replica volfiles load (its options it does not know ignored).
+    const replicated = FIXTURE_FILES.filter((f, i) => !clustered[i] && /^\s*type cluster\/replicate\s*$/m.test(fs.readFileSync(f, 'utf8')));
+    expect(replicated.length).toBeGreaterThan(0);
   });
 
   it('some brick volfiles carry storage/posix options posix does not know (so the warning path is exercised)', () => {
