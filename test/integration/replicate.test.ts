@@ -235,7 +235,8 @@ async function outage(opts: { n: number; victim: number; brick: (i: number) => (
     await moved('before the kill', 20 + rnd.int(40));
     const victim = bricks[opts.victim];
     await victim.kill9();
-    await moved('while the brick is down', 30 + rnd.int(40));
+    // Down a while: at least a second and 60 operations of each workload.
+    await Promise.all([moved('while the brick is down', 60 + rnd.int(60)), new Promise((r) => setTimeout(r, 1000))]);
     await victim.start();
     await waitFor(() => /healed \w+ of /.test(m.log()), 30_000, 'the background heal to start healing');
     await moved('after the brick came back', 40);
@@ -263,6 +264,52 @@ test('replica 2: a brick SIGKILLed during the workload and back; no error, no st
 
 test('replica 3 with volfiles/replica.vol and its bricks (quorum auto): one brick SIGKILLed and back; no error, no stale read, bricks identical after heal', async () => {
   await outage({ n: 3, victim: (SEED + 1) % 3, brick: shippedBrick, client: shippedClient, seed: SEED + 1 });
+}, 240_000);
+
+test('graph switches (SIGHUP, new topologies) while the workload runs and a brick is away and back: no error, no stale read, bricks identical', async () => {
+  const scratch = scratchDir('xlstack-replicate-switch-');
+  const bricks = [await startBrick({ volfile: brickText }), await startBrick({ volfile: brickText })];
+  const ports = bricks.map((b) => b.port);
+  const trace = (sub: string) => `volume traced\n    type debug/trace\n    option log-file off\n    subvolumes ${sub}\nend-volume\n`;
+  const topologies = [clientText(ports), clientText(ports) + trace('top'), clientText(ports, '    option read-hash-mode 0\n').replace(/volume top[\s\S]*$/, trace('replica'))];
+  const m = await startMount({ volfile: topologies[0] });
+  const volfile = path.join(scratch, 'client.vol');
+  fs.writeFileSync(volfile, topologies[0]);
+  const workdirs = ['w0', 'w1'];
+  for (const w of workdirs) fs.mkdirSync(path.join(m.mountpoint, w));
+  const kids = workdirs.map((w, k) => startChild({ dir: path.join(m.mountpoint, w), seed: SEED * 7 + k, maxMs: 100_000 }, scratch));
+  await Promise.all(kids.map((k) => k.ready()));
+  const moved = async (more: number) => {
+    const at = kids.map((k) => k.progress());
+    await waitFor(() => kids.every((k, i) => k.progress() >= at[i] + more), 40_000, 'each workload to make progress');
+  };
+  const switched = () => (m.log().match(/switched to graph/g) ?? []).length;
+  const switchTo = async (k: number) => {
+    const before = switched();
+    fs.writeFileSync(m.volfile, topologies[k % topologies.length]);
+    process.kill(m.pid, 'SIGHUP');
+    await waitFor(() => switched() > before, 20_000, `the switch to topology ${k % topologies.length}`);
+  };
+  try {
+    for (let k = 1; k <= 6; k++) {
+      await moved(10);
+      await switchTo(k);
+      if (k === 2) await bricks[1].kill9();
+      if (k === 4) await bricks[1].start();
+    }
+    await moved(20);
+  } catch (e) {
+    process.stdout.write(`failed; errors so far: ${kids.flatMap((k) => k.errors()).join('\n')}\nmount log:\n${m.log().slice(-8000)}\n`);
+    throw e;
+  }
+  const results = await Promise.all(kids.map((k) => k.finish()));
+  const problems = results.flatMap((r) => [...r.errors, ...r.mismatches]);
+  if (problems.length) process.stdout.write(`problems:\n${problems.join('\n')}\nmount log:\n${m.log().slice(-8000)}\n`);
+  expect(problems).toEqual([]);
+  expect(switched()).toBe(6);
+  await m.unmount();
+  await healAll(volfile);
+  expectBricksAlike(bricks, results, workdirs);
 }, 240_000);
 
 test('a split brain (each side written while the other was away): reads fail with EIO and the log names the file; `heal split-brain --source` resolves it', async () => {

@@ -94,6 +94,32 @@ describe('changes reach every copy', () => {
   });
 });
 
+describe('lookups merge the copies', () => {
+  test('a name unlinked, replaced or made while a copy was away: answered as the current copies have it, not as the one behind', async () => {
+    const r = await startReplica({ n: 2, options: '  option self-heal-daemon off\n  option background-self-heal-count 0\n' });
+    const b = newBridge(r.graph);
+    await writeFile(b, '/gone', 'old');
+    await writeFile(b, '/replaced', 'old');
+    await r.afr.txns.settleAll();
+    r.switches[0].down();
+    await b.unlink('/gone');
+    await b.unlink('/replaced');
+    await writeFile(b, '/replaced', 'new object');
+    await writeFile(b, '/made', 'new');
+    await r.afr.txns.settleAll();
+    r.switches[0].restore();
+    // Another client, which saw none of it: only the directory's changelog tells.
+    const c = await startReplica({ dirs: r.dirs, options: '  option self-heal-daemon off\n  option background-self-heal-count 0\n' });
+    const cb = newBridge(c.graph);
+    expect(await errCode(cb.getattr('/gone'))).toBe('ENOENT');
+    expect(await readAll(cb, '/replaced')).toBe('new object');
+    expect(await readAll(cb, '/made')).toBe('new');
+    // client-0 still has its old copies: nothing was healed.
+    expect(fs.readFileSync(path.join(r.dirs[0], 'gone'), 'utf8')).toBe('old');
+    expect(fs.readFileSync(path.join(r.dirs[0], 'replaced'), 'utf8')).toBe('old');
+  });
+});
+
 describe('two clients', () => {
   test('concurrent writes to one file from two clients: serialised by the bricks\' locks, every copy the same, no deadlock', async () => {
     const a = await startReplica({ n: 3 });

@@ -91,12 +91,23 @@ export async function lookup(r: Replica, frame: Frame, loc: Loc): Promise<Iatt> 
   });
   const found = new Map<number, Found>();
   for (const [i, o] of res) if (o.ok) found.set(i, o.value);
+  const errors = [...res.values()].flatMap((o) => (o.ok ? [] : [o.error]));
+  const missing = [...res].filter(([, o]) => !o.ok && o.error.code === 'ENOENT').map(([i]) => i);
+  const gfids = new Set([...found.values()].map((f) => f.iatt.gfid));
+  if (loc.parent && found.size > 0 && (missing.length > 0 || gfids.size > 1)) {
+    // The copies disagree about the name: only the directory's current copies count.
+    const current = await currentCopies(r, frame, loc.parent, up);
+    if (current.some((i) => found.has(i) || missing.includes(i))) {
+      for (const i of [...found.keys()]) if (!current.includes(i)) found.delete(i);
+      r.heal.soon(loc.parent.gfid, `${describe(r, loc)} differs between copies`);
+      if (found.size === 0) throw errors.find((e) => e.code === 'ENOENT') ?? new FopError('ENOENT');
+    }
+  }
   if (found.size === 0) {
-    const errors = [...res.values()].flatMap((o) => (o.ok ? [] : [o.error]));
-    if (errors.some((e) => e.code === 'ENOENT')) throw errors.find((e) => e.code === 'ENOENT')!;
+    if (missing.length > 0) throw errors.find((e) => e.code === 'ENOENT')!;
     throw errors.find((e) => !isGone(e)) ?? errors[0];
   }
-  const { gfid, on } = pickGfid(r, loc, found, up);
+  const { gfid, on } = pickGfid(r, loc, found);
   const first = found.get(on[0])!.iatt;
   if (on.some((i) => (found.get(i)!.iatt.mode & S_IFMT) !== (first.mode & S_IFMT))) {
     throw new FopError('EIO', `${describe(r, loc)}: copies of ${gfid} are of different types`);
@@ -107,29 +118,27 @@ export async function lookup(r: Replica, frame: Frame, loc: Loc): Promise<Iatt> 
   const v = verdicts(logs, kinds);
   r.states.judged(inode, v, c.generation);
   noteHeal(r, gfid, v);
-  // A name some up copy lacks: its directory needs a look.
-  if (loc.parent && on.length < up.length) r.heal.soon(loc.parent.gfid, `${describe(r, loc)} is missing on ${up.filter((i) => !on.includes(i)).map((i) => c.names[i]).join(', ')}`);
   const readable = r.states.readable(inode, kinds, on, c.generation) ?? [];
   const child = pickReadChild(readable, gfid, r.readPolicy(), frame.caller.pid) ?? on[0];
   return withIno(found.get(child)!.iatt);
 }
 
-/**
- * The GFID a name stands for, and the copies that have it. Copies that disagree are
- * settled by the directory's changelog (the copies that are behind lose); otherwise EIO.
- */
-function pickGfid(r: Replica, loc: Loc, found: ReadonlyMap<number, Found>, up: readonly number[]): { gfid: Gfid; on: number[] } {
+/** The copies of a directory that are current for its entries (judged afresh if need be). */
+async function currentCopies(r: Replica, frame: Frame, dir: Inode, up: readonly number[]): Promise<number[]> {
+  let current = r.states.readable(dir, ['entry'], up, r.subvols.generation);
+  if (current === undefined) {
+    await refresh(r, frame, dir);
+    current = r.states.readable(dir, ['entry'], up, r.subvols.generation) ?? [];
+  }
+  return current;
+}
+
+/** The GFID a name stands for, and the copies that have it: they must agree (else GFID split brain, EIO). */
+function pickGfid(r: Replica, loc: Loc, found: ReadonlyMap<number, Found>): { gfid: Gfid; on: number[] } {
   const groups = new Map<Gfid, number[]>();
   for (const [i, f] of found) groups.set(f.iatt.gfid, [...(groups.get(f.iatt.gfid) ?? []), i]);
   if (groups.size === 1) {
     const [[gfid, on]] = groups;
-    return { gfid, on };
-  }
-  const parentReadable = loc.parent ? r.states.readable(loc.parent, ['entry'], up, r.subvols.generation) : undefined;
-  const trusted = parentReadable ? [...groups].filter(([, on]) => on.some((i) => parentReadable.includes(i))) : [];
-  if (trusted.length === 1) {
-    if (loc.parent) r.heal.soon(loc.parent.gfid, `${describe(r, loc)} has different GFIDs on its copies`);
-    const [[gfid, on]] = trusted;
     return { gfid, on };
   }
   const list = [...groups].map(([g, on]) => `${g} on ${on.map((i) => r.subvols.names[i]).join(', ')}`).join('; ');
