@@ -78,14 +78,15 @@ export async function lookup(r: Replica, frame: Frame, loc: Loc): Promise<Iatt> 
   const c = r.subvols;
   const up = c.upList();
   if (up.length === 0) throw new FopError('ENOTCONN', `${r.name}: no child is up`);
-  const known = loc.inode?.gfid ?? loc.gfid;
+  // The GFID the name probably has (a revalidation, a lookup by GFID, a name this graph saw):
+  // its changelog is read at the same time as the lookup.
+  const known = loc.inode?.gfid ?? loc.gfid ?? (loc.parent && loc.name !== undefined ? r.host.itable.child(loc.parent, loc.name)?.inode.gfid : undefined);
   const res = await c.each(up, async (i): Promise<Found> => {
     const logOf = (gfid: Gfid) =>
       c
         .call(i, frame, 'xattrop', { gfid }, 'get', r.changelog.query())
         .then((v) => r.changelog.parse(v))
         .catch(() => undefined);
-    // The GFID known (a revalidation, a lookup by GFID): both at once.
     const [iatt, early] = await Promise.all([c.call(i, frame, 'lookup', loc), known ? logOf(known) : undefined]);
     return { iatt, log: iatt.gfid === known ? early : await logOf(iatt.gfid) };
   });

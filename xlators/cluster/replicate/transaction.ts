@@ -114,9 +114,31 @@ class Session {
   }
 }
 
+/** In-process locks on keys: a run holds all its keys (taken in sorted order) while it runs. */
+class KeyedLocks {
+  private readonly held = new Map<string, Promise<void>>();
+
+  async run<T>(keys: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const sorted = [...new Set(keys)].sort();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const before = sorted.map((k) => this.held.get(k)).filter((p): p is Promise<void> => !!p);
+    for (const k of sorted) this.held.set(k, mine);
+    try {
+      await Promise.all(before);
+      return await fn();
+    } finally {
+      release();
+      for (const k of sorted) if (this.held.get(k) === mine) this.held.delete(k);
+    }
+  }
+}
+
 export class Transactions {
   /** Shared (eager) sessions, by kind and GFID. */
   private readonly sessions = new Map<string, Session>();
+  /** Names this client is changing under a shared directory lock, one change at a time each. */
+  private readonly names = new KeyedLocks();
   /** Every session open now, shared or not. */
   private readonly live = new Set<Session>();
 
@@ -249,6 +271,8 @@ export class Transactions {
     const c = this.d.children;
     const holding = s.preOp.filter((i) => c.isUp(i));
     const targets = targetsOf ? await targetsOf(holding) : holding;
+    // A session outlives children going down: quorum is judged for each change.
+    this.checkQuorum(targets, what);
     const outcomes = await c.each(targets, run);
     const ok = succeeded(outcomes);
     if (ok.length === 0) throw firstError(outcomes);
@@ -265,15 +289,47 @@ export class Transactions {
 
   /** A change to an object's data or metadata. */
   async inode<T>(ch: InodeChange<T>): Promise<Done<T>> {
-    const c = this.d.children;
-    if (this.d.states.allBad(ch.inode, ch.kind, c.upList())) {
+    if (this.d.states.allBad(ch.inode, ch.kind, this.d.children.upList())) {
       throw new FopError('EIO', `${ch.what}: every copy at hand is behind (or in split brain) for ${ch.kind}; not deepening it`);
     }
     const target: LockTarget = { kind: 'inode', domain: this.domain(ch.kind), inode: ch.inode };
-    const eager = this.o.eager && ch.kind === 'data';
-    const key = `${ch.kind}:${ch.inode.gfid}`;
+    const shared = this.o.eager && ch.kind === 'data';
+    return this.within(`${ch.kind}:${ch.inode.gfid}`, ch.kind, [ch.inode], target, shared, ch.frame, ch.what, (s) => this.apply(s, ch.frame, ch.inode, ch.what, ch.targets, ch.run));
+  }
+
+  /**
+   * A change to names in directories. In one directory, changes share a lock on the whole
+   * directory and one pre-op while they keep coming (as writes do), names of this client
+   * taken one change at a time; across two (a rename), the two names are locked alone,
+   * after this client's shared locks on both directories are given back.
+   */
+  async entry<T>(ch: EntryChange<T>): Promise<Done<T>> {
+    const c = this.d.children;
+    for (const dir of ch.dirs) {
+      if (this.d.states.allBad(dir, 'entry', c.upList())) throw new FopError('EIO', `${ch.what}: every copy of <gfid:${dir.gfid}> at hand is behind (or in split brain) for entries`);
+    }
+    const shared = this.o.eager && ch.dirs.length === 1;
+    if (!shared) for (const dir of ch.dirs) await this.settle(dir.gfid, 'entry');
+    const [dir] = ch.dirs;
+    const target: LockTarget = { kind: 'entry', domain: this.domain('entry'), names: shared ? [{ dir }] : ch.names };
+    const key = `entry:${ch.dirs.map((d) => d.gfid).join('+')}`;
+    const done = await this.within(key, 'entry', ch.dirs, target, shared, ch.frame, ch.what, (s) =>
+      shared ? this.names.run(ch.names.map((n) => `${n.dir.gfid}/${n.name}`), () => this.apply(s, ch.frame, undefined, ch.what, undefined, ch.run)) : this.apply(s, ch.frame, undefined, ch.what, undefined, ch.run),
+    );
+    const missed = [...Array(c.n).keys()].filter((i) => !done.on.includes(i));
+    if (missed.length > 0) for (const d of ch.dirs) this.d.states.missed(d, 'entry', missed);
+    return done;
+  }
+
+  /**
+   * Runs `body` in a session on `dirs` (the objects whose changelogs record the change): the
+   * shared one of `key` if there is one that may still be joined (else a new one), or, not
+   * shared, a session of its own that ends with the change.
+   */
+  private async within<T>(key: string, kind: Kind, dirs: readonly Inode[], target: LockTarget, shared: boolean, frame: Frame, what: string, body: (s: Session) => Promise<T>): Promise<T> {
+    const c = this.d.children;
     for (;;) {
-      const cur = eager ? this.sessions.get(key) : undefined;
+      const cur = shared ? this.sessions.get(key) : undefined;
       if (cur && (cur.closing || cur.generation !== c.generation)) {
         this.retire(cur);
         await cur.ended;
@@ -281,9 +337,9 @@ export class Transactions {
       }
       let s = cur;
       if (!s) {
-        s = new Session(key, ch.kind, [ch.inode], this.d.clock.now(), c.generation);
-        if (eager) this.sessions.set(key, s);
-        s.ready = this.open(s, target, ch.frame, ch.what);
+        s = new Session(key, kind, dirs, this.d.clock.now(), c.generation);
+        if (shared) this.sessions.set(key, s);
+        s.ready = this.open(s, target, frame, what);
       } else if (this.d.clock.now() - s.startedAt > EAGER_MAX_HOLD_MS) {
         // Long enough: this change is its last, others get the lock next.
         s.closing = true;
@@ -292,9 +348,9 @@ export class Transactions {
       s.idle?.cancel();
       try {
         await s.ready;
-        return await this.apply(s, ch.frame, ch.inode, ch.what, ch.targets, ch.run);
+        return await body(s);
       } finally {
-        if (eager) this.leave(s);
+        if (shared) this.leave(s);
         else {
           s.users--;
           await this.close(s);
@@ -303,31 +359,11 @@ export class Transactions {
     }
   }
 
-  /** A change to names in directories: entry locks on the names, the directories' changelogs. */
-  async entry<T>(ch: EntryChange<T>): Promise<Done<T>> {
-    const c = this.d.children;
-    for (const dir of ch.dirs) {
-      if (this.d.states.allBad(dir, 'entry', c.upList())) throw new FopError('EIO', `${ch.what}: every copy of <gfid:${dir.gfid}> at hand is behind (or in split brain) for entries`);
-    }
-    const s = new Session(`entry:${ch.dirs.map((d) => d.gfid).join('+')}`, 'entry', ch.dirs, this.d.clock.now(), c.generation);
-    s.users = 1;
-    try {
-      s.ready = this.open(s, { kind: 'entry', domain: this.domain('entry'), names: ch.names }, ch.frame, ch.what);
-      await s.ready;
-      const done = await this.apply(s, ch.frame, undefined, ch.what, undefined, ch.run);
-      for (const dir of ch.dirs) if (done.on.length < c.n) this.d.states.missed(dir, 'entry', [...Array(c.n).keys()].filter((i) => !done.on.includes(i)));
-      return done;
-    } finally {
-      s.users = 0;
-      await this.close(s);
-    }
-  }
-
   // --- giving the lock back -----------------------------------------------------------
 
-  /** Ends the shared session on this object's data (flush, fsync, a heal wants the lock); resolves when it is over. */
-  async settle(gfid: string): Promise<void> {
-    const s = this.sessions.get(`data:${gfid}`);
+  /** Ends the shared session on this object's data or entries (a heal wants the lock); resolves when it is over. */
+  async settle(gfid: string, kind: 'data' | 'entry' = 'data'): Promise<void> {
+    const s = this.sessions.get(`${kind}:${gfid}`);
     if (!s) return;
     this.retire(s);
     await s.ended;

@@ -85,8 +85,8 @@ function lockOf(r: Replica, inode: Inode, kind: Kind): LockTarget {
 }
 
 async function healKind(r: Replica, frame: Frame, owner: string, inode: Inode, kind: Kind, on: readonly number[], o: HealOptions, made: Gfid[]): Promise<KindOutcome> {
-  // This client's own writes hold the data lock while they keep coming: let it go first.
-  if (kind === 'data') await r.txns.settle(inode.gfid);
+  // This client's own changes hold the data or directory lock while they keep coming: let it go first.
+  if (kind !== 'metadata') await r.txns.settle(inode.gfid, kind);
   const lock = new HeldLocks(r.subvols, r.host, r.log, owner, lockOf(r, inode, kind), o.lockTimeoutMs);
   const locked = await lock.acquire(on, frame);
   try {
