@@ -123,6 +123,29 @@ describe('lookups merge the copies', () => {
 });
 
 describe('two clients', () => {
+  test('creates, renames and unlinks in one directory from two clients at once: each waits its turn for the directory, every copy the same', async () => {
+    const a = await startReplica({ n: 2 });
+    const c = await startReplica({ dirs: a.dirs });
+    const ba = newBridge(a.graph);
+    const bc = newBridge(c.graph);
+    await ba.mkdir('/d', 0o755);
+    const work = (b: typeof ba, who: string) =>
+      (async () => {
+        for (let i = 0; i < 15; i++) {
+          await writeFile(b, `/d/${who}${i}`, `${who}${i}`);
+          if (i % 3 === 0) await b.rename(`/d/${who}${i}`, `/d/${who}${i}-moved`);
+          if (i % 5 === 0) await b.unlink(`/d/${who}${i}${i % 3 === 0 ? '-moved' : ''}`);
+        }
+      })();
+    await within(Promise.all([work(ba, 'a'), work(bc, 'c')]), 60_000);
+    await a.afr.txns.settleAll();
+    await c.afr.txns.settleAll();
+    const names = a.dirs.map((d) => fs.readdirSync(path.join(d, 'd')).sort());
+    expect(names[0].length).toBe(24);
+    expect(names[1]).toEqual(names[0]);
+    for (const d of a.dirs) expect(clear(changelogOf(d, 'd'))).toBe(true);
+  });
+
   test('concurrent writes to one file from two clients: serialised by the bricks\' locks, every copy the same, no deadlock', async () => {
     const a = await startReplica({ n: 3 });
     const c = await startReplica({ dirs: a.dirs });

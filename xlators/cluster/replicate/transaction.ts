@@ -6,9 +6,11 @@
 // Data changes share their lock and pre-op while they keep coming (eager locking with a
 // delayed post-op): a burst of writes to one file costs one lock, one pre-op and one post-op
 // in all, and what a failed write must record is recorded before that write is answered.
-// The shared lock is given back after post-op-delay idle, on flush, fsync and release of the
-// file, when a child comes up (the next change must include it), when a heal of this client
-// wants it, and at most EAGER_MAX_HOLD_MS after it was taken, so other clients get their turn.
+// The shared lock is given back after post-op-delay idle, on flush and release of the file,
+// when a child comes up (the next change must include it), when a heal of this client wants
+// it, and at most EAGER_MAX_HOLD_MS after it was taken, so other clients get their turn.
+// Changes to names in one directory share a lock on the whole directory the same way
+// (given back after ENTRY_IDLE_MS idle).
 import { FopError, Frame, ROOT_CALLER } from '../../../src/core/index';
 import type { Clock, Inode, Logger, Name, Timer, XlatorHost } from '../../../src/core/index';
 import { Changelog, Kind } from './changelog';
@@ -16,8 +18,13 @@ import { Children, Quorum, firstError, isGone, quorumMet, succeeded } from './ch
 import { InodeStates } from './inode-state';
 import { HeldLocks, LockTarget, newOwner } from './locks';
 
-/** How long one client may keep a file's data lock while it keeps writing. */
+/** How long one client may keep a shared lock while it keeps changing the object. */
 export const EAGER_MAX_HOLD_MS = 2000;
+/**
+ * How long an idle directory lock is kept: long enough for back-to-back changes (an rm -r,
+ * an untar), short enough that another client's create in that directory hardly waits.
+ */
+export const ENTRY_IDLE_MS = 100;
 
 export interface TxnOptions {
   readonly eager: boolean;
@@ -237,7 +244,7 @@ export class Transactions {
 
   private leave(s: Session): void {
     if (--s.users > 0 || s.closeStarted) return;
-    const delay = this.o.postOpDelayMs;
+    const delay = s.kind === 'entry' ? Math.min(this.o.postOpDelayMs, ENTRY_IDLE_MS) : this.o.postOpDelayMs;
     if (s.closing || !this.o.eager || delay <= 0) return this.retire(s);
     s.idle?.cancel();
     s.idle = this.d.clock.timer(delay, () => this.retire(s));
