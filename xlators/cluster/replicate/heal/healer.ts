@@ -218,7 +218,8 @@ export class Healer implements HealTrigger {
         healed: final.filter((h) => h.outcome === 'healed').length,
         clean: final.filter((h) => h.outcome === 'clean').length,
         splitBrain: final.filter((h) => h.outcome === 'split-brain').map((h) => h.gfid),
-        remaining: final.filter((h) => h.outcome !== 'split-brain' && h.outcome !== 'missing' && listedNow.has(h.gfid)).map((h) => h.gfid),
+        // Found clean is done (a change in flight since marks it again: that is not heal's to do).
+        remaining: final.filter((h) => (h.outcome === 'busy' || h.outcome === 'partial' || h.outcome === 'failed') && listedNow.has(h.gfid)).map((h) => h.gfid),
       };
     } finally {
       frame.done();
