@@ -76,8 +76,8 @@ export interface ReplicaOptions {
   /** Reuse these bricks (another client of the same set). */
   readonly dirs?: string[];
   readonly id?: number;
-  /** Extra translators per brick, between the switch and locks (e.g. debug/error-gen): volfile text with @I@ for the brick's index. */
-  readonly perBrick?: string;
+  /** Extra translators for brick i, between the switch and the index (e.g. debug/error-gen): volfile text whose top is named `extra-I`, over `index-I`. */
+  readonly perBrick?: (i: number) => string | undefined;
 }
 
 const running: Graph[] = [];
@@ -85,8 +85,8 @@ let ids = 500;
 
 export function replicaVolfile(dirs: string[], o: ReplicaOptions = {}): string {
   const parts = dirs.map((d, i) => {
-    const extra = o.perBrick ? o.perBrick.replace(/@I@/g, String(i)) : '';
-    const below = o.perBrick ? `extra-${i}` : `index-${i}`;
+    const extra = o.perBrick?.(i) ?? '';
+    const below = extra ? `extra-${i}` : `index-${i}`;
     return `volume posix-${i}
   type storage/posix
   option directory ${d}

@@ -63,6 +63,10 @@ describe('judge', () => {
     expect(judge([log([0, 0, 1]), log([0, 0, 1]), log([0, 0, 0])], 'data')).toMatchObject({ sources: [0, 1], sinks: [2] });
   });
 
+  test('no copy at hand (the object went meanwhile): nothing to do, and no split brain', () => {
+    expect(judge([undefined, undefined], 'entry')).toEqual({ sources: [], sinks: [], splitBrain: false, needsHeal: false, cutShort: false });
+  });
+
   test('kinds are judged apart', () => {
     const l: CopyLog = { dirty: [0, 0, 0], pending: [[0, 0, 0], [0, 3, 0]] };
     expect(judge([l, log([0, 0])], 'data').needsHeal).toBe(false);

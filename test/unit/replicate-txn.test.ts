@@ -68,6 +68,26 @@ describe('changes reach every copy', () => {
     expect(log['pending.client-1']).toEqual([1, 0, 0]);
   });
 
+  test('a write that fails on one child (an I/O error there): answered from the other, that copy accuses itself and is healed', async () => {
+    const failing = (i: number) => (i === 1 ? `volume extra-1\n  type debug/error-gen\n  option enable write\n  option error-no EIO\n  subvolumes index-1\nend-volume\n` : undefined);
+    const r = await startReplica({ n: 2, perBrick: failing, options: '  option read-subvolume client-1\n  option self-heal-daemon off\n  option background-self-heal-count 0\n' });
+    const b = newBridge(r.graph);
+    await writeFile(b, '/f', 'written');
+    await r.afr.txns.settleAll();
+    // client-1 took part and failed: every copy that took part says so, client-1's own included (it is not believed).
+    expect(changelogOf(r.dirs[0], 'f')['pending.client-1']).toEqual([1, 0, 0]);
+    expect(changelogOf(r.dirs[1], 'f')['pending.client-1']).toEqual([1, 0, 0]);
+    expect(fs.readFileSync(path.join(r.dirs[1], 'f'), 'utf8')).toBe('');
+    // Preferred for reads, but behind: not read. A fresh client judges the same from the changelogs.
+    expect(await readAll(b, '/f')).toBe('written');
+    const c = await startReplica({ dirs: r.dirs, options: '  option read-subvolume client-1\n  option self-heal-daemon off\n  option background-self-heal-count 0\n' });
+    expect(await readAll(newBridge(c.graph), '/f')).toBe('written');
+    const pass = await within(c.afr.heal.pass(), 20_000);
+    expect(pass.healed).toBe(1);
+    expect(fs.readFileSync(path.join(r.dirs[1], 'f'), 'utf8')).toBe('written');
+    for (const d of r.dirs) expect(clear(changelogOf(d, 'f'))).toBe(true);
+  });
+
   test('a change no copy can take fails with the copies\' errno and records nothing', async () => {
     const r = await startReplica({ n: 2 });
     const b = newBridge(r.graph);

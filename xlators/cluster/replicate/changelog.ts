@@ -108,6 +108,8 @@ export interface Verdict {
 export function judge(logs: readonly (CopyLog | undefined)[], kind: Kind): Verdict {
   const s = SLOT[kind];
   const present = logs.flatMap((l, i) => (l ? [i] : []));
+  // No copy at hand (gone meanwhile, or unreachable): nothing to say, nothing to do.
+  if (present.length === 0) return { sources: [], sinks: [], splitBrain: false, needsHeal: false, cutShort: false };
   const m = (i: number, j: number) => logs[i]!.pending[j]?.[s] ?? 0;
   const fool = (i: number) => m(i, i) > 0;
   const accused = (j: number) => present.some((i) => i !== j && !fool(i) && m(i, j) > 0);

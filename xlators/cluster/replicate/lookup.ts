@@ -47,8 +47,13 @@ export async function refresh(r: Replica, frame: Frame, inode: Inode): Promise<v
   noteHeal(r, inode.gfid, v);
 }
 
+/**
+ * Queues a heal of what a judgement found behind. Dirty marks alone are not enough: every
+ * change in flight (this client's too) sets them; those a change cut short left are found
+ * by index passes.
+ */
 function noteHeal(r: Replica, gfid: Gfid, v: ReadonlyMap<Kind, Verdict>): void {
-  const need = [...v].filter(([, x]) => x.needsHeal).map(([k, x]) => (x.splitBrain ? `${k} split brain` : k));
+  const need = [...v].filter(([, x]) => x.splitBrain || x.sinks.length > 0).map(([k, x]) => (x.splitBrain ? `${k} split brain` : k));
   if (need.length > 0) r.heal.soon(gfid, `found needing heal (${need.join(', ')})`);
 }
 

@@ -225,7 +225,12 @@ export class Transactions {
         const f = this.frame(s.owner, 'post-op');
         try {
           const r = await c.each(on, (i) => Promise.all(s.dirs.map((dir) => c.call(i, f, 'xattrop', { inode: dir }, 'add', delta))));
-          for (const [i, o] of r) if (!o.ok && !isGone(o.error)) this.d.log.warn(`post-op of ${s.key} on ${c.names[i]}: ${o.error.message}`);
+          for (const [i, o] of r) {
+            if (o.ok || isGone(o.error)) continue;
+            // The object went meanwhile (a directory removed right after changes in it): no mark is left to clear.
+            const gone = o.error.code === 'ESTALE' || o.error.code === 'ENOENT';
+            this.d.log[gone ? 'debug' : 'warn'](`post-op of ${s.key} on ${c.names[i]}: ${o.error.message}`);
+          }
         } finally {
           f.done();
         }
