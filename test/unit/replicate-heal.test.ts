@@ -192,6 +192,42 @@ describe('background heal when a child comes back', () => {
   });
 });
 
+describe('a large file', () => {
+  test('the data lock is given back between windows of the copy: a write waiting for it lands before the heal ends, on every copy', async () => {
+    const gate = (i: number) => (i === 1 ? `volume extra-1\n  type debug/gate\n  subvolumes index-1\nend-volume\n` : undefined);
+    const r = await startReplica({ n: 2, perBrick: gate, options: '  option self-heal-daemon off\n  option background-self-heal-count 0\n' });
+    const b = newBridge(r.graph);
+    await writeFile(b, '/big', '');
+    await r.afr.txns.settleAll();
+    r.switches[1].down();
+    const fh = await b.open('/big', O_RDWR);
+    const MiB = 1024 * 1024;
+    for (let i = 0; i < 40; i++) await b.write('/big', fh, Buffer.alloc(MiB, 1 + (i % 200)), i * MiB);
+    await r.afr.txns.settleAll();
+    r.switches[1].restore();
+    const g = r.graph.xlators.get('extra-1') as import('../../xlators/debug/gate').Gate;
+    const at = (off: number) => (args: unknown[]) => args[2] === off;
+    const first = g.hold('write', 'before', at(16 * MiB));
+    const second = g.hold('write', 'before', at(36 * MiB));
+    const pass = r.afr.heal.pass();
+    await within(first.reached);
+    // Waits for the heal's lock.
+    const write = b.write('/big', fh, Buffer.from('written during the heal'), 100);
+    first.release();
+    await within(second.reached);
+    // The heal is past its first window and holds the lock again: the write got its turn in between.
+    expect(await within(write)).toBe(23);
+    second.release();
+    const done = await within(pass, 30_000);
+    expect(done.healed).toBe(1);
+    await b.release('/big', fh);
+    await r.afr.txns.settleAll();
+    const copies = r.dirs.map((d) => fs.readFileSync(path.join(d, 'big')));
+    expect(copies[0].subarray(100, 123).toString()).toBe('written during the heal');
+    expect(copies[1].equals(copies[0])).toBe(true);
+  });
+});
+
 describe('changes cut short', () => {
   test('dirty markers and no accusation: data healed from the largest copy, entries merged (nothing removed)', async () => {
     const r = await startReplica({ n: 2, options: '  option self-heal-daemon off\n' });

@@ -104,7 +104,7 @@ async function healKind(r: Replica, frame: Frame, owner: string, inode: Inode, k
     // Accused copies are the sinks; when nobody is accused, every copy but the one picked.
     const sinks = at.filter((i) => i !== source && (plan.mode !== 'accused' || !plan.sources.includes(i)));
     let healed: number[];
-    if (kind === 'data') healed = await healData(r, frame, inode, source, sinks);
+    if (kind === 'data') healed = await healData(r, frame, inode, source, sinks, () => relock(r, frame, lock, inode, on, source, o));
     else if (kind === 'metadata') healed = await healMetadata(r, frame, inode, source, sinks);
     else {
       const res = await healEntries(r, frame, inode, source, sinks, plan.mode === 'merge', at);
@@ -127,6 +127,19 @@ async function healKind(r: Replica, frame: Frame, owner: string, inode: Inode, k
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * Between windows of a data heal: gives the data lock back (writers waiting get their turn),
+ * takes it again, and says whether `source` is still a source (then the heal goes on).
+ */
+async function relock(r: Replica, frame: Frame, lock: HeldLocks, inode: Inode, on: readonly number[], source: number, o: HealOptions): Promise<boolean> {
+  await lock.release();
+  await r.txns.settle(inode.gfid);
+  const again = await lock.acquire(on, frame);
+  if (!again.includes(source)) return false;
+  const v = judge(await readLogs(r, frame, inode, again), 'data');
+  return v.sources.includes(source) || (o.source === source && v.splitBrain);
 }
 
 interface Plan {
