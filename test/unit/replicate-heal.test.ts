@@ -2,8 +2,9 @@
 // it comes back, and the client's background heal (on CHILD_UP) makes its copies the same as
 // the others: data, metadata, entries (creates, unlinks, renames, links, replaced names),
 // changelogs clear, indexes empty. With no background passes, a read heals what it finds
-// behind; a large file's heal lets writers in between windows. A change cut short (dirty markers only) is healed from
-// the largest copy; a directory's copies are merged, nothing removed.
+// behind; a large file's heal lets writers in between windows. A change cut short (dirty
+// markers only) is healed from the largest copy; a directory's copies are merged, nothing
+// removed.
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
