@@ -40,12 +40,21 @@ function logger(args: ParsedArgs): { log: Logger; reopen?: () => void } {
   return { log: Logger.create(level as LogLevel, sink.write), reopen: () => sink.reopen() };
 }
 
+/** An option given in seconds (`def` when absent), in milliseconds. */
 function seconds(args: ParsedArgs, name: string, def: number): number {
   const raw = args.options.get(name);
-  if (raw === undefined) return def;
-  const n = Number(raw);
+  const n = raw === undefined ? def : Number(raw);
   if (!Number.isFinite(n) || n < 0 || n > 3600) throw new UsageError(`--${name} must be a number of seconds from 0 to 3600`);
   return Math.round(n * 1000);
+}
+
+/** How long the kernel may trust names, attributes and missing names (GlusterFS's defaults: 1 s, 1 s, 0). */
+export function cacheTimeouts(args: ParsedArgs): { entryTimeoutMs: number; attrTimeoutMs: number; negativeTimeoutMs: number } {
+  return {
+    entryTimeoutMs: seconds(args, 'entry-timeout', 1),
+    attrTimeoutMs: seconds(args, 'attribute-timeout', 1),
+    negativeTimeoutMs: seconds(args, 'negative-timeout', 0),
+  };
 }
 
 const MOUNT_SPEC = {
@@ -62,11 +71,7 @@ export async function mount(argv: string[]): Promise<number> {
   if (!TRANSPORTS.includes(transport)) throw new UsageError(`--transport must be one of ${TRANSPORTS.join(', ')}`);
   const busyPollUs = Number(args.options.get('busy-poll-us') ?? DEFAULT_BUSY_POLL_US);
   if (!Number.isInteger(busyPollUs) || busyPollUs < 0 || busyPollUs > 1_000_000) throw new UsageError('--busy-poll-us must be an integer from 0 to 1000000');
-  const timeouts = {
-    entryTimeoutMs: seconds(args, 'entry-timeout', 1),
-    attrTimeoutMs: seconds(args, 'attribute-timeout', 1),
-    negativeTimeoutMs: seconds(args, 'negative-timeout', 0),
-  };
+  const timeouts = cacheTimeouts(args);
   const [volfilePath, mountpoint] = args.positionals.map((p) => path.resolve(p));
   if (args.flags.has('background')) return runInBackground(argv, mountpoint);
   const { log, reopen } = logger(args);
