@@ -552,7 +552,9 @@ export class Posix extends Xlator<Options> {
   override async getxattr(_frame: Frame, loc: Loc, name: Name): Promise<Buffer> {
     checkXattrName(name);
     if (RESERVED_XATTRS(name)) throw new FopError('ENODATA');
-    return sys.getxattrAt(this.objectAt(loc), name);
+    const value = sys.getxattrIfExists(this.objectAt(loc), name);
+    if (!value) throw new FopError('ENODATA');
+    return value;
   }
 
   override async setxattr(_frame: Frame, loc: Loc, name: Name, value: Buffer, flags: number): Promise<void> {

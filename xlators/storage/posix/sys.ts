@@ -32,7 +32,7 @@ export interface Stat {
 /** The addon (sys.c): all synchronous but fallocate; none follows a final symlink. */
 interface Addon {
   stat(dirfd: number, name: Buffer | null, out: Float64Array, missingOk: boolean): boolean;
-  getxattr(dirfd: number, name: Buffer | null, attr: Buffer): Buffer;
+  getxattr(dirfd: number, name: Buffer | null, attr: Buffer, missingOk: boolean): Buffer | undefined;
   setxattr(dirfd: number, name: Buffer | null, attr: Buffer, value: Buffer, flags: number): void;
   listxattr(dirfd: number, name: Buffer | null): Name[];
   removexattr(dirfd: number, name: Buffer | null, attr: Buffer): void;
@@ -110,7 +110,9 @@ export const sys = {
     return addon.stat(at.dirfd, at.name, statOut, true) ? statFrom(statOut) : undefined;
   },
   /** `attr` a byte string, or its bytes (a name used on every lookup need not be converted each time). */
-  getxattrAt: (at: At, attr: Name | Buffer): Buffer => addon.getxattr(at.dirfd, at.name, attrBytes(attr)),
+  getxattrAt: (at: At, attr: Name | Buffer): Buffer => addon.getxattr(at.dirfd, at.name, attrBytes(attr), false)!,
+  /** undefined if the object has no such attribute (ENODATA: no exception for a miss). */
+  getxattrIfExists: (at: At, attr: Name | Buffer): Buffer | undefined => addon.getxattr(at.dirfd, at.name, attrBytes(attr), true),
   setxattrAt: (at: At, attr: Name | Buffer, value: Buffer, flags: number): void => addon.setxattr(at.dirfd, at.name, attrBytes(attr), value, flags),
   listxattrAt: (at: At): Name[] => addon.listxattr(at.dirfd, at.name),
   removexattrAt: (at: At, attr: Name): void => addon.removexattr(at.dirfd, at.name, nameBytes(attr)),
