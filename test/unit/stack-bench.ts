@@ -1,7 +1,7 @@
 // Not a test: an in-process benchmark of what the kernel transport's requests cost above
 // the kernel (the adapter, the bridge core, the default volfile's graph, storage/posix),
 // with no /dev/fuse: the CPU side of each FUSE round trip, without the machine's noise.
-//   node dist/test/unit/stack-bench.js [rounds] [files]
+//   node dist/test/unit/stack-bench.js [rounds] [files] [volfile]   (default: volfiles/default.vol)
 // Replays the requests the kernel sends for bench-meta.sh's phases (counted on a mount from
 // the session's statedump) and prints one JSON line: the best of `rounds` for each, µs per
 // file (wall and CPU of this process), and µs per request.
@@ -44,9 +44,10 @@ async function timed(n: number, body: (i: number) => Promise<unknown>): Promise<
 async function main(): Promise<void> {
   const rounds = Number(process.argv[2] ?? 3);
   const files = Number(process.argv[3] ?? 2000);
+  const source = process.argv[4] ?? DEFAULT_VOLFILE;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stack-bench-'));
   const volfile = path.join(dir, 'bench.vol');
-  fs.writeFileSync(volfile, fs.readFileSync(DEFAULT_VOLFILE, 'utf8').replace(/option directory .*/, `option directory ${path.join(dir, 'back')}`));
+  fs.writeFileSync(volfile, fs.readFileSync(source, 'utf8').replace(/option directory .*/, `option directory ${path.join(dir, 'back')}`));
   const log = Logger.create('error', () => undefined);
   const switcher = new GraphSwitcher({ volfile, registry: new Registry(), log, startTimeoutMs: 5000, stopTimeoutMs: 5000 });
   const core = (await switcher.start()).core;

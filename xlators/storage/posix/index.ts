@@ -226,7 +226,8 @@ export class Posix extends Xlator<Options> {
     const at = this.objectAt(loc);
     if (at.name !== null) {
       const st = sys.stat(at);
-      if (readGfid(at) !== gfid) throw new FopError('ESTALE', `${loc.path}: GFID ${gfid} is gone`);
+      // A handle whose inode was found to carry this GFID still does (as lookup trusts it).
+      if (this.handles.verifiedIno(gfid) !== st.ino && readGfid(at) !== gfid) throw new FopError('ESTALE', `${loc.path}: GFID ${gfid} is gone`);
       return this.iatt(st, gfid);
     }
     // A directory's fd was checked by GFID when opened; dirs.stat finds it again if it was removed.
