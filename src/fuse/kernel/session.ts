@@ -99,8 +99,12 @@ const DEFAULT_MAX_WRITE = 1 << 20;
 const DEFAULT_MAX_PAGES = 256;
 const PAGE_SIZE = 4096;
 const DEFAULT_NOTIFY_TIMEOUT_MS = 30_000;
-/** Requests read per readable event before the loop gets its turn (the poll is level-triggered: the rest wait one turn). */
-const READS_PER_EVENT = 32;
+/**
+ * Requests read per readable event (the poll is level-triggered: the rest wait one turn).
+ * One: the replies, sent when the callback's microtasks run, leave before the next read,
+ * which for a lone caller would only say EAGAIN (a system call per request for nothing).
+ */
+const READS_PER_EVENT = 1;
 /** Spare read buffers kept for when a lent one comes back; more are allocated while many WRITEs are in flight. */
 const FREE_BUFFERS_MAX = 4;
 /** The largest reply body of fixed size (CREATE: entry_out + open_out). */
