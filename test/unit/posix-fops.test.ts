@@ -2,6 +2,7 @@
 // objects. Needs root: trusted.* xattrs, chown, mknod.
 
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
 import { FopError } from '../../src/core/errors';
@@ -9,9 +10,11 @@ import type { Fd } from '../../src/core/fd';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
 import { Caller, Dirent, Iatt } from '../../src/core/types';
+import { sys } from '../../xlators/storage/posix/sys';
 import { cleanupGraphs, errCode, lookup, lookupInode, newBridge, startGraph, tempDir, within } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, O_WRONLY, R_OK, W_OK, X_OK, F_OK } = fs.constants;
+const { EAGAIN, EOPNOTSUPP } = os.constants.errno;
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK } = fs.constants;
 const makedev = (major: number, minor: number) => (major << 8) | minor;
 const USER: Caller = { uid: 1000, gid: 1000, groups: [], pid: 1 };
@@ -132,6 +135,40 @@ describe('read and write', () => {
       const all = await g.top.read(g.frame('read'), fd, 800_000, 0);
       for (let k = 0; k < 4; k++) expect(all.subarray(k * 200_000, (k + 1) * 200_000).equals(parts[k])).toBe(true);
     } finally {
+      await fd.unref();
+    }
+  });
+
+  test('reads take what the page cache holds at once, and the rest, or all when nothing is cached, from the thread pool', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const { fd } = await create(g, g.itable.root, 'f', 0o644);
+    const data = Buffer.alloc(300_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
+    const pool = jest.spyOn(sys, 'pread');
+    const cached = jest.spyOn(sys, 'preadNowait');
+    try {
+      expect(await g.top.write(g.frame('write'), fd, data, 0)).toBe(data.length);
+      // Just written: in the page cache, read without the pool.
+      expect((await g.top.read(g.frame('read'), fd, 200_000, 50_000)).equals(data.subarray(50_000, 250_000))).toBe(true);
+      expect((await g.top.read(g.frame('read'), fd, 100, 299_950)).equals(data.subarray(299_950))).toBe(true);
+      expect((await g.top.read(g.frame('read'), fd, 100, 400_000)).length).toBe(0);
+      expect(pool).not.toHaveBeenCalled();
+      // Nothing cached (EAGAIN): all of it from the pool.
+      cached.mockImplementationOnce(() => -EAGAIN);
+      expect((await g.top.read(g.frame('read'), fd, 200_000, 1000)).equals(data.subarray(1000, 201_000))).toBe(true);
+      expect(pool).toHaveBeenCalled();
+      // Only a part cached: the rest from the pool, after it.
+      pool.mockClear();
+      cached.mockImplementationOnce((osfd, buf, off, _len, pos) => fs.readSync(osfd, buf, off, 70_000, pos)).mockImplementationOnce(() => -EAGAIN);
+      expect((await g.top.read(g.frame('read'), fd, 250_000, 10_000)).equals(data.subarray(10_000, 260_000))).toBe(true);
+      expect(pool).toHaveBeenCalled();
+      // A filesystem without RWF_NOWAIT: the pool reads it all.
+      cached.mockImplementationOnce(() => -EOPNOTSUPP);
+      expect((await g.top.read(g.frame('read'), fd, 5, 7)).equals(data.subarray(7, 12))).toBe(true);
+    } finally {
+      pool.mockRestore();
+      cached.mockRestore();
       await fd.unref();
     }
   });

@@ -425,9 +425,20 @@ export class Posix extends Xlator<Options> {
   override async read(_frame: Frame, fd: Fd, size: number, offset: number): Promise<Buffer> {
     const osfd = this.fileCtx(fd).osfd;
     const buf = Buffer.allocUnsafe(size);
+    // What the page cache holds is read here and now; a thread-pool hand-off (two thread
+    // wake-ups) costs more than the copy. Only what needs the disk goes to the pool.
     let got = 0;
+    let eof = false;
     while (got < size) {
-      const n = await readAt(osfd, buf, got, size - got, offset + got);
+      const n = sys.preadNowait(osfd, buf, got, size - got, offset + got);
+      if (n <= 0) {
+        eof = n === 0;
+        break;
+      }
+      got += n;
+    }
+    while (!eof && got < size) {
+      const n = await sys.pread(osfd, buf, got, size - got, offset + got);
       if (n === 0) break;
       got += n;
     }
@@ -627,9 +638,6 @@ const DIRENT_TYPES: [keyof fs.Dirent, number][] = [
 function direntType(e: fs.Dirent): number {
   return DIRENT_TYPES.find(([m]) => (e[m] as () => boolean).call(e))?.[1] ?? 0;
 }
-
-const readAt = (fd: number, buf: Buffer, off: number, len: number, pos: number) =>
-  new Promise<number>((res, rej) => fs.read(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n))));
 
 const writeAt = (fd: number, buf: Buffer, off: number, len: number, pos: number | null) =>
   new Promise<number>((res, rej) => fs.write(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n))));

@@ -49,6 +49,7 @@ interface Addon {
   utimens(dirfd: number, name: Buffer | null, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   lseek(fd: number, offset: number, whence: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  preadNowait(fd: number, buf: Buffer, off: number, len: number, pos: number): number;
   xattrAt(enabled: boolean): boolean;
 }
 
@@ -130,6 +131,15 @@ export const sys = {
   utimens: (at: At, atime: [number, number], mtime: [number, number]): void => addon.utimens(at.dirfd, at.name, atime[0], atime[1], mtime[0], mtime[1]),
   lseek: (fd: number, offset: number, whence: number): number => addon.lseek(fd, offset, whence),
   fallocate: (fd: number, mode: number, offset: number, length: number): Promise<void> => addon.fallocate(fd, mode, offset, length),
+  /**
+   * Reads what the page cache holds of [pos, pos + len) into buf at off, without waiting for
+   * the disk (preadv2 RWF_NOWAIT): the byte count (short if only a part is cached; 0 at the
+   * end of the file), or -errno (-EAGAIN: nothing cached; other filesystems may not offer it).
+   */
+  preadNowait: (fd: number, buf: Buffer, off: number, len: number, pos: number): number => addon.preadNowait(fd, buf, off, len, pos),
+  /** pread(2) on the thread pool (it may wait for the disk): the byte count. */
+  pread: (fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> =>
+    new Promise((res, rej) => fs.read(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n)))),
 
   /**
    * Whether xattrs of entries are read and written with getxattrat(2) and friends (Linux
