@@ -253,7 +253,7 @@ export class Posix extends Xlator<Options> {
     const at = this.entryAt(loc);
     // Misses are common (every create starts with one): answer them without an exception.
     const found = sys.statIfExists(at);
-    if (!found) throw new FopError('ENOENT');
+    if (!found) return await miss('ENOENT');
     const { gfid, st } = identify(this.handles, this.log, { at, st: found, parent: loc.parent.gfid, name: loc.name! });
     return this.iatt(st, gfid);
   }
@@ -564,9 +564,9 @@ export class Posix extends Xlator<Options> {
   override async getxattr(_frame: Frame, loc: Loc, name: Name): Promise<Buffer> {
     checkXattrName(name);
     if (RESERVED_XATTRS(name)) throw new FopError('ENODATA');
+    // Every write asks for security.capability, which files seldom have.
     const value = sys.getxattrIfExists(this.objectAt(loc), name);
-    if (!value) throw new FopError('ENODATA');
-    return value;
+    return value ?? (await miss('ENODATA'));
   }
 
   override async setxattr(_frame: Frame, loc: Loc, name: Name, value: Buffer, flags: number): Promise<void> {
@@ -604,6 +604,16 @@ export class Posix extends Xlator<Options> {
     if (ctx.kind !== 'dir') throw new FopError('ENOTDIR');
     return ctx;
   }
+}
+
+/**
+ * Fails a fop with an errno its caller expects often, one microtask later (awaited where it
+ * is made): a promise that rejects before its caller attached a handler costs Node's
+ * unhandled-rejection bookkeeping (two calls into JavaScript), more than the rest of the miss.
+ */
+async function miss(code: ErrnoCode): Promise<never> {
+  await undefined;
+  throw new FopError(code);
 }
 
 function checkXattrName(name: Name): void {
