@@ -1,6 +1,6 @@
-// The addon's poll (src/fuse/kernel/dev.c) on a socketpair: after each readable event the
-// event loop keeps turning for spinUs instead of sleeping in epoll_wait, and meanwhile
-// serves everything else (timers, the thread pool); with spinUs 0 it sleeps as before.
+// The addon's poll (src/fuse/kernel/dev.c) on a socketpair: after a readable event, and after
+// pollSpin, the event loop keeps turning for spinUs instead of sleeping in epoll_wait, and
+// meanwhile serves everything else (timers, the thread pool); with spinUs 0 it sleeps.
 // "Sleeping" is measured with the loop's own idle time (performance.eventLoopUtilization:
 // time spent waiting in epoll), not with wall-clock guesses.
 import * as fs from 'fs';
@@ -8,8 +8,17 @@ import { performance } from 'perf_hooks';
 import { SOCK_STREAM, dev } from '../../src/fuse/kernel/dev';
 import type { PollHandle } from '../../src/fuse/kernel/dev';
 
-/** A poll on one end of a socketpair; `poke()` makes it readable once. */
-function pair(spinUs: number): { events: () => number; poke: () => void; close: () => void } {
+interface Pair {
+  events(): number;
+  /** Makes the polled end readable once. */
+  poke(): void;
+  /** What the server does once it answered everything. */
+  spin(): void;
+  close(): void;
+}
+
+/** A poll on one end of a socketpair; its callback reads what came. */
+function pair(spinUs: number): Pair {
   const fds = dev.socketpair(SOCK_STREAM);
   if (typeof fds === 'number') throw new Error(`socketpair: ${fds}`);
   const [a, b] = fds;
@@ -27,6 +36,7 @@ function pair(spinUs: number): { events: () => number; poke: () => void; close: 
   return {
     events: () => events,
     poke: () => void fs.writeSync(b, 'x'),
+    spin: () => dev.pollSpin(h),
     close: () => {
       dev.pollStop(h);
       fs.closeSync(a);
@@ -86,6 +96,25 @@ describe('busy polling after a request', () => {
     }
   });
 
+  test('pollSpin opens the window without an event; the window closes when its time is up', async () => {
+    const p = pair(30_000_000);
+    try {
+      p.spin();
+      expect(await idleShare(50)).toBeLessThan(0.5);
+    } finally {
+      p.close();
+    }
+    // A window of 1 µs has closed by the time the loop turns again.
+    const short = pair(1);
+    try {
+      short.poke();
+      await untilEvents(short, 1);
+      expect(await idleShare(50)).toBeGreaterThan(0.5);
+    } finally {
+      short.close();
+    }
+  });
+
   test('stopping the poll ends the busy window: the loop sleeps again', async () => {
     const p = pair(30_000_000);
     p.poke();
@@ -98,8 +127,7 @@ describe('busy polling after a request', () => {
   test('a negative or missing spinUs is refused', () => {
     const fds = dev.socketpair(SOCK_STREAM) as [number, number];
     try {
-      const usage = /pollStart\(fd, callback, spinUs\)/;
-      expect(() => dev.pollStart(fds[0], () => undefined, -1)).toThrow(usage);
+      expect(() => dev.pollStart(fds[0], () => undefined, -1)).toThrow(/pollStart\(fd, callback, spinUs\)/);
       expect(() => (dev.pollStart as unknown as (fd: number, cb: () => void) => unknown)(fds[0], () => undefined)).toThrow(/missing arguments/);
     } finally {
       fs.closeSync(fds[0]);

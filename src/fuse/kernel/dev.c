@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <node_api.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -209,10 +210,11 @@ static napi_value js_set_nonblock(napi_env env, napi_callback_info info) {
 
 // --- poll: a uv_poll_t on the fd; cb(status, events) on the loop thread -----------------
 //
-// Busy polling: after each readable event the loop keeps turning without sleeping for
-// `spin_ns` (a uv_idle_t makes libuv poll with a zero timeout). Waking a thread that slept
-// costs tens of microseconds on a virtual machine, most of a small request's round trip; a
-// loop that turns finds the next request of a burst at once. Everything else the loop does
+// Busy polling: after each readable event, and after each pollSpin (the server answered
+// everything), the loop keeps turning without sleeping for `spin_ns` (a uv_idle_t makes
+// libuv poll with a zero timeout). Waking a thread that slept costs tens of microseconds on
+// a virtual machine, most of a small request's round trip; a loop that turns finds the next
+// request of a burst, or the thread pool's answer, at once. Everything else the loop does
 // (the thread pool's completions, timers, signals) goes on as usual meanwhile.
 
 typedef struct {
@@ -231,12 +233,15 @@ static void idle_cb(uv_idle_t *h) {
   if (uv_hrtime() >= p->spin_until) uv_idle_stop(h);
 }
 
+static void spin(poller *p) {
+  if (p->spin_ns == 0 || uv_is_closing((uv_handle_t *)&p->idle)) return;
+  p->spin_until = uv_hrtime() + p->spin_ns;
+  if (!uv_is_active((uv_handle_t *)&p->idle)) uv_idle_start(&p->idle, idle_cb);
+}
+
 static void poll_cb(uv_poll_t *h, int status, int events) {
   poller *p = h->data;
-  if (p->spin_ns > 0 && status >= 0) {
-    p->spin_until = uv_hrtime() + p->spin_ns;
-    if (!uv_is_active((uv_handle_t *)&p->idle)) uv_idle_start(&p->idle, idle_cb);
-  }
+  if (status >= 0) spin(p);
   napi_env env = p->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
@@ -265,7 +270,7 @@ static void poll_closed(uv_handle_t *h) {
 
 // pollStart(fd, cb, spinUs) -> handle; cb(status, events) runs whenever the fd is readable
 // (status < 0: a libuv error, e.g. UV_EBADF when the kernel reports POLLERR); after each,
-// the loop busy-polls for spinUs microseconds (0: never).
+// and after each pollSpin, the loop busy-polls for spinUs microseconds (0: never).
 static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   ARGS(3)
   int fd, spin_us;
@@ -301,6 +306,16 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   napi_value ext;
   napi_create_external(env, p, NULL, NULL, &ext);
   return ext;
+}
+
+// pollSpin(handle): the server answered everything (a reply the thread pool made, say):
+// keep the loop turning for spinUs from now, for the caller's next request.
+static napi_value js_poll_spin(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  poller *p = get_external(env, argv[0]);
+  if (!p) return throw_type(env, "pollSpin(handle)");
+  spin(p);
+  return NULL;
 }
 
 // pollStop(handle): after it returns the fd is out of epoll and may be closed. Once only.
@@ -465,6 +480,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"recvFd", NULL, js_recv_fd, NULL, NULL, NULL, napi_default, NULL},
       {"setNonblock", NULL, js_set_nonblock, NULL, NULL, NULL, napi_default, NULL},
       {"pollStart", NULL, js_poll_start, NULL, NULL, NULL, napi_default, NULL},
+      {"pollSpin", NULL, js_poll_spin, NULL, NULL, NULL, napi_default, NULL},
       {"pollStop", NULL, js_poll_stop, NULL, NULL, NULL, napi_default, NULL},
       {"notifierOpen", NULL, js_notifier_open, NULL, NULL, NULL, napi_default, NULL},
       {"notifierWrite", NULL, js_notifier_write, NULL, NULL, NULL, napi_default, NULL},

@@ -29,6 +29,8 @@ export interface Dev {
    * microseconds (0: never), doing everything else it does as usual.
    */
   pollStart(fd: number, cb: (status: number, events: number) => void, spinUs: number): PollHandle | number;
+  /** The same busy window, from now: everything is answered, the next request may come soon. */
+  pollSpin(h: PollHandle): void;
   /** After this the fd is out of epoll and may be closed. Once per handle. */
   pollStop(h: PollHandle): void;
   /** A thread that owns a dup of `fd` and writes what it is given, in order. */
