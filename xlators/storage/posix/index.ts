@@ -1,4 +1,5 @@
 import * as fs from 'fs';
+import { performance } from 'perf_hooks';
 import {
   Dirent,
   DirentPlus,
@@ -78,6 +79,8 @@ interface FileCtx {
   readonly osfd: number;
   /** Opened with O_APPEND: every write goes to the end, whatever offset it carries. */
   readonly append: boolean;
+  /** Opened O_SYNC or O_DSYNC (or O_DIRECT): a write waits for the disk. */
+  readonly durable: boolean;
 }
 
 interface DirCtx {
@@ -101,7 +104,16 @@ interface RawEntry {
 const byFd = (osfd: number) => `/proc/self/fd/${osfd}`;
 
 /** Writes up to this size go straight to the page cache: cheaper than a thread-pool hand-off. */
-const SYNC_WRITE_MAX = 64 * 1024;
+/**
+ * Writes of up to this size (all the kernel sends) go to the page cache on the loop thread:
+ * a thread-pool hand-off (two thread wake-ups) costs more than the copy. Not for files whose
+ * writes wait for the disk; nor for a while after one such write was slow (SLOW_WRITE_MS: the
+ * page cache is pushing back, dirty pages throttled or the journal full), so the loop never
+ * waits long on a write.
+ */
+const SYNC_WRITE_MAX = 1024 * 1024;
+const SLOW_WRITE_MS = 5;
+const POOL_AFTER_SLOW_WRITE_MS = 1000;
 
 /** The flags a backing file is opened with for an fd opened with `flags`. */
 function backingFlags(flags: number): number {
@@ -124,6 +136,8 @@ function backingFlags(flags: number): number {
  */
 export class Posix extends Xlator<Options> {
   private store?: HandleStore;
+  /** Until when writes go to the thread pool (one on the loop thread was slow). */
+  private poolWritesUntil = 0;
   private readonly fds = new FdContext<FileCtx | DirCtx>(this);
 
   constructor(init: XlatorInit<Options>) {
@@ -418,7 +432,8 @@ export class Posix extends Xlator<Options> {
   }
 
   private attach(fd: Fd, osfd: number): void {
-    this.fds.set(fd, { kind: 'file', osfd, append: (fd.flags & O_APPEND) !== 0 });
+    const durable = (backingFlags(fd.flags) & (O_SYNC | O_DSYNC)) !== 0;
+    this.fds.set(fd, { kind: 'file', osfd, append: (fd.flags & O_APPEND) !== 0, durable });
     this.handles.opened(fd.inode.gfid);
   }
 
@@ -446,13 +461,18 @@ export class Posix extends Xlator<Options> {
   }
 
   override async write(_frame: Frame, fd: Fd, data: Buffer, offset: number): Promise<number> {
-    const { osfd, append } = this.fileCtx(fd);
+    const { osfd, append, durable } = this.fileCtx(fd);
     // Appending: the offset is where the caller believed the end was (another client may
     // have written since); write(2) on an O_APPEND fd goes to the real end.
     const at = (done: number) => (append ? null : offset + done);
-    if (data.length <= SYNC_WRITE_MAX) return fs.writeSync(osfd, data, 0, data.length, at(0));
+    if (data.length <= SYNC_WRITE_MAX && !durable && Date.now() >= this.poolWritesUntil) {
+      const started = performance.now();
+      const n = sys.pwriteSync(osfd, data, 0, data.length, at(0));
+      if (performance.now() - started > SLOW_WRITE_MS) this.poolWritesUntil = Date.now() + POOL_AFTER_SLOW_WRITE_MS;
+      return n;
+    }
     let done = 0;
-    while (done < data.length) done += await writeAt(osfd, data, done, data.length - done, at(done));
+    while (done < data.length) done += await sys.pwrite(osfd, data, done, data.length - done, at(done));
     return done;
   }
 
@@ -648,9 +668,6 @@ const DIRENT_TYPES: [keyof fs.Dirent, number][] = [
 function direntType(e: fs.Dirent): number {
   return DIRENT_TYPES.find(([m]) => (e[m] as () => boolean).call(e))?.[1] ?? 0;
 }
-
-const writeAt = (fd: number, buf: Buffer, off: number, len: number, pos: number | null) =>
-  new Promise<number>((res, rej) => fs.write(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n))));
 
 const ftruncate = (fd: number, size: number) =>
   new Promise<void>((res, rej) => fs.ftruncate(fd, size, (e) => (e ? rej(e) : res())));

@@ -137,6 +137,11 @@ export const sys = {
    * end of the file), or -errno (-EAGAIN: nothing cached; other filesystems may not offer it).
    */
   preadNowait: (fd: number, buf: Buffer, off: number, len: number, pos: number): number => addon.preadNowait(fd, buf, off, len, pos),
+  /** pwrite(2) on the calling thread (position null: at the end, for O_APPEND): the byte count. */
+  pwriteSync: (fd: number, buf: Buffer, off: number, len: number, pos: number | null): number => fs.writeSync(fd, buf, off, len, pos),
+  /** pwrite(2) on the thread pool: the byte count. */
+  pwrite: (fd: number, buf: Buffer, off: number, len: number, pos: number | null): Promise<number> =>
+    new Promise((res, rej) => fs.write(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n)))),
   /** pread(2) on the thread pool (it may wait for the disk): the byte count. */
   pread: (fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> =>
     new Promise((res, rej) => fs.read(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n)))),
