@@ -12,12 +12,14 @@ mount: install
 	mkdir -p $(MOUNTPOINT)
 	node dist/src/cli/main.js mount $(VOLFILE) $(MOUNTPOINT)
 
+# jest (unit, integration on real mounts, races), then POSIX conformance on the kernel transport.
 test: install
 	npx jest
+	test/conformance/run.sh kernel
 
 # pjdfstest (POSIX conformance) on a local posix volfile, with each transport.
 conformance: install
-	test/conformance/run.sh
+	test/conformance/run.sh kernel fuse-native
 
 # `xlstack` on the PATH, and the helper that lets mount(8) and /etc/fstab mount volfiles.
 install: build

@@ -6,11 +6,13 @@ process.on('SIGUSR1', () => undefined);
 // must be set before anything uses the pool.
 process.env.UV_THREADPOOL_SIZE ??= '16';
 
+import { FopError } from '../core/errors';
 import { VolfileError } from '../core/volfile';
 import { MountError } from '../fuse/kernel/mount';
 import { UsageError } from './args';
 import { tellParent } from './background';
 import * as commands from './commands';
+import * as transfer from './transfer';
 import { NoDaemonError } from './control';
 import { PreflightError } from './preflight';
 
@@ -36,6 +38,9 @@ const USAGE = `usage:
       serve a brick: the volfile's protocol/server listens for protocol/client peers
   xlstack check VOLFILE [--passthrough-unknown]
       check a volfile without mounting it (the same checks a mount makes)
+  xlstack put VOLFILE LOCAL-FILE PATH
+  xlstack get VOLFILE PATH LOCAL-FILE
+      copy a file into or out of a volume without mounting it (through the client API)
 `;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -45,6 +50,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   statedump: commands.statedump,
   check: commands.check,
   brick: commands.brick,
+  put: transfer.put,
+  get: transfer.get,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -69,7 +76,7 @@ main(process.argv.slice(2)).then(exitAfterFlush, (e: unknown) => {
     return exitAfterFlush(2);
   }
   // Expected failures say what is wrong in one line; anything else is a bug and shows its stack.
-  const expected = [VolfileError, PreflightError, MountError, NoDaemonError].some((c) => e instanceof c) || (e as Error)?.constructor === Error;
+  const expected = [VolfileError, PreflightError, MountError, NoDaemonError, FopError].some((c) => e instanceof c) || (e as Error)?.constructor === Error;
   const text = expected ? (e as Error).message : (e as Error)?.stack ?? String(e);
   tellParent({ error: text });
   process.stderr.write(`xlstack: ${text}\n`);

@@ -1,7 +1,7 @@
 import type { Fd } from './fd';
 import type { Frame } from './frame';
 import type { Inode } from './inode';
-import type { Dirent, DirentPlus, Flock, Gfid, Iatt, LockCmd, LockKind, Name, SetAttr, Statfs } from './types';
+import type { Dirent, DirentPlus, EntryLockCmd, EntryLockType, Flock, Gfid, Iatt, LockCmd, LockKind, Name, SetAttr, Statfs, XattrMap, XattrOp } from './types';
 
 /**
  * What a fop is about. Entry fops (lookup, create, mkdir, mknod, symlink, link target,
@@ -83,6 +83,19 @@ export interface Fops {
   fallocate(frame: Frame, fd: Fd, mode: number, offset: number, length: number): Promise<void>;
   /** lseek SEEK_DATA / SEEK_HOLE: the next data or hole at or after `offset` (ENXIO past the end). */
   seek(frame: Frame, fd: Fd, offset: number, what: 'data' | 'hole'): Promise<number>;
+  /**
+   * Internal byte-range locks on an inode, in a named domain (cluster translators serialise
+   * their transactions with them; GlusterFS's inodelk). Like `lk` with POSIX semantics,
+   * owned by frame.lkOwner; no application ever sees them.
+   */
+  inodelk(frame: Frame, domain: string, loc: Loc, cmd: LockCmd, lock: Flock): Promise<Flock>;
+  /**
+   * Internal locks on a name in a directory (`loc` names the directory; name undefined: the
+   * whole directory), in a named domain (GlusterFS's entrylk). Owned by frame.lkOwner.
+   */
+  entrylk(frame: Frame, domain: string, loc: Loc, name: Name | undefined, cmd: EntryLockCmd, type: EntryLockType): Promise<void>;
+  /** Atomic operations on internal xattrs (see XattrOp); returns the values after the operation. */
+  xattrop(frame: Frame, loc: Loc, op: XattrOp, xattrs: XattrMap): Promise<Record<string, Buffer>>;
 }
 
 export type FopName = keyof Fops;
@@ -95,7 +108,7 @@ export const FOP_NAMES = Object.keys({
   rmdir: 1, symlink: 1, rename: 1, link: 1, truncate: 1, ftruncate: 1, open: 1, create: 1,
   read: 1, write: 1, flush: 1, fsync: 1, opendir: 1, readdir: 1, readdirp: 1, fsyncdir: 1, statfs: 1,
   setattr: 1, fsetattr: 1, getxattr: 1, setxattr: 1, listxattr: 1, removexattr: 1,
-  lk: 1, fallocate: 1, seek: 1,
+  lk: 1, fallocate: 1, seek: 1, inodelk: 1, entrylk: 1, xattrop: 1,
 } satisfies Record<FopName, 1>) as FopName[];
 
 export function isFopName(s: string): s is FopName {

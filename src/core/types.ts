@@ -106,6 +106,19 @@ export interface Flock {
   readonly pid: number;
 }
 
+/** entrylk commands: take (waiting), try (EAGAIN if held), release. */
+export type EntryLockCmd = 'lock' | 'trylock' | 'unlock';
+export type EntryLockType = 'read' | 'write';
+
+/**
+ * xattrop: atomic operations on a translator's internal xattrs (keys under
+ * INTERNAL_XATTR_PREFIX, which users never see): read them, set them (an empty value removes
+ * one), or add big-endian int32 arrays element-wise (a missing value counts as zeros).
+ */
+export type XattrOp = 'get' | 'set' | 'add';
+export type XattrMap = Readonly<Record<string, Buffer>>;
+export const INTERNAL_XATTR_PREFIX = 'trusted.xlstack.';
+
 export interface Statfs {
   readonly bsize: number;
   readonly frsize: number;

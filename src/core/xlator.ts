@@ -119,6 +119,15 @@ export class Xlator<V = unknown> {
   /** The inode table dropped an inode: free its context. */
   forget(_inode: Inode): void {}
 
+  /**
+   * A client of the graph is gone (a server's last connection from that client process
+   * closed): what it held that is not tied to an fd (internal locks) goes. `owner` is the
+   * prefix of its lock owners. Passed down to every child.
+   */
+  clientGone(owner: string): void {
+    for (const c of this.children) c.clientGone(owner);
+  }
+
   /** This translator's part of a statedump. */
   dump(): Record<string, unknown> {
     return {};

@@ -67,6 +67,8 @@ export interface BridgeOptions {
   readonly migrator?: (active: () => Graph, log: Logger, bounds: MigrationBounds) => Migrator;
 }
 
+const hasAttrs = (a: SetAttr) => Object.values(a).some((v) => v !== undefined);
+
 /** How much a listing asks the graph for at once. */
 const READDIR_CHUNK = 128 * 1024;
 /** Readdir cookies of "." and "..": the graph's cookies come after them. */
@@ -141,7 +143,7 @@ export class BridgeCore {
   // Every request pays for what runs here: no objects or closures beyond the frame and its
   // interrupt listener. A fop's promise is awaited where it is made (`return await`, not
   // `return`): a rejection then finds its handler already attached, which spares Node's
-  // unhandled-rejection bookkeeping (twice the cost of the rest of a failing request's path).
+  // unhandled-rejection bookkeeping (two calls into JavaScript for each such promise).
 
   /**
    * Runs a request on the active graph in a frame. A stale name (ESTALE: the object behind a
@@ -173,7 +175,7 @@ export class BridgeCore {
     const { graph, fd } = await this.migrator.resolve(base);
     // Another handle of the file may still be on an older graph, holding writes back: they
     // land first, or this request would read around them or be overwritten by them later.
-    if (graph === this.activeGraph && this.behind(base.gfid)) await this.catchUp(base.gfid).catch(() => undefined);
+    if (graph === this.activeGraph && this.onOlderGraph(base.gfid)) await this.catchUp(base.gfid).catch(() => undefined);
     const frame = graph.frame(op, req);
     const off = req.onInterrupt?.(() => frame.interrupt());
     try {
@@ -229,14 +231,8 @@ export class BridgeCore {
   /** An existing object on the active graph, once older graphs have caught up on it. */
   protected async existing(g: Graph, frame: Frame, hint: Hint, fresh: boolean): Promise<{ inode: Inode; loc: Loc }> {
     const t = await this.resolve(g, frame, hint, fresh);
-    if (this.behind(t.inode.gfid)) await this.catchUp(t.inode.gfid);
+    if (this.onOlderGraph(t.inode.gfid)) await this.catchUp(t.inode.gfid);
     return t;
-  }
-
-  /** Whether a handle of the file is still on an older graph (so catchUp has work to do). */
-  private behind(gfid: Gfid): boolean {
-    for (const base of this.basefds.withGfid(gfid)) if (base.current.graph !== this.activeGraph) return true;
-    return false;
   }
 
   /**
@@ -251,6 +247,12 @@ export class BridgeCore {
       await this.migrator.moveToActive(base);
     }
     return moved;
+  }
+
+  /** Whether a handle of the file is still on an older graph. */
+  private onOlderGraph(gfid: Gfid): boolean {
+    for (const base of this.basefds.withGfid(gfid)) if (base.current.graph !== this.activeGraph) return true;
+    return false;
   }
 
   protected addBase(g: Graph, fd: Fd, path: string | undefined): number {
@@ -271,10 +273,14 @@ export class BridgeCore {
   // --- lookups and attributes ----------------------------------------------------
 
   /** A name in a directory, looked up on the active graph. */
+  /** A name in a directory, looked up on the active graph (the attributes are the kernel's to cache: older graphs catch up first). */
   lookup(req: Req, parent: Hint, name: Name): Promise<Found> {
     return this.onActive(req, 'lookup', async (g, frame, fresh) => {
       const at = await this.entry(g, frame, parent, name, fresh);
-      return { graph: g, ...(await new Resolver(g, frame).lookup(at.parent, name, at.loc.path)) };
+      const look = () => new Resolver(g, frame).lookup(at.parent, name, at.loc.path);
+      const found = await look();
+      const gfid = found.inode.gfid;
+      return { graph: g, ...(this.onOlderGraph(gfid) && (await this.catchUp(gfid)) ? await look() : found) };
     });
   }
 
@@ -306,7 +312,7 @@ export class BridgeCore {
     const found = this.onActive(req, 'getattr', async (g, frame, fresh) => {
       const attrs = () => (typeof target === 'string' ? new Resolver(g, frame, fresh).attributes(target) : this.statNode(g, frame, target));
       const iatt = await attrs();
-      return this.behind(iatt.gfid) && (await this.catchUp(iatt.gfid)) ? attrs() : iatt;
+      return this.onOlderGraph(iatt.gfid) && (await this.catchUp(iatt.gfid)) ? attrs() : iatt;
     });
     return typeof target === 'string' ? found : found.catch((e) => this.statOpen(req, target.gfid, e));
   }
@@ -322,27 +328,42 @@ export class BridgeCore {
    * removed) while something still has it open: the kernel asks by nodeid, the open handle answers.
    */
   private async statOpen(req: Req, gfid: Gfid, err: unknown): Promise<Iatt> {
+    const base = this.openHandle(gfid, err);
+    return this.onFd(req, 'fstat', base.id, (fd, g, frame) => g.top.fstat(frame, fd));
+  }
+
+  /** An open handle of a file the graph no longer finds (else `err` stands). */
+  private openHandle(gfid: Gfid, err: unknown): BaseFd {
     const code = FopError.from(err).code;
     const base = [...this.basefds.withGfid(gfid)][0];
     if (!base || (code !== 'ESTALE' && code !== 'ENOENT')) throw err;
-    return this.onFd(req, 'fstat', base.id, (fd, g, frame) => g.top.fstat(frame, fd));
+    return base;
   }
 
   /** setattr: a size truncates first (through the handle when given), then the rest applies. */
   async setattr(req: Req, target: Hint, attr: SetAttrSize, fh?: number): Promise<Iatt> {
-    const { size, ...rest } = attr;
-    const more = Object.values(rest).some((v) => v !== undefined);
-    if (fh !== undefined && this.basefds.find(fh)) {
-      return this.onFd(req, 'setattr', fh, async (fd, g, frame) => {
-        let iatt = size !== undefined ? await g.top.ftruncate(frame, fd, size) : undefined;
-        if (more || !iatt) iatt = await g.top.fsetattr(frame, fd, rest);
-        return iatt;
-      });
-    }
-    return this.onActive(req, 'setattr', async (g, frame, fresh) => {
+    if (fh !== undefined && this.basefds.find(fh)) return this.fsetattr(req, fh, attr);
+    const done = this.onActive(req, 'setattr', async (g, frame, fresh) => {
       const { loc } = await this.existing(g, frame, target, fresh);
+      const { size, ...rest } = attr;
       let iatt = size !== undefined ? await g.top.truncate(frame, loc, size) : undefined;
-      if (more || !iatt) iatt = await g.top.setattr(frame, loc, rest);
+      if (hasAttrs(rest) || !iatt) iatt = await g.top.setattr(frame, loc, rest);
+      return iatt;
+    });
+    if (typeof target === 'string') return done;
+    // fchmod, futimens... of a file the graph cannot find by GFID any more (unlinked, a
+    // removed directory) come by nodeid: its open handle serves them.
+    return done.catch((e) => {
+      const base = this.openHandle(target.gfid, e);
+      return this.fsetattr(req, base.id, attr);
+    });
+  }
+
+  private fsetattr(req: Req, fh: number, attr: SetAttrSize): Promise<Iatt> {
+    const { size, ...rest } = attr;
+    return this.onFd(req, 'setattr', fh, async (fd, g, frame) => {
+      let iatt = size !== undefined ? await g.top.ftruncate(frame, fd, size) : undefined;
+      if (hasAttrs(rest) || !iatt) iatt = await g.top.fsetattr(frame, fd, rest);
       return iatt;
     });
   }
@@ -605,7 +626,8 @@ export class BridgeCore {
     if (!plus) return (await g.top.readdir(frame, fd, READDIR_CHUNK, from)).map(shift);
     const entries: DirentPlus[] = await g.top.readdirp(frame, fd, READDIR_CHUNK, from);
     return entries.map((e) => {
-      if (!e.iatt) return shift(e);
+      // Attributes an older graph may still change (writes it holds back) are not given out.
+      if (!e.iatt || this.onOlderGraph(e.iatt.gfid)) return shift(e);
       return { ...shift(e), found: { graph: g, inode: g.itable.link(e.iatt, fd.inode, e.name), iatt: e.iatt } };
     });
   }

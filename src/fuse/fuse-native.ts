@@ -5,7 +5,7 @@
 import { execFile } from 'child_process';
 import { FopError } from '../core/errors';
 import type { Logger } from '../core/log';
-import { Iatt, Statfs, Timespec, nameFromUtf8, nameToUtf8 } from '../core/types';
+import { Iatt, MAX_OFFSET, Statfs, Timespec, nameFromUtf8, nameToUtf8 } from '../core/types';
 import { Bridge, FuseOps, TimeArg } from './bridge';
 import type { MountSpec, Mounted } from './mounted';
 
@@ -58,6 +58,7 @@ class BusyPoll {
 
 const O_RDWR = 2;
 const ERANGE = 34;
+const EFBIG = 27;
 /** libfuse2's largest write; big_writes + max_write let writes arrive in pieces this big. */
 const MAX_WRITE = 128 * 1024;
 /**
@@ -222,18 +223,23 @@ function handlers(ops: FuseOps, log: Logger) {
     // fuse-native passes the access time twice (the modification time never reaches JS).
     utimens: (p: string, atime: number, _mtime: number, cb: Cb) =>
       run('utimens', ops.utimens(p, timeOf(atime), timeOf(atime)), none, cb),
-    truncate: (p: string, size: number, cb: Cb) => run('truncate', ops.truncate(p, size), none, cb),
-    ftruncate: (p: string, fh: number, size: number, cb: Cb) => run('ftruncate', ops.ftruncate(p, fh, size), none, cb),
+    truncate: (p: string, size: number, cb: Cb) => (size > MAX_OFFSET ? cb(-EFBIG) : run('truncate', ops.truncate(p, size), none, cb)),
+    ftruncate: (p: string, fh: number, size: number, cb: Cb) =>
+      size > MAX_OFFSET ? cb(-EFBIG) : run('ftruncate', ops.ftruncate(p, fh, size), none, cb),
     open: (p: string, flags: number, cb: Cb) => run('open', ops.open(p, flags), (fh) => [fh], cb),
     // fuse-native passes no open flags to create: read-write serves every caller.
     create: (p: string, mode: number, cb: Cb) => run('create', ops.create(p, mode, O_RDWR), (fh) => [fh], cb),
+    // Offsets arrive as doubles up to 2^64: past MAX_OFFSET (which the engine never sees)
+    // a read is at EOF and a write EFBIG, as the kernel transport and ext4 answer.
     read: (p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
-      ops.read(p, fh, len, pos).then(
-        (data) => cb(data.copy(buf, 0, 0, Math.min(len, data.length))),
-        (e) => cb(errnoOf(e)),
-      ),
+      pos >= MAX_OFFSET
+        ? cb(0)
+        : ops.read(p, fh, Math.min(len, MAX_OFFSET - pos), pos).then(
+            (data) => cb(data.copy(buf, 0, 0, Math.min(len, data.length))),
+            (e) => cb(errnoOf(e)),
+          ),
     write: (p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
-      ops.write(p, fh, buf.subarray(0, len), pos).then(cb, (e) => cb(errnoOf(e))),
+      pos >= MAX_OFFSET ? cb(-EFBIG) : ops.write(p, fh, buf.subarray(0, Math.min(len, MAX_OFFSET - pos)), pos).then(cb, (e) => cb(errnoOf(e))),
     flush: (p: string, fh: number, cb: Cb) => run('flush', ops.flush(p, fh), none, cb),
     // The order is (path, datasync, fh), whatever fuse-native's README says.
     fsync: (p: string, datasync: number, fh: number, cb: Cb) => run('fsync', ops.fsync(p, fh, !!datasync), none, cb),

@@ -3,7 +3,7 @@
 // the frames. Objects (inodes, fds, frames) never travel: GFIDs, names, fd numbers and
 // caller ids do.
 import type { FopName } from '../core/fops';
-import { Caller, Flock, Gfid, SetAttr, Timespec, isByteString } from '../core/types';
+import { Caller, Flock, Gfid, INTERNAL_XATTR_PREFIX, MAX_OFFSET, SetAttr, Timespec, isByteString } from '../core/types';
 import type { Login } from './auth';
 
 /** A Loc on the wire: GFIDs and names only (the server finds its own inodes). */
@@ -30,10 +30,34 @@ export const MAX_IO = 16 * 1024 * 1024;
 /**
  * loc: a WireLoc; fd: the number of an fd the server opened for this client; newfd: a
  * WireNewFd; num, buf, bool: values of that type; name: a byte string (a symlink target,
- * an xattr name); size: a byte count up to MAX_IO; attr: a SetAttr; lock: a Flock;
- * lockcmd, lockkind, whence: one of lk's commands and kinds, seek's 'data' or 'hole'.
+ * an xattr name); size: a byte count up to MAX_IO; offset: a file offset or size, 0 to
+ * MAX_OFFSET; attr: a SetAttr; lock: a Flock;
+ * lockcmd, lockkind, whence: one of lk's commands and kinds, seek's 'data' or 'hole';
+ * domain: an internal lock domain; maybename: a name or null (a whole directory);
+ * entrycmd, entrytype, xattrop: entrylk's commands and types, xattrop's operations;
+ * xattrs: internal xattrs (keys under INTERNAL_XATTR_PREFIX) and their values.
  */
-export type ArgKind = 'loc' | 'fd' | 'newfd' | 'num' | 'size' | 'name' | 'buf' | 'bool' | 'attr' | 'lock' | 'lockcmd' | 'lockkind' | 'whence';
+export type ArgKind =
+  | 'loc'
+  | 'fd'
+  | 'newfd'
+  | 'num'
+  | 'size'
+  | 'offset'
+  | 'name'
+  | 'buf'
+  | 'bool'
+  | 'attr'
+  | 'lock'
+  | 'lockcmd'
+  | 'lockkind'
+  | 'whence'
+  | 'domain'
+  | 'maybename'
+  | 'entrycmd'
+  | 'entrytype'
+  | 'xattrop'
+  | 'xattrs';
 
 /** Arguments of every fop after its frame; `resend`: harmless if it reaches the server twice. */
 export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKind[]; readonly resend: boolean }>> = {
@@ -49,13 +73,13 @@ export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKin
   symlink: { args: ['name', 'loc'], resend: false },
   rename: { args: ['loc', 'loc', 'num'], resend: false },
   link: { args: ['loc', 'loc'], resend: false },
-  truncate: { args: ['loc', 'num'], resend: true },
-  ftruncate: { args: ['fd', 'num'], resend: true },
+  truncate: { args: ['loc', 'offset'], resend: true },
+  ftruncate: { args: ['fd', 'offset'], resend: true },
   open: { args: ['loc', 'newfd'], resend: true },
   create: { args: ['loc', 'num', 'newfd'], resend: false },
-  read: { args: ['fd', 'size', 'num'], resend: true },
+  read: { args: ['fd', 'size', 'offset'], resend: true },
   // At an explicit offset; the client refuses to resend a write on an O_APPEND fd.
-  write: { args: ['fd', 'buf', 'num'], resend: true },
+  write: { args: ['fd', 'buf', 'offset'], resend: true },
   flush: { args: ['fd'], resend: true },
   fsync: { args: ['fd', 'bool'], resend: true },
   opendir: { args: ['loc', 'newfd'], resend: true },
@@ -72,8 +96,13 @@ export const FOP_WIRE: Readonly<Record<FopName, { readonly args: readonly ArgKin
   // A server that lost the connection dropped the locks with the fds: never taken again blindly.
   // A blocking lock ('wait') waits for its answer as long as the connection lives.
   lk: { args: ['fd', 'lockcmd', 'lock', 'lockkind'], resend: false },
-  fallocate: { args: ['fd', 'num', 'num', 'num'], resend: true },
-  seek: { args: ['fd', 'num', 'whence'], resend: true },
+  fallocate: { args: ['fd', 'num', 'offset', 'offset'], resend: true },
+  seek: { args: ['fd', 'offset', 'whence'], resend: true },
+  // Internal locks go with the connection that took them, like lk's.
+  inodelk: { args: ['domain', 'loc', 'lockcmd', 'lock'], resend: false },
+  entrylk: { args: ['domain', 'loc', 'maybename', 'entrycmd', 'entrytype'], resend: false },
+  // An add twice is not the same add.
+  xattrop: { args: ['loc', 'xattrop', 'xattrs'], resend: false },
 };
 
 /** Not a fop: the client is done with an fd (its last reference went). */
@@ -149,6 +178,8 @@ const CHECK: Record<ArgKind, (v: unknown) => boolean> = {
   newfd: (v) => isObj(v) && isInt(v.flags) && (v.openId === undefined || (typeof v.openId === 'string' && v.openId.length <= MAX_IDENTITY)),
   num: (v) => typeof v === 'number' && Number.isFinite(v),
   size: (v) => isInt(v) && v >= 0 && v <= MAX_IO,
+  // What no file can have never reaches storage (to Node, a negative position is the fd's own).
+  offset: (v) => isInt(v) && v >= 0 && v <= MAX_OFFSET,
   name: isName,
   buf: (v) => Buffer.isBuffer(v),
   bool: (v) => typeof v === 'boolean',
@@ -157,6 +188,14 @@ const CHECK: Record<ArgKind, (v: unknown) => boolean> = {
   lockcmd: (v) => v === 'get' || v === 'set' || v === 'wait',
   lockkind: (v) => v === 'posix' || v === 'flock',
   whence: (v) => v === 'data' || v === 'hole',
+  domain: (v) => typeof v === 'string' && v.length > 0 && v.length <= 128 && /^[\w.:-]+$/.test(v),
+  // A name, or null: JSON has no undefined (the client sends null for a whole directory).
+  maybename: (v) => v === null || isName(v),
+  entrycmd: (v) => v === 'lock' || v === 'trylock' || v === 'unlock',
+  entrytype: (v) => v === 'read' || v === 'write',
+  xattrop: (v) => v === 'get' || v === 'set' || v === 'add',
+  xattrs: (v) =>
+    isObj(v) && Object.keys(v).length <= 64 && Object.entries(v).every(([k, b]) => k.startsWith(INTERNAL_XATTR_PREFIX) && k.length <= 255 && Buffer.isBuffer(b) && b.length <= 4096),
 };
 
 /** Why a request does not match its fop's arguments, or undefined if it does. */

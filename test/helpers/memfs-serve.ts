@@ -1,7 +1,8 @@
 // Serves a MemFs over the kernel transport on MOUNTPOINT until unmounted or signalled
 // (SIGINT/SIGTERM: unmount, lazily if busy). For measurements and manual checks:
-//   node dist/test/helpers/memfs-serve.js MOUNTPOINT [--no=FLAG,...] [--ttl=MS]
-// Prints "ready" once INIT is answered and the session's statedump when it ends.
+//   node dist/test/helpers/memfs-serve.js MOUNTPOINT [--no=FLAG,...] [--ttl=MS] [--reads=N]
+// Prints "ready" once INIT is answered, the request counts on SIGUSR2, and the session's
+// statedump when it ends.
 import { Logger } from '../../src/core/log';
 import { mountKernel } from '../../src/fuse/kernel/mount';
 import type { InitFlag } from '../../src/fuse/kernel/protocol';
@@ -17,13 +18,15 @@ async function main(): Promise<void> {
   const ttl = opt('ttl');
   const memfs = new MemFs({ ttlMs: ttl === undefined ? undefined : Number(ttl) });
   const m = await mountKernel(mnt, { fsname: 'memfs', allowOther: true });
-  const session = new KernelSession(m.fd, memfs, { log: Logger.create('warn').child('memfs'), disable });
+  const rpe = opt('reads');
+  const session = new KernelSession(m.fd, memfs, { log: Logger.create('warn').child('memfs'), disable, readsPerEvent: rpe === undefined ? undefined : Number(rpe) });
   session.start();
   const stop = (): void => {
     m.unmount(false).catch(() => m.unmount(true)).catch((e) => console.error(`unmount: ${(e as Error).message}`));
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  process.on('SIGUSR2', () => console.log(JSON.stringify(session.dump().requests)));
   await session.ready;
   console.log('ready');
   const reason = await session.closed;

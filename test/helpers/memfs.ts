@@ -9,6 +9,7 @@ import { FopError } from '../../src/core/errors';
 import { LOCK_TO_EOF, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../../src/core/types';
 import type { Flock, Iatt, Statfs, Timespec } from '../../src/core/types';
 import type { Attr, ConnInfo, DirSink, Entry, KernelFs, LockIn, Opened, Request, SetattrIn } from '../../src/fuse/kernel/fs';
+import { FileData } from './filedata';
 
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fsConstants;
 const O_TRUNC = 0o1000;
@@ -29,8 +30,7 @@ interface Node {
   gid: number;
   nlink: number;
   rdev: number;
-  data: Buffer;
-  size: number;
+  readonly data: FileData;
   atime: Timespec;
   mtime: Timespec;
   ctime: Timespec;
@@ -54,6 +54,18 @@ interface HeldLock {
   readonly pid: number;
 }
 
+interface Handle {
+  readonly nodeid: number;
+  readonly flags: number;
+  /** Directories: where the last listing stopped, to go on from there without a rescan. */
+  listing?: { offset: number; rest: Iterator<[string, Child]>; pending?: IteratorResult<[string, Child]> };
+}
+
+interface Child {
+  readonly id: number;
+  readonly cookie: number;
+}
+
 interface Waiter {
   readonly nodeid: number;
   retry(): boolean;
@@ -73,18 +85,30 @@ export interface MemFsEvents {
   destroy: [];
 }
 
+const ROOT_REQ: Request = { unique: 0, uid: 0, gid: 0, pid: 0, interrupted: false, onInterrupt: () => () => undefined };
+
 const now = (): Timespec => {
   const ms = Date.now();
   return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 };
 };
 const key = (name: Buffer): string => name.toString('latin1');
 const err = (code: keyof typeof constants.errno, msg?: string): FopError => new FopError(code, msg);
+// The two answers `ls -l` and O_CREAT ask for thousands of times, as rejected promises made
+// once (and marked handled): a JS throw costs V8 a stack walk, and every fresh rejection
+// Node's unhandled-rejection bookkeeping, each more than the transport's own work.
+const settledRejection = (e: FopError): Promise<never> => {
+  const p = Promise.reject(e);
+  p.catch(() => undefined);
+  return p;
+};
+const REJECTED_NO_ENTRY = settledRejection(err('ENOENT'));
+const REJECTED_NO_ATTR = settledRejection(err('ENODATA'));
 
 export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   readonly nodes = new Map<number, Node>();
   private nextId = 2;
   private nextFh = 1;
-  private readonly handles = new Map<number, { nodeid: number; flags: number }>();
+  private readonly handles = new Map<number, Handle>();
   private readonly waiters = new Set<Waiter>();
   private readonly ttl: number;
   conn?: ConnInfo;
@@ -95,6 +119,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   largestWrite?: { size: number; byteOffset: number; bufferLength: number };
   /** Throws something that is not a FopError on LOOKUP of this name (a bug, for tests). */
   bugName?: string;
+  private readonly gates = new Map<string, { enter(): void; opened: Promise<void> }>();
 
   constructor(opts: MemFsOptions = {}) {
     super();
@@ -122,6 +147,29 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     return node;
   }
 
+  /** Holds every LOOKUP of `name` until open() is called; `entered` resolves when one arrives. */
+  gateLookup(name: string): { entered: Promise<void>; open(): void } {
+    let enter!: () => void;
+    let open!: () => void;
+    const entered = new Promise<void>((r) => (enter = r));
+    const opened = new Promise<void>((r) => (open = r));
+    this.gates.set(name, { enter, opened });
+    return {
+      entered,
+      open: () => {
+        this.gates.delete(name);
+        open();
+      },
+    };
+  }
+
+  /** Creates a file below the root directly, behind the kernel's back (it has no dentry for it). */
+  addFile(dir: string, name: string, data: Buffer): void {
+    const parent = dir ? this.find(dir) ?? this.create1(ROOT_REQ, 1, Buffer.from(dir, 'latin1'), S_IFDIR | 0o755) : this.node(1);
+    const n = this.create1(ROOT_REQ, parent.id, Buffer.from(name, 'latin1'), S_IFREG | 0o644);
+    n.data.write(0, data);
+  }
+
   // ---- KernelFs --------------------------------------------------------------------------
 
   init(conn: ConnInfo): void {
@@ -142,17 +190,30 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     this.emit('destroy');
   }
 
-  async lookup(req: Request, parent: number, name: Buffer): Promise<Entry> {
-    if (this.bugName !== undefined && key(name) === this.bugName) throw new TypeError(`memfs: a planted bug on LOOKUP ${this.bugName}`);
-    const dir = this.dir(parent);
+  // lookup, getattr and getxattr are plain functions returning settled promises: the hot
+  // paths of a measurement pay for no async machinery the transport would not see anyway.
+  lookup(req: Request, parent: number, name: Buffer): Promise<Entry> {
     const k = key(name);
-    const id = k === '.' ? dir.id : k === '..' ? dir.parent : dir.children!.get(k)?.id;
-    if (id === undefined) throw err('ENOENT');
-    return this.entry(this.node(id));
+    if (this.bugName !== undefined && k === this.bugName) return Promise.reject(new TypeError(`memfs: a planted bug on LOOKUP ${this.bugName}`));
+    const gate = this.gates.get(k);
+    if (gate) {
+      gate.enter();
+      return gate.opened.then(() => this.lookupNow(parent, k));
+    }
+    return this.lookupNow(parent, k);
   }
 
-  async getattr(req: Request, nodeid: number): Promise<Attr> {
-    return { attrMs: this.ttl, attr: this.iatt(this.node(nodeid)) };
+  private lookupNow(parent: number, k: string): Promise<Entry> {
+    const dir = this.nodes.get(parent);
+    if (!dir?.children) return Promise.reject(err(dir ? 'ENOTDIR' : 'ESTALE'));
+    const id = k === '.' ? dir.id : k === '..' ? dir.parent : dir.children.get(k)?.id;
+    if (id === undefined) return REJECTED_NO_ENTRY;
+    return Promise.resolve(this.entry(this.node(id)));
+  }
+
+  getattr(req: Request, nodeid: number): Promise<Attr> {
+    const n = this.nodes.get(nodeid);
+    return n ? Promise.resolve({ attrMs: this.ttl, attr: this.iatt(n) }) : Promise.reject(err('ESTALE'));
   }
 
   async setattr(req: Request, nodeid: number, s: SetattrIn): Promise<Attr> {
@@ -162,7 +223,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     if (s.gid !== undefined) n.gid = s.gid;
     if (s.size !== undefined) {
       if ((n.mode & S_IFMT) !== S_IFREG) throw err('EINVAL');
-      this.resize(n, s.size);
+      n.data.truncate(s.size);
       n.mtime = now();
     }
     if (s.atime !== undefined) n.atime = s.atime === 'now' ? now() : s.atime;
@@ -180,7 +241,6 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   async symlink(req: Request, parent: number, name: Buffer, target: Buffer): Promise<Entry> {
     const n = this.create1(req, parent, name, S_IFLNK | 0o777);
     n.target = Buffer.from(target);
-    n.size = target.length;
     return this.entry(n);
   }
 
@@ -230,8 +290,8 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     if (flags & RENAME_NOREPLACE && dst) throw err('EEXIST');
     if (flags & RENAME_EXCHANGE) {
       if (!dst) throw err('ENOENT');
-      from.children!.set(key(name), { id: dst.id, cookie: from.nextCookie++ });
-      to.children!.set(key(newName), { id: src.id, cookie: to.nextCookie++ });
+      this.link1(from, key(name), dst.id);
+      this.link1(to, key(newName), src.id);
       this.node(src.id).parent = to.id;
       this.node(dst.id).parent = from.id;
       return;
@@ -249,7 +309,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     }
     from.children!.delete(key(name));
     // A fresh cookie: a listing in progress neither skips nor repeats the others.
-    to.children!.set(key(newName), { id: src.id, cookie: to.nextCookie++ });
+    this.link1(to, key(newName), src.id);
     if (moving.children && from !== to) {
       from.nlink--;
       to.nlink++;
@@ -263,7 +323,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     if (n.children) throw err('EPERM');
     const dir = this.dir(newParent);
     if (dir.children!.has(key(newName))) throw err('EEXIST');
-    dir.children!.set(key(newName), { id: n.id, cookie: dir.nextCookie++ });
+    this.link1(dir, key(newName), n.id);
     n.nlink++;
     n.ctime = now();
     return this.entry(n);
@@ -272,7 +332,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   async open(req: Request, nodeid: number, flags: number): Promise<Opened> {
     const n = this.node(nodeid);
     if (n.children) throw err('EISDIR');
-    if (flags & O_TRUNC && (flags & O_ACCMODE) !== 0) this.resize(n, 0);
+    if (flags & O_TRUNC && (flags & O_ACCMODE) !== 0) n.data.truncate(0);
     return { fh: this.openHandle(n, flags) };
   }
 
@@ -283,8 +343,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
 
   async read(req: Request, nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {
     const n = this.handleNode(fh, nodeid);
-    if (offset >= n.size) return Buffer.alloc(0);
-    return n.data.subarray(offset, Math.min(n.size, offset + size));
+    return n.data.read(offset, size);
   }
 
   async write(req: Request, nodeid: number, fh: number, offset: number, data: Buffer): Promise<number> {
@@ -293,9 +352,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     if (!this.largestWrite || data.length > this.largestWrite.size) {
       this.largestWrite = { size: data.length, byteOffset: data.byteOffset, bufferLength: data.buffer.byteLength };
     }
-    const end = offset + data.length;
-    if (end > n.size) this.resize(n, end);
-    data.copy(n.data, offset);
+    n.data.write(offset, data);
     n.mtime = n.ctime = now();
     return data.length;
   }
@@ -322,10 +379,11 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     return { bsize: 4096, frsize: 4096, blocks: 1 << 20, bfree: 1 << 19, bavail: 1 << 19, files: 1 << 20, ffree: (1 << 20) - this.nodes.size, favail: 0, fsid: 0, flag: 0, namemax: 255 };
   }
 
-  async getxattr(req: Request, nodeid: number, name: Buffer): Promise<Buffer> {
-    const v = this.node(nodeid).xattrs.get(key(name));
-    if (!v) throw err('ENODATA');
-    return v;
+  getxattr(req: Request, nodeid: number, name: Buffer): Promise<Buffer> {
+    const n = this.nodes.get(nodeid);
+    if (!n) return Promise.reject(err('ESTALE'));
+    const v = n.xattrs.get(key(name));
+    return v ? Promise.resolve(v) : REJECTED_NO_ATTR;
   }
 
   async listxattr(req: Request, nodeid: number): Promise<Buffer> {
@@ -355,20 +413,27 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
   async readdir(req: Request, nodeid: number, fh: number, offset: number, sink: DirSink): Promise<void> {
     const dir = this.handleNode(fh, nodeid);
     if (!dir.children) throw err('ENOTDIR');
-    const all: [string, number, number][] = [
-      ['.', dir.id, DOT],
-      ['..', dir.parent, DOTDOT],
-      ...[...dir.children].map(([name, c]): [string, number, number] => [name, c.id, c.cookie]),
-    ];
-    for (const [name, id, cookie] of all) {
-      if (cookie <= offset) continue;
-      const n = this.node(id);
-      const d = { name: Buffer.from(name, 'latin1'), offset: cookie, ino: n.id, type: n.mode & S_IFMT };
-      const dots = cookie === DOT || cookie === DOTDOT;
+    const h = this.handles.get(fh)!;
+    // Children iterate in cookie order (a name is re-inserted with each new cookie); a listing
+    // that goes on where the last one stopped goes on with its live iterator.
+    const resumed = h.listing?.offset === offset ? h.listing : undefined;
+    h.listing = undefined;
+    let last = offset;
+    const add = (name: string, n: Node, cookie: number): boolean => {
       const e = sink.plus ? this.entryOf(n) : undefined;
-      if (!sink.add(d, e)) return;
-      if (sink.plus && !dots) n.lookups++;
+      if (!sink.add({ name: Buffer.from(name, 'latin1'), offset: cookie, ino: n.id, type: n.mode & S_IFMT }, e)) return false;
+      if (sink.plus && cookie > DOTDOT) n.lookups++;
+      last = cookie;
+      return true;
+    };
+    const rest = resumed?.rest ?? dir.children[Symbol.iterator]();
+    if (!resumed && ((offset < DOT && !add('.', dir, DOT)) || (offset < DOTDOT && !add('..', this.node(dir.parent), DOTDOT)))) return;
+    let next = resumed?.pending ?? rest.next();
+    for (; !next.done; next = rest.next()) {
+      const [name, c] = next.value;
+      if (c.cookie > offset && !add(name, this.node(c.id), c.cookie)) break;
     }
+    h.listing = { offset: last, rest, pending: next.done ? undefined : next }; // what did not fit comes first next time
   }
 
   async fsyncdir(): Promise<void> {}
@@ -433,25 +498,23 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
 
   async fallocate(req: Request, nodeid: number, fh: number, offset: number, length: number, mode: number): Promise<void> {
     const n = this.handleNode(fh, nodeid);
-    if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > n.size) this.resize(n, offset + length);
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > n.data.size) n.data.truncate(offset + length);
   }
 
   async lseek(req: Request, nodeid: number, fh: number, offset: number, whence: number): Promise<number> {
     const n = this.handleNode(fh, nodeid);
-    if (offset >= n.size) throw err('ENXIO');
+    if (offset >= n.data.size) throw err('ENXIO');
     if (whence === SEEK_DATA) return offset;
-    if (whence === SEEK_HOLE) return n.size;
+    if (whence === SEEK_HOLE) return n.data.size;
     throw err('EINVAL');
   }
 
   async copyFileRange(req: Request, nodeIn: number, fhIn: number, offIn: number, nodeOut: number, fhOut: number, offOut: number, length: number): Promise<number> {
     const src = this.handleNode(fhIn, nodeIn);
     const dst = this.handleNode(fhOut, nodeOut);
-    const n = Math.max(0, Math.min(length, src.size - offIn));
-    const chunk = Buffer.from(src.data.subarray(offIn, offIn + n));
-    if (offOut + n > dst.size) this.resize(dst, offOut + n);
-    chunk.copy(dst.data, offOut);
-    return n;
+    const chunk = Buffer.from(src.data.read(offIn, length));
+    dst.data.write(offOut, chunk);
+    return chunk.length;
   }
 
   // ---- internals ---------------------------------------------------------------------------
@@ -467,8 +530,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
       gid: 0,
       nlink: isDir ? 2 : 1,
       rdev: 0,
-      data: Buffer.alloc(0),
-      size: 0,
+      data: new FileData(),
       atime: t,
       mtime: t,
       ctime: t,
@@ -491,7 +553,7 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     const n = this.newNode(mode, dir.id);
     n.uid = req.uid;
     n.gid = req.gid;
-    dir.children!.set(key(name), { id: n.id, cookie: dir.nextCookie++ });
+    this.link1(dir, key(name), n.id);
     if (n.children) dir.nlink++;
     dir.mtime = dir.ctime = now();
     return n;
@@ -513,6 +575,12 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
     const h = this.handles.get(fh);
     if (!h || h.nodeid !== nodeid) throw err('EBADF', `fh ${fh} is not open on ${nodeid}`);
     return this.node(nodeid);
+  }
+
+  /** Puts `name` in `dir` with a fresh cookie, last in listing order. */
+  private link1(dir: Node, name: string, id: number): void {
+    dir.children!.delete(name);
+    dir.children!.set(name, { id, cookie: dir.nextCookie++ });
   }
 
   private openHandle(n: Node, flags: number): number {
@@ -541,28 +609,19 @@ export class MemFs extends EventEmitter<MemFsEvents> implements KernelFs {
       uid: n.uid,
       gid: n.gid,
       rdev: n.rdev,
-      size: n.size,
+      size: n.target?.length ?? n.data.size,
       blksize: 4096,
-      blocks: Math.ceil(n.size / 512),
+      blocks: Math.ceil(n.data.size / 512),
       atime: n.atime,
       mtime: n.mtime,
       ctime: n.ctime,
     };
   }
 
-  private resize(n: Node, size: number): void {
-    if (size > n.data.length) {
-      const grown = Buffer.alloc(Math.max(size, Math.min(n.data.length * 2, size + (64 << 20))));
-      n.data.copy(grown, 0, 0, n.size);
-      n.data = grown;
-    } else if (size < n.size) {
-      n.data.fill(0, size, n.size);
-    }
-    n.size = size;
-  }
-
   private maybeFree(n: Node): void {
-    if (n.id !== 1 && n.nlink <= 0 && n.lookups === 0 && n.opens === 0) this.nodes.delete(n.id);
+    if (n.id === 1 || n.nlink > 0 || n.lookups > 0 || n.opens > 0) return;
+    n.data.free();
+    this.nodes.delete(n.id);
   }
 
   private owner(lk: LockIn): string {

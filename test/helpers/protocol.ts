@@ -128,7 +128,15 @@ export function atCleanup(fn: () => void): void {
 }
 
 /** For afterEach: clients first (they say goodbye), then bricks, then everything else. */
-export async function stopNetGraphs(): Promise<void> {
+/** Stops every graph started here (or only `some` of the clients). */
+export async function stopNetGraphs(some?: Graph[]): Promise<void> {
+  if (some) {
+    for (const g of some) {
+      clients.splice(clients.indexOf(g), 1);
+      await within(g.stop(5000), 10_000).catch(() => undefined);
+    }
+    return;
+  }
   for (const g of clients.splice(0)) await within(g.stop(5000), 10_000).catch(() => undefined);
   for (const g of bricks.splice(0)) await within(g.stop(10_000), 15_000).catch(() => undefined);
   for (const c of closers.splice(0)) c();

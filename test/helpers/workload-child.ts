@@ -19,6 +19,7 @@ import * as fsp from 'fs/promises';
 import * as path from 'path';
 import * as crypto from 'crypto';
 import { spawnSync } from 'child_process';
+import { pyToolArgs } from './pytools';
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type StepValue = { [key: string]: Json };
@@ -189,7 +190,8 @@ function runTool(tool: string, args: string[]): ToolResult {
   const res = spawnSync(tool, args, {
     timeout: 10_000,
     killSignal: 'SIGKILL',
-    env: { ...process.env, LC_ALL: 'C', LANG: 'C' },
+    // TZ: `touch -d` reads local times
+    env: { ...process.env, LC_ALL: 'C', LANG: 'C', TZ: 'UTC' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   if (res.error) return { ok: false, code: errCode(res.error) };
@@ -257,6 +259,21 @@ function mkfifo(p: string, mode = '0644'): string {
 
 function mknodChar(p: string, major: number, minor: number, mode = '0644'): string {
   return toolCode(runTool(requireTool('mknod', 'coreutils'), ['-m', mode, p, 'c', String(major), String(minor)]));
+}
+
+/** The longest a python scenario may take (the lock scenarios wait up to 10 s for an agent). */
+const PY_TIMEOUT_MS = 45_000;
+
+/** Runs a scenario of pytools.ts (system calls Node lacks); its JSON, or { error } if it failed. */
+function pyScenario(scenario: string, ...args: string[]): StepValue {
+  const res = spawnSync(requireTool('python3', 'python3'), pyToolArgs(scenario, ...args), {
+    timeout: PY_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  if (res.error) return { error: errCode(res.error) };
+  if (res.status !== 0) return { error: `EXCEPTION: python scenario ${scenario} exited ${res.status ?? res.signal}: ${res.stderr.toString('utf8').trim().split('\n').pop()}` };
+  return JSON.parse(res.stdout.toString('utf8')) as StepValue;
 }
 
 // glibc's gnu_dev_major/minor on a Linux dev_t
@@ -1032,18 +1049,187 @@ async function errorCases(root: string): Promise<StepValue> {
 }
 
 // ---------------------------------------------------------------------------------------
+// What a user sees that FUSE transports have got wrong: exact times, byte names, deep trees,
+// renameat2 flags, fallocate modes, SEEK_DATA/SEEK_HOLE, locks between processes.
+
+/** Both times with nanoseconds, as decimal strings (beyond a double's precision). */
+async function nsTimesOf(p: string, follow = true): Promise<Json> {
+  return attempt(async () => {
+    const st = follow ? await fsp.stat(p, { bigint: true }) : await fsp.lstat(p, { bigint: true });
+    return { atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) };
+  });
+}
+
+/** `touch -d` and `cp -p` as a user runs them: one time at a time, nanoseconds, kept by copies. */
+async function timesNs(root: string): Promise<StepValue> {
+  const d = await freshDir(root, 'times-ns');
+  const f = path.join(d, 'f');
+  await fsp.writeFile(f, 'times');
+  const touch = (...args: string[]) => toolCode(runTool(requireTool('touch', 'coreutils'), args));
+  const base = touch('-d', '1999-12-31 23:59:58.5', f);
+  const afterBase = await nsTimesOf(f);
+  const touchM = touch('-m', '-d', '2001-02-03 04:05:06.123456789', f);
+  const afterTouchM = await nsTimesOf(f);
+  const touchA = touch('-a', '-d', '2002-03-04 05:06:07.987654321', f);
+  const afterTouchA = await nsTimesOf(f);
+  const cpP = toolCode(runTool(requireTool('cp', 'coreutils'), ['-p', f, path.join(d, 'copy')]));
+  const copy = await nsTimesOf(path.join(d, 'copy'));
+  const copyContent = await readText(path.join(d, 'copy'));
+  await fsp.symlink('f', path.join(d, 'link'));
+  const touchLinkItself = touch('-h', '-d', '2003-04-05 06:07:08.000000001', path.join(d, 'link'));
+  const linkTimes = await nsTimesOf(path.join(d, 'link'), false);
+  // (not its atime: cp -p read the file since)
+  const targetMtimeAfterLinkTouch = await attempt(async () => String((await fsp.stat(f, { bigint: true })).mtimeNs));
+  return { base, afterBase, touchM, afterTouchM, touchA, afterTouchA, cpP, copy, copyContent, touchLinkItself, linkTimes, targetMtimeAfterLinkTouch };
+}
+
+const hex = (b: Buffer): string => b.toString('hex');
+
+/** Names that are not UTF-8: exactly the same bytes must come back. */
+async function byteNames(root: string): Promise<StepValue> {
+  const d = await freshDir(root, 'byte-names');
+  const at = (...names: Buffer[]): Buffer => Buffer.concat([Buffer.from(`${d}/`), ...names.flatMap((n, i) => (i ? [Buffer.from('/'), n] : [n]))]);
+  const bad = Buffer.from([0x66, 0xff, 0xfe]); // b'f\xff\xfe'
+  const twin = Buffer.from([0x66, 0xfe, 0xff]); // another name, the same after UTF-8 replacement
+  const moved = Buffer.from([0x67, 0x80, 0xc0, 0xaf]); // a stray continuation byte, an overlong '/'
+  const dir = Buffer.from([0x64, 0xc3, 0x28]); // a cut 2-byte sequence
+  const listing = async (p: Buffer | string): Promise<Json> => attempt(async () => (await fsp.readdir(p, { encoding: 'buffer' })).map(hex).sort());
+  const create = await code(() => fsp.writeFile(at(bad), 'first'));
+  const createTwin = await code(() => fsp.writeFile(at(twin), 'second'));
+  const afterCreate = await listing(d);
+  const readBad = await attempt(async () => (await fsp.readFile(at(bad))).toString());
+  const readTwin = await attempt(async () => (await fsp.readFile(at(twin))).toString());
+  const rename = await code(() => fsp.rename(at(bad), at(moved)));
+  const afterRename = await listing(d);
+  const oldName = await code(() => fsp.stat(at(bad)));
+  const readMoved = await attempt(async () => (await fsp.readFile(at(moved))).toString());
+  const mkdir = await code(() => fsp.mkdir(at(dir)));
+  const createInside = await code(() => fsp.writeFile(at(dir, bad), 'inside'));
+  const inside = await listing(at(dir));
+  const symlink = await code(() => fsp.symlink(bad, at(dir, twin)));
+  const readlink = await attempt(async () => hex(await fsp.readlink(at(dir, twin), { encoding: 'buffer' })));
+  const readThroughLink = await attempt(async () => (await fsp.readFile(at(dir, twin))).toString());
+  const unlinkMoved = await code(() => fsp.unlink(at(moved)));
+  const unlinkTwin = await code(() => fsp.unlink(at(twin)));
+  const rmTree = await code(() => fsp.rm(at(dir), { recursive: true }));
+  const atEnd = await listing(d);
+  return {
+    create, createTwin, afterCreate, readBad, readTwin, rename, afterRename, oldName, readMoved, mkdir, createInside, inside,
+    symlink, readlink, readThroughLink, unlinkMoved, unlinkTwin, rmTree, atEnd,
+  };
+}
+
+const DEEP_LEVELS = 40;
+/** 200 bytes each: 40 levels are 8,040 bytes of path, twice PATH_MAX. */
+const deepName = (i: number): string => `${String(i).padStart(2, '0')}${'x'.repeat(198)}`;
+
+/**
+ * A tree deeper than PATH_MAX, reached as pjdfstest does: chdir one level at a time and
+ * relative names. The process's cwd is restored whatever happens.
+ */
+async function deepTree(root: string): Promise<StepValue> {
+  const d = await freshDir(root, 'deep-tree');
+  const start = process.cwd();
+  const content = pattern(100_000);
+  try {
+    process.chdir(d);
+    let made = 0;
+    for (let i = 0; i < DEEP_LEVELS; i++) {
+      fs.mkdirSync(deepName(i));
+      process.chdir(deepName(i));
+      made++;
+    }
+    const write = await code(() => fsp.writeFile('leaf', content));
+    const readMatches = await attempt(async () => sha256(await fsp.readFile('leaf')) === sha256(content));
+    const leafInfo = await fileInfo('leaf');
+    const mkdirAtBottom = await code(() => fsp.mkdir('sub'));
+    const symlinkAtBottom = await code(() => fsp.symlink('leaf', 'link'));
+    const readViaLink = await attempt(async () => (await fsp.readFile('link')).length);
+    const renameAtBottom = await code(() => fsp.rename('leaf', 'sub/leaf'));
+    const bottomListing = await sortedListing('.');
+    const absolutePath = path.join(d, ...Array.from({ length: DEEP_LEVELS }, (_, i) => deepName(i)), 'sub', 'leaf');
+    const statAbsolute = await code(() => fsp.stat(absolutePath));
+    const relativeFromMiddle = await attempt(async () => {
+      process.chdir(path.join(...Array.from({ length: 20 }, () => '..')));
+      const rel = path.join(...Array.from({ length: 20 }, (_, i) => deepName(20 + i)), 'sub', 'leaf');
+      try {
+        return (await fsp.stat(rel)).size;
+      } finally {
+        process.chdir(path.join(...Array.from({ length: 20 }, (_, i) => deepName(20 + i))));
+      }
+    });
+    // Remove it all on the way up.
+    const removals: string[] = [];
+    for (const [what, fn] of [
+      ['unlink link', () => fsp.unlink('link')],
+      ['unlink sub/leaf', () => fsp.unlink('sub/leaf')],
+      ['rmdir sub', () => fsp.rmdir('sub')],
+    ] as const) {
+      const c = await code(fn);
+      if (c !== 'ok') removals.push(`${what}: ${c}`);
+    }
+    for (let i = DEEP_LEVELS - 1; i >= 0; i--) {
+      process.chdir('..');
+      const c = await code(() => fsp.rmdir(deepName(i)));
+      if (c !== 'ok') removals.push(`rmdir level ${i}: ${c}`);
+    }
+    return {
+      made, write, readMatches, leafInfo, mkdirAtBottom, symlinkAtBottom, readViaLink, renameAtBottom, bottomListing,
+      statAbsolute, relativeFromMiddle, removals, listingAtEnd: await sortedListing(d),
+    };
+  } finally {
+    process.chdir(start);
+  }
+}
+
+async function renameFlags(root: string): Promise<StepValue> {
+  return pyScenario('rename-flags', await freshDir(root, 'rename-flags'));
+}
+
+async function fallocateStep(root: string): Promise<StepValue> {
+  return pyScenario('fallocate', await freshDir(root, 'fallocate'));
+}
+
+async function seekHoles(root: string): Promise<StepValue> {
+  return pyScenario('seek', await freshDir(root, 'seek-holes'));
+}
+
+/** Two processes and one file: fcntl byte-range locks (a third process checks what is left). */
+async function locksPosix(root: string): Promise<StepValue> {
+  const f = path.join(await freshDir(root, 'locks-posix'), 'f');
+  return pyScenario('locks-posix', f, f);
+}
+
+async function locksFlock(root: string): Promise<StepValue> {
+  const f = path.join(await freshDir(root, 'locks-flock'), 'f');
+  return pyScenario('locks-flock', f, f);
+}
+
+/** A blocked F_SETLKW interrupted by a signal: EINTR, and the lock is not taken later. */
+async function lockInterrupt(root: string): Promise<StepValue> {
+  const f = path.join(await freshDir(root, 'lock-interrupt'), 'f');
+  return pyScenario('lock-interrupt', f, f);
+}
+
+/** pwrite and ftruncate past 2^53 (beyond what the stack carries): refused, nothing changed. */
+async function pwriteLimits(root: string): Promise<StepValue> {
+  return pyScenario('pwrite-limits', path.join(await freshDir(root, 'pwrite-limits'), 'f'));
+}
+
+// ---------------------------------------------------------------------------------------
 // Non-root steps: prepare-nonroot runs as root, the NONROOT_STEPS as another user on its result.
-// Files the non-root user creates are never checked for owner, nor used for operations that
-// depend on their owner: on an xlstack mount they may be owned by root (the FUSE binding does
-// not pass the caller's credentials).
+// Only nonroot-ownership looks at who owns what the user creates (fuse-native passes no caller
+// credentials: there the owner is the daemon); the other steps do not depend on it.
 
 const nonrootDir = (root: string): string => path.join(root, 'p');
+/** The group of the setgid directory: one the non-root user is not in. */
+export const SGID_GROUP = 4242;
 
 async function prepareNonroot(root: string): Promise<StepValue> {
   const p = nonrootDir(root);
   await fsp.rm(p, { recursive: true, force: true });
   // explicit chmod after each create: independent of the umask
-  const dirs: [string, number][] = [['', 0o755], ['private', 0o700], ['public', 0o755], ['tmp', 0o1777]];
+  const dirs: [string, number][] = [['', 0o755], ['private', 0o700], ['public', 0o755], ['tmp', 0o1777], ['own', 0o777], ['sgid', 0o2777]];
   const files: [string, number, string][] = [
     ['private/f', 0o644, 'secret\n'],
     ['public/ro', 0o644, 'read only\n'],
@@ -1053,6 +1239,7 @@ async function prepareNonroot(root: string): Promise<StepValue> {
   const made: { [rel: string]: Json } = {};
   for (const [rel, mode] of dirs) {
     await fsp.mkdir(path.join(p, rel), { recursive: true });
+    if (mode & 0o2000) await fsp.chown(path.join(p, rel), 0, SGID_GROUP);
     await fsp.chmod(path.join(p, rel), mode);
     made[rel || '.'] = await dirInfo(path.join(p, rel));
   }
@@ -1139,6 +1326,39 @@ async function nonrootSticky(root: string): Promise<StepValue> {
   };
 }
 
+/**
+ * What a non-root user creates is theirs: files, directories, symlinks and fifos, in a plain
+ * directory and in a setgid one (whose group they inherit; a directory also the setgid bit;
+ * a file asking for setgid in a group its creator is not in does not get it).
+ */
+async function nonrootOwnership(root: string): Promise<StepValue> {
+  const p = nonrootDir(root);
+  const out: StepValue = {};
+  for (const sub of ['own', 'sgid']) {
+    const at = (rel: string): string => path.join(p, sub, rel);
+    const made = {
+      file: await code(() => fsp.writeFile(at('f'), 'mine')),
+      dir: await code(() => fsp.mkdir(at('d'), { mode: 0o755 })),
+      nested: await code(() => fsp.mkdir(at('d/n'), { mode: 0o755 })),
+      symlink: await code(() => fsp.symlink('f', at('l'))),
+      fifo: mkfifo(at('p')),
+      setgidFile: await code(async () => (await fsp.open(at('sg'), 'wx', 0o2755)).close()),
+    };
+    const owners: { [name: string]: Json } = {};
+    for (const name of ['f', 'd', 'd/n', 'l', 'p', 'sg']) {
+      owners[name] = await attempt(async () => {
+        const st = await fsp.lstat(at(name));
+        return { uid: st.uid, gid: st.gid, mode: modeStr(st.mode) };
+      });
+    }
+    const chownToOtherGroup = await code(() => fsp.chown(at('f'), -1, SGID_GROUP + 1));
+    const chmodOwnFile = await code(() => fsp.chmod(at('f'), 0o600));
+    const modeAfterChmod = await modeOf(at('f'));
+    out[sub] = { made, owners, chownToOtherGroup, chmodOwnFile, modeAfterChmod };
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // Test-only step: hangs until killed, so a test can prove the runner's timeout.
 async function sleepForever(): Promise<StepValue> {
@@ -1174,6 +1394,17 @@ export const STEPS: { readonly [name: string]: Step } = {
   'nonroot-public': nonrootPublic,
   'nonroot-attrs': nonrootAttrs,
   'nonroot-sticky': nonrootSticky,
+  'nonroot-ownership': nonrootOwnership,
+  'times-ns': timesNs,
+  'byte-names': byteNames,
+  'deep-tree': deepTree,
+  'rename-flags': renameFlags,
+  fallocate: fallocateStep,
+  'seek-holes': seekHoles,
+  'locks-posix': locksPosix,
+  'locks-flock': locksFlock,
+  'lock-interrupt': lockInterrupt,
+  'pwrite-limits': pwriteLimits,
   'sleep-forever': sleepForever,
 };
 
@@ -1182,11 +1413,13 @@ export const DEFAULT_STEPS: readonly string[] = [
   'nested-mkdir', 'create-write-read', 'pwrite-sparse', 'append', 'truncate', 'open-errors', 'rename',
   'hardlinks', 'symlinks', 'readdir-large', 'readdir-types', 'chmod', 'chown', 'utimes', 'xattrs',
   'unlink-open-file', 'directory-handles', 'special-files', 'statfs', 'error-cases',
+  'times-ns', 'byte-names', 'deep-tree', 'rename-flags', 'fallocate', 'seek-holes', 'locks-posix', 'locks-flock',
+  'lock-interrupt',
 ];
 /** Run as root before NONROOT_STEPS: builds root/p. */
 export const PREPARE_NONROOT_STEP = 'prepare-nonroot';
 /** Run as a non-root uid/gid after PREPARE_NONROOT_STEP. */
-export const NONROOT_STEPS: readonly string[] = ['nonroot-private', 'nonroot-public', 'nonroot-attrs', 'nonroot-sticky'];
+export const NONROOT_STEPS: readonly string[] = ['nonroot-private', 'nonroot-public', 'nonroot-attrs', 'nonroot-sticky', 'nonroot-ownership'];
 
 // ---------------------------------------------------------------------------------------
 // Child main

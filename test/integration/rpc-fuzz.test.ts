@@ -100,6 +100,7 @@ function wrongArg(rng: FuzzRng, kind: ArgKind): unknown {
     newfd: [1, null, {}, { flags: 'rw' }, { flags: 1.5 }, { flags: null }],
     num: ['1', null, {}, [], true, Buffer.from('1')],
     size: [-1, 1.5, MAX_IO + 1, 2 ** 40, '1', null, Buffer.from('1')],
+    offset: [-1, -4096, 1.5, 2 ** 53, 2 ** 60, '1', null, Buffer.from('1')],
     name: [1, null, {}, [], true, Buffer.from('str'), 'not a byte string: \u0100', '🚀'],
     buf: ['data', [1, 2, 3], null, 1, { data: [1, 2] }, { type: 'Buffer', data: [1, 2] }],
     bool: [0, 1, 'true', null, {}],
@@ -108,6 +109,12 @@ function wrongArg(rng: FuzzRng, kind: ArgKind): unknown {
     lockcmd: ['', 'setlkw', 'GET', 1, null, {}],
     lockkind: ['', 'fcntl', 'POSIX', 0, null],
     whence: ['', 'end', 'SEEK_DATA', 3, null],
+    domain: ['', 1, null, 'has space', 'x'.repeat(200), {}],
+    maybename: [1, {}, 'a\u0100', Buffer.from('n')],
+    entrycmd: ['', 'LOCK', 'lockw', 1, null],
+    entrytype: ['', 'exclusive', 2, null],
+    xattrop: ['', 'ADD', 'sub', 0, null],
+    xattrs: [null, 'x', { 'user.plain': Buffer.alloc(4) }, { 'trusted.gfid': Buffer.alloc(16) }, { 'trusted.xlstack.a': 'text' }, { 'trusted.xlstack.a': Buffer.alloc(5000) }],
   };
   return rng.pick(wrong[kind]);
 }
@@ -131,10 +138,24 @@ function someArg(rng: FuzzRng, kind: ArgKind, fds: number[]): unknown {
       return rng.pick(['posix', 'flock']);
     case 'whence':
       return rng.pick(['data', 'hole']);
+    case 'domain':
+      return rng.pick(['fuzz', 'fuzz.data', 'afr:meta']);
+    case 'maybename':
+      return rng.pick([null, 'fuzz-entry']);
+    case 'entrycmd':
+      return rng.pick(['trylock', 'unlock']);
+    case 'entrytype':
+      return rng.pick(['read', 'write']);
+    case 'xattrop':
+      return rng.pick(['get', 'add']);
+    case 'xattrs':
+      return { 'trusted.xlstack.fuzz': Buffer.alloc(4) };
     case 'buf':
       return rng.bytes(rng.int(2048));
     case 'size':
       return rng.pick([0, 1, 4096, 131072, MAX_IO]);
+    case 'offset':
+      return rng.pick([0, 1, 4096, 2 ** 31, 2 ** 40]);
     case 'bool':
       return rng.next() < 0.5;
     case 'attr':

@@ -170,6 +170,28 @@ describe('writes are acknowledged before storage has them', () => {
   });
 });
 
+describe('what others are told about a file with writes held back', () => {
+  test('a listing with attributes leaves them out for that file (the kernel would cache its old size), and gives them once the writes landed', async () => {
+    const s = await setup();
+    const fh = await s.bridge.create('/f', 0o644, O_RDWR);
+    await s.bridge.release('/g', await s.bridge.create('/g', 0o644, O_RDWR));
+    await s.bridge.write('/f', fh, B('held back'), 0);
+    const list = async () => {
+      const dir = s.graph.newFd(s.graph.itable.root, O_RDONLY, true);
+      await s.graph.top.opendir(s.graph.frame('opendir'), { inode: s.graph.itable.root }, dir);
+      try {
+        const entries = await s.graph.top.readdirp(s.graph.frame('readdirp'), dir, 65536, 0);
+        return Object.fromEntries(entries.map((e) => [e.name, e.iatt?.size ?? 'none']));
+      } finally {
+        await dir.unref();
+      }
+    };
+    expect(await list()).toEqual({ f: 'none', g: 0 });
+    await s.bridge.flush('/f', fh);
+    expect(await list()).toEqual({ f: 9, g: 0 });
+  });
+});
+
 describe('each trigger writes the queue out', () => {
   const triggers: [string, (s: Setup, fh: number) => Promise<unknown>][] = [
     ['flush', (s, fh) => s.bridge.flush('/f', fh)],

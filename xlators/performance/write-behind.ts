@@ -1,6 +1,6 @@
 import { constants } from 'fs';
 import { FopError, MAX_OFFSET, XlEvent, Xlator, defineTranslator, gfidOfLoc as gfidOf, opt, systemClock } from '../../src/core/index';
-import type { Clock, Fd, Flock, Frame, Gfid, Iatt, LockCmd, LockKind, Loc, OptionValues, SetAttr, Timer, XlatorInit } from '../../src/core/index';
+import type { Clock, DirentPlus, Fd, Flock, Frame, Gfid, Iatt, LockCmd, LockKind, Loc, OptionValues, SetAttr, Timer, XlatorInit } from '../../src/core/index';
 
 const options = {
   'cache-size': opt.size({
@@ -307,6 +307,15 @@ export class WriteBehind extends Xlator<Options> {
     // Found by name: its queued writes go out first, so the size is right.
     await this.writeOut(iatt.gfid);
     return this.wind('lookup', frame, loc);
+  }
+
+  /**
+   * A listing's attributes of a file with writes still held here would be stale (the size
+   * before them), and the kernel caches what a listing says: such entries go without them.
+   */
+  override async readdirp(frame: Frame, fd: Fd, size: number, offset: number): Promise<DirentPlus[]> {
+    const entries = await this.wind('readdirp', frame, fd, size, offset);
+    return entries.map((e) => (e.iatt && this.hasQueued(e.iatt.gfid) ? { name: e.name, offset: e.offset, ino: e.ino, type: e.type } : e));
   }
 
   override async stat(frame: Frame, loc: Loc): Promise<Iatt> {

@@ -1,7 +1,7 @@
 import { constants } from 'fs';
 import * as os from 'os';
 import { Fd, FdContext, FopError, FopName, Frame, Loc, ROOT_CALLER, Xlator, XlEvent, defineTranslator, isErrnoCode, opt, reopenFlags, withDeadline } from '../../src/core/index';
-import type { Caller, OptionValues, XlatorInit } from '../../src/core/index';
+import type { Caller, Flock, OptionValues, XlatorInit } from '../../src/core/index';
 import { isNonce, login, loginKey, proofMatches, serverProof } from '../../src/rpc/auth';
 import { Connection, ConnectionOptions, Refused } from '../../src/rpc/connection';
 import { FrameError, Kind, VERSION } from '../../src/rpc/frame';
@@ -21,6 +21,10 @@ const options = {
   'frame-timeout': opt.time({ description: 'a fop that gets no answer this long, reconnections included, fails with ENOTCONN', default: '30', min: 0.05 }),
   username: opt.string({ description: "the login the brick knows this client by (its auth.login.<volume>.allow)", reconfigurable: false }),
   password: opt.string({ description: "that login's password (auth.login.<user>.password on the brick); it never travels", reconfigurable: false }),
+  'process-uuid': opt.string({
+    description: "who this client is to the brick, across its connections (its locks and open files carry over a reconnection); default: this process's own, the same for all its graphs",
+    reconfigurable: false,
+  }),
   'transport.socket.ssl-enabled': opt.bool({ description: 'talk to the brick over mutual TLS', default: 'off', aliases: ['ssl-enabled', 'client.ssl'], reconfigurable: false }),
   'transport.socket.ssl-own-cert': opt.path({ description: "this client's certificate (PEM)", default: '/etc/ssl/glusterfs.pem', aliases: ['ssl.own-cert', 'ssl-own-cert'], reconfigurable: false }),
   'transport.socket.ssl-private-key': opt.path({ description: "this client's private key (PEM)", default: '/etc/ssl/glusterfs.key', aliases: ['ssl.private-key', 'ssl-private-key'], reconfigurable: false }),
@@ -40,6 +44,8 @@ interface FdCtx {
   caller: Caller;
   /** OPEN -> REOPENING -> OPEN: fops on an fd being reopened wait for this. */
   reopening?: Promise<number>;
+  /** Locks were taken through it: a new connection cannot give them back. */
+  locked?: boolean;
 }
 
 /** What tests may replace in a client's connection: its backoff and how it waits. */
@@ -139,7 +145,7 @@ export class Client extends Xlator<Options> {
       const volume = this.options['remote-subvolume']!;
       const user = this.options.username;
       const answer = this.key && user !== undefined ? login(this.key, user, volume, c.nonce) : undefined;
-      const hello: Hello = { version: VERSION, volume, client: this.me, process: PROCESS_ID, login: answer?.login };
+      const hello: Hello = { version: VERSION, volume, client: this.me, process: this.options['process-uuid'] ?? PROCESS_ID, login: answer?.login };
       const welcome = (await peer.call(Kind.HELLO, hello, timeout)) as Welcome | null;
       if (!welcome?.ok) throw new Refused(welcome?.reason ?? 'no welcome');
       // The brick proves it knows the password too: a look-alike cannot collect this client's data.
@@ -189,6 +195,7 @@ export class Client extends Xlator<Options> {
         stopListening();
       }
       if (!reply.ok) throw new FopError(isErrnoCode(reply.errno) ? reply.errno : 'EIO', reply.message);
+      if (op === 'lk' && rest[1] !== 'get' && (rest[2] as Flock).type !== 'unlock') this.fds.get(rest[0] as Fd)!.locked = true;
       if (reply.fd !== undefined) this.opened(rest[wire.args.indexOf('newfd')] as Fd, reply.fd, epoch, frame.caller);
       return reply.value;
     }
@@ -224,6 +231,9 @@ export class Client extends Xlator<Options> {
     const ctx = this.fds.get(fd);
     if (!ctx) throw new FopError('EBADF', `fd ${fd.id} was never opened on ${this.target}`);
     if (ctx.epoch === this.connection.epoch) return ctx.remote;
+    // The brick dropped this open file's locks with the connection: reopening it silently
+    // would let the application believe it still holds them (GlusterFS fails such fds too).
+    if (ctx.locked) throw new FopError('EIO', `fd ${fd.id}: its locks were lost with the connection to ${this.target}; close and open the file again`);
     ctx.reopening ??= this.reopen(fd, ctx, deadline).finally(() => (ctx.reopening = undefined));
     // A reopen started by a fop with a later deadline must not hold this one past its own.
     try {

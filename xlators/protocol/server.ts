@@ -422,6 +422,8 @@ export class Server extends Xlator<Options> {
         held.push(fd.ref());
         return fd;
       }
+      case 'maybename':
+        return v ?? undefined;
       case 'newfd': {
         const loc = this.loc(first as WireLoc);
         if (!loc.inode) throw new FopError('EINVAL', `${op} needs the GFID of what it opens`);
@@ -449,6 +451,8 @@ export class Server extends Xlator<Options> {
     client.fds.clear();
     for (const fd of fds) void fd.unref();
     if (client.welcomed) this.log.info(`client ${client.name} left; released ${fds.length} fd(s)`);
+    // Its last connection: what it holds that no fd carries (internal locks) goes too.
+    if (client.welcomed && ![...this.clients].some((c) => c.identity === client.identity)) this.children[0].clientGone(`${client.identity}:`);
   }
 }
 

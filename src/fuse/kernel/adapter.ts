@@ -27,6 +27,14 @@ export const DEFAULT_KERNEL_ADAPTER_OPTIONS: KernelAdapterOptions = {
 const SEEK_DATA = 3;
 
 /**
+ * An appending handle bypasses the page cache. Cached, the kernel splits a write at a page it
+ * has not read (one request up to the page's end, another for the rest), and over a brick each
+ * piece goes to the end of the file on its own: another client's append can land between
+ * them, inside the line. Uncached, each write(2) up to max_write is one request.
+ */
+const uncached = (flags: number): true | undefined => ((flags & fs.constants.O_APPEND) !== 0 ? true : undefined);
+
+/**
  * The kernel's supplementary groups of a caller are not in the request: like libfuse and
  * GlusterFS, read them from /proc (racy by nature; cached per pid for a short while).
  */
@@ -245,12 +253,12 @@ export class KernelAdapter implements KernelFs {
   // --- files ---------------------------------------------------------------------------------
 
   async open(r: Request, nodeid: number, flags: number): Promise<Opened> {
-    return { fh: await this.core.open(this.req(r), this.node(nodeid), flags) };
+    return { fh: await this.core.open(this.req(r), this.node(nodeid), flags), directIo: uncached(flags) };
   }
 
   async create(r: Request, parent: number, name: Buffer, mode: number, _umask: number, flags: number): Promise<{ entry: Entry; opened: Opened }> {
     const { fh, found } = await this.core.create(this.req(r), this.node(parent), nameFromBytes(name), mode, flags);
-    return { entry: this.entry(found), opened: { fh } };
+    return { entry: this.entry(found), opened: { fh, directIo: uncached(flags) } };
   }
 
   read(r: Request, _nodeid: number, fh: number, offset: number, size: number): Promise<Buffer> {

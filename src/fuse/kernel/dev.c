@@ -106,6 +106,14 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
   return int_value(env, n < 0 ? -errno : n);
 }
 
+// close(fd) -> 0 or -errno
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  int fd;
+  if (get_int(env, argv[0], &fd)) return throw_type(env, "close(fd)");
+  return int_value(env, close(fd) < 0 ? -errno : 0);
+}
+
 // mount(source, target, fstype, flags, data) -> 0 or -errno
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   ARGS(5)
@@ -217,16 +225,28 @@ static napi_value js_set_nonblock(napi_env env, napi_callback_info info) {
 // request of a burst, or the thread pool's answer, at once. Everything else the loop does
 // (the thread pool's completions, timers, signals) goes on as usual meanwhile.
 
+// Owned twice: by the libuv handles until both are closed, and by its JS External until that
+// is collected; freed when both let go, so a stale handle from JS is refused, never used freed.
 typedef struct {
   uv_poll_t handle;
   uv_idle_t idle;
   uint64_t spin_ns;
   uint64_t spin_until;
-  int open_handles;
+  int open_handles;  // of handle and idle, not yet closed
   napi_env env;
   napi_ref cb;
   napi_async_context ctx;
+  int closing;
+  int refs;
 } poller;
+
+static void poller_unref(poller *p) {
+  if (--p->refs == 0) free(p);
+}
+
+static void poller_external_gone(napi_env env, void *data, void *hint) {
+  poller_unref(data);
+}
 
 static void idle_cb(uv_idle_t *h) {
   poller *p = h->data;
@@ -234,7 +254,7 @@ static void idle_cb(uv_idle_t *h) {
 }
 
 static void spin(poller *p) {
-  if (p->spin_ns == 0 || uv_is_closing((uv_handle_t *)&p->idle)) return;
+  if (p->spin_ns == 0 || p->closing) return;
   p->spin_until = uv_hrtime() + p->spin_ns;
   if (!uv_is_active((uv_handle_t *)&p->idle)) uv_idle_start(&p->idle, idle_cb);
 }
@@ -265,7 +285,13 @@ static void poll_closed(uv_handle_t *h) {
   if (--p->open_handles > 0) return;
   napi_delete_reference(p->env, p->cb);
   napi_async_destroy(p->env, p->ctx);
-  free(p);
+  poller_unref(p);
+}
+
+static void close_handles(poller *p) {
+  p->closing = 1;
+  uv_close((uv_handle_t *)&p->handle, poll_closed);
+  uv_close((uv_handle_t *)&p->idle, poll_closed);
 }
 
 // pollStart(fd, cb, spinUs) -> handle; cb(status, events) runs whenever the fd is readable
@@ -291,6 +317,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   p->open_handles = 2;
   p->spin_ns = (uint64_t)spin_us * 1000;
   p->env = env;
+  p->refs = 1;
   p->handle.data = p;
   p->idle.data = p;
   napi_value name;
@@ -299,17 +326,18 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[1], 1, &p->cb);
   r = uv_poll_start(&p->handle, UV_READABLE, poll_cb);
   if (r < 0) {
-    uv_close((uv_handle_t *)&p->handle, poll_closed);
-    uv_close((uv_handle_t *)&p->idle, poll_closed);
+    close_handles(p);
     return int_value(env, r);
   }
   napi_value ext;
-  napi_create_external(env, p, NULL, NULL, &ext);
+  p->refs++;
+  napi_create_external(env, p, poller_external_gone, NULL, &ext);
   return ext;
 }
 
 // pollSpin(handle): the server answered everything (a reply the thread pool made, say):
-// keep the loop turning for spinUs from now, for the caller's next request.
+// keep the loop turning for spinUs from now, for the caller's next request. Once stopped:
+// nothing.
 static napi_value js_poll_spin(napi_env env, napi_callback_info info) {
   ARGS(1)
   poller *p = get_external(env, argv[0]);
@@ -318,13 +346,12 @@ static napi_value js_poll_spin(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// pollStop(handle): after it returns the fd is out of epoll and may be closed. Once only.
+// pollStop(handle): after it returns the fd is out of epoll and may be closed. Again: nothing.
 static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
   ARGS(1)
   poller *p = get_external(env, argv[0]);
   if (!p) return throw_type(env, "pollStop(handle)");
-  uv_close((uv_handle_t *)&p->handle, poll_closed);
-  uv_close((uv_handle_t *)&p->idle, poll_closed);
+  if (!p->closing) close_handles(p);
   return NULL;
 }
 
@@ -338,14 +365,27 @@ typedef struct job {
   char data[];
 } job;
 
+// Owned by the thread (through its threadsafe function) and by the JS External, as a poller.
 typedef struct {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   job *head, *tail;
   int fd;  // our own dup: closed by the thread itself, so a number in use is never reused under it
   int stop;
+  int refs;  // touched on the loop thread only (both finalizers run there)
   napi_threadsafe_function tsfn;
 } notifier;
+
+static void notifier_unref(notifier *n) {
+  if (--n->refs > 0) return;
+  pthread_mutex_destroy(&n->mu);
+  pthread_cond_destroy(&n->cv);
+  free(n);
+}
+
+static void notifier_external_gone(napi_env env, void *data, void *hint) {
+  notifier_unref(data);
+}
 
 static void notifier_done(napi_env env, napi_value cb, void *ctx, void *data) {
   job *j = data;
@@ -354,24 +394,23 @@ static void notifier_done(napi_env env, napi_value cb, void *ctx, void *data) {
 }
 
 static void notifier_finalize(napi_env env, void *data, void *hint) {
-  notifier *n = data;
-  pthread_mutex_destroy(&n->mu);
-  pthread_cond_destroy(&n->cv);
-  free(n);
+  notifier_unref(data);
 }
 
 static void *notifier_main(void *arg) {
   notifier *n = arg;
-  pthread_mutex_lock(&n->mu);
   for (;;) {
+    pthread_mutex_lock(&n->mu);
     while (!n->head && !n->stop) pthread_cond_wait(&n->cv, &n->mu);
     job *j = n->head;
-    if (!j) break;
-    n->head = j->next;
-    if (!n->head) n->tail = NULL;
+    if (j) {
+      n->head = j->next;
+      if (!n->head) n->tail = NULL;
+    }
     int stop = n->stop;
     pthread_mutex_unlock(&n->mu);
-    if (stop) {
+    if (!j) break;
+    if (stop || n->fd < 0) {
       j->result = -EBADF;
     } else {
       ssize_t w;
@@ -379,11 +418,18 @@ static void *notifier_main(void *arg) {
       while (w < 0 && errno == EINTR);
       j->result = w < 0 ? -errno : (int)w;
     }
-    napi_call_threadsafe_function(n->tsfn, j, napi_tsfn_blocking);
+    // Once stopped, let go of the fd before saying a write is done: whoever waited for it
+    // may rely on the connection being released.
     pthread_mutex_lock(&n->mu);
+    stop = n->stop;
+    pthread_mutex_unlock(&n->mu);
+    if (stop && n->fd >= 0) {
+      close(n->fd);
+      n->fd = -1;
+    }
+    napi_call_threadsafe_function(n->tsfn, j, napi_tsfn_blocking);
   }
-  pthread_mutex_unlock(&n->mu);
-  close(n->fd);
+  if (n->fd >= 0) close(n->fd);
   napi_release_threadsafe_function(n->tsfn, napi_tsfn_release);
   return NULL;
 }
@@ -403,11 +449,12 @@ static napi_value js_notifier_open(napi_env env, napi_callback_info info) {
   }
   pthread_mutex_init(&n->mu, NULL);
   pthread_cond_init(&n->cv, NULL);
+  n->refs = 1;
   napi_value name;
   napi_create_string_utf8(env, "fuse_dev.notify", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, n, notifier_finalize, NULL, notifier_done, &n->tsfn) != napi_ok) {
     close(n->fd);
-    free(n);
+    notifier_unref(n);
     return int_value(env, -ENOMEM);
   }
   // Pending notifications do not keep the process alive by themselves.
@@ -420,11 +467,12 @@ static napi_value js_notifier_open(napi_env env, napi_callback_info info) {
   pthread_attr_destroy(&attr);
   if (r != 0) {
     close(n->fd);
-    napi_release_threadsafe_function(n->tsfn, napi_tsfn_abort);
+    napi_release_threadsafe_function(n->tsfn, napi_tsfn_abort);  // its finalizer frees n
     return int_value(env, -r);
   }
   napi_value ext;
-  napi_create_external(env, n, NULL, NULL, &ext);
+  n->refs++;
+  napi_create_external(env, n, notifier_external_gone, NULL, &ext);
   return ext;
 }
 
@@ -458,7 +506,7 @@ static napi_value js_notifier_write(napi_env env, napi_callback_info info) {
 }
 
 // notifierClose(handle): queued writes resolve -EBADF; the thread ends after the write in
-// progress, if any, and closes its fd. Once only.
+// progress, if any, and closes its fd. Again: nothing.
 static napi_value js_notifier_close(napi_env env, napi_callback_info info) {
   ARGS(1)
   notifier *n = get_external(env, argv[0]);
@@ -474,6 +522,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"read", NULL, js_read, NULL, NULL, NULL, napi_default, NULL},
       {"write", NULL, js_write, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
       {"umount2", NULL, js_umount2, NULL, NULL, NULL, napi_default, NULL},
       {"socketpair", NULL, js_socketpair, NULL, NULL, NULL, napi_default, NULL},

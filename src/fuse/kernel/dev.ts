@@ -15,6 +15,7 @@ export interface Dev {
   read(fd: number, buf: Buffer): number;
   /** One writev(2) of buf[0, len) and extra[0, extraLen) (all of extra if extraLen is absent). */
   write(fd: number, buf: Buffer, len: number, extra?: Buffer, extraLen?: number): number;
+  close(fd: number): number;
   mount(source: string, target: string, fstype: string, flags: number, data: string): number;
   /** umount2(2) on the libuv pool (an unmount may need this process to answer the kernel). */
   umount2(target: string, flags: number): Promise<number>;
@@ -29,15 +30,15 @@ export interface Dev {
    * microseconds (0: never), doing everything else it does as usual.
    */
   pollStart(fd: number, cb: (status: number, events: number) => void, spinUs: number): PollHandle | number;
-  /** The same busy window, from now: everything is answered, the next request may come soon. */
+  /** The same busy window, from now: everything is answered, the next request may come soon. Stopped: nothing. */
   pollSpin(h: PollHandle): void;
-  /** After this the fd is out of epoll and may be closed. Once per handle. */
+  /** After this the fd is out of epoll and may be closed. A second call does nothing. */
   pollStop(h: PollHandle): void;
   /** A thread that owns a dup of `fd` and writes what it is given, in order. */
   notifierOpen(fd: number): NotifierHandle | number;
   /** Copies `buf`; resolves with the byte count or -errno (never rejects). */
   notifierWrite(h: NotifierHandle, buf: Buffer): Promise<number>;
-  /** Queued writes resolve -EBADF; the thread ends after the write in progress. Once per handle. */
+  /** Queued writes resolve -EBADF; the thread ends after the write in progress. A second call does nothing. */
   notifierClose(h: NotifierHandle): void;
 }
 

@@ -54,7 +54,6 @@ const errnoName = (neg: number): string => Object.entries(constants.errno).find(
 
 /** Mounts an empty FUSE filesystem on `mountpoint` and returns its device fd. */
 export async function mountKernel(mountpoint: string, opts: KernelMountOptions): Promise<KernelMount> {
-  const mnt = path.resolve(mountpoint);
   const subtype = opts.subtype ?? 'xlstack';
   // Option strings are comma-separated, and fusermount3 unescapes backslashes.
   for (const [what, v] of [
@@ -63,6 +62,7 @@ export async function mountKernel(mountpoint: string, opts: KernelMountOptions):
   ]) {
     if (!v || /[,\\\0\n]/.test(v)) throw new MountError(`invalid ${what} ${JSON.stringify(v)}: must be non-empty, without commas, backslashes, NUL or newlines`, 'EINVAL');
   }
+  const mnt = resolveMountpoint(mountpoint);
   const st = statMountpoint(mnt);
   const via = opts.via === undefined || opts.via === 'auto' ? (isRoot() ? 'mount' : 'fusermount') : opts.via;
   const fd = via === 'mount' ? mountDirect(mnt, st, subtype, opts) : await mountFusermount(mnt, subtype, opts);
@@ -90,6 +90,32 @@ export async function unmountKernel(mountpoint: string, lazy = false, via: Mount
   throw new MountError(`cannot unmount ${mnt}: ${code}`, code);
 }
 
+/**
+ * The mountpoint as mountinfo will name it, refused if something is mounted there already
+ * (mount(2) would stack a second filesystem on top, fusermount3 would refuse). Decided from
+ * mountinfo before anything touches the path: a stat of a FUSE mount this process serves
+ * would wait on itself.
+ */
+function resolveMountpoint(mountpoint: string): string {
+  const abs = path.resolve(mountpoint);
+  const busy = (p: string): MountError => new MountError(`mountpoint ${p} is busy: something is mounted there already (unmount it first)`, 'EBUSY');
+  let p = abs;
+  try {
+    p = path.join(fs.realpathSync(path.dirname(abs)), path.basename(abs));
+  } catch {
+    // the parent is missing: statMountpoint says so
+  }
+  if (isMountpoint(p)) throw busy(p);
+  let real = p;
+  try {
+    if (fs.lstatSync(p).isSymbolicLink()) real = fs.realpathSync(p);
+  } catch {
+    return p;
+  }
+  if (real !== p && isMountpoint(real)) throw busy(real);
+  return real;
+}
+
 function statMountpoint(mnt: string): fs.Stats {
   try {
     return fs.statSync(mnt);
@@ -98,6 +124,18 @@ function statMountpoint(mnt: string): fs.Stats {
     if (code === 'ENOTCONN') throw new MountError(`${mnt} is a FUSE mount whose server is gone: unmount it first (umount -l)`, code);
     throw new MountError(`mountpoint ${mnt}: ${code === 'ENOENT' ? 'does not exist' : (e as Error).message}`, code);
   }
+}
+
+/** Whether `mnt` is a mountpoint in this namespace (/proc/self/mountinfo escapes spaces and the like as \ooo). */
+function isMountpoint(mnt: string): boolean {
+  let info: string;
+  try {
+    info = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return false;
+  }
+  const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return info.split('\n').some((l) => l && unescape(l.split(' ')[4] ?? '') === mnt);
 }
 
 function openDevice(): number {

@@ -272,6 +272,9 @@ export const WANTED_FLAGS: readonly InitFlag[] = [
   'PARALLEL_DIROPS',
   'MAX_PAGES',
   'INIT_EXT',
+  // O_APPEND handles are uncached (FOPEN_DIRECT_IO, so each write(2) reaches the graph
+  // whole): a shared mmap of one must still work.
+  'DIRECT_IO_ALLOW_MMAP',
 ];
 
 export const flagNames = (flags: bigint): InitFlag[] => (Object.keys(Init) as InitFlag[]).filter((k) => (flags & Init[k]) !== 0n);
@@ -330,6 +333,11 @@ function readI64(b: Buffer, off: number): number {
 }
 
 export function writeU64(b: Buffer, off: number, v: number): void {
+  if (v < TWO32) {
+    b.writeUInt32LE(v, off);
+    b.writeUInt32LE(0, off + 4);
+    return;
+  }
   const lo = v % TWO32;
   b.writeUInt32LE(lo, off);
   b.writeUInt32LE((v - lo) / TWO32, off + 4);
@@ -353,11 +361,17 @@ function readName(b: Buffer, off: number, end: number, what: string): [Buffer, n
   return [name, nul + 1];
 }
 
-const toMsParts = (ms: number): [number, number] => {
-  if (!(ms > 0)) return [0, 0];
+/** A validity in milliseconds as the kernel's u64 seconds at `off` and u32 nanoseconds at `nsecOff`. */
+function writeValidity(b: Buffer, off: number, nsecOff: number, ms: number): void {
+  if (!(ms > 0)) {
+    writeU64(b, off, 0);
+    b.writeUInt32LE(0, nsecOff);
+    return;
+  }
   const sec = Math.floor(ms / 1000);
-  return [sec, Math.min(999_999_999, Math.round((ms - sec * 1000) * 1e6))];
-};
+  writeU64(b, off, sec);
+  b.writeUInt32LE(Math.min(999_999_999, Math.round((ms - sec * 1000) * 1e6)), nsecOff);
+}
 
 // ---- headers -----------------------------------------------------------------------------
 
@@ -748,22 +762,16 @@ export function encodeEntryOut(b: Buffer, off: number, e: Entry | undefined): nu
     b.fill(0, off, off + SIZE.entry_out);
     return SIZE.entry_out;
   }
-  const [es, ens] = toMsParts(e.entryMs);
-  const [as, ans] = toMsParts(e.attrMs);
   writeU64(b, off, e.nodeid);
   writeU64(b, off + 8, e.generation);
-  writeU64(b, off + 16, es);
-  writeU64(b, off + 24, as);
-  b.writeUInt32LE(ens, off + 32);
-  b.writeUInt32LE(ans, off + 36);
+  writeValidity(b, off + 16, off + 32, e.entryMs);
+  writeValidity(b, off + 24, off + 36, e.attrMs);
   encodeAttr(b, off + 40, e.attr);
   return SIZE.entry_out;
 }
 
 export function encodeAttrOut(b: Buffer, off: number, attrMs: number, attr: Iatt): number {
-  const [s, ns] = toMsParts(attrMs);
-  writeU64(b, off, s);
-  b.writeUInt32LE(ns, off + 8);
+  writeValidity(b, off, off + 8, attrMs);
   b.writeUInt32LE(0, off + 12);
   encodeAttr(b, off + 16, attr);
   return SIZE.attr_out;
@@ -839,9 +847,10 @@ export class DirPacker implements DirSink {
   }
 
   add(d: DirEntryOut, entry?: Entry): boolean {
-    const n = d.name.length;
-    if (n === 0 || n > DIRENT_NAME_MAX || d.name.includes(0x2f)) {
-      throw new FopError('EIO', `readdir entry with an invalid name (${n} bytes: ${JSON.stringify(d.name.toString('latin1'))})`);
+    const name = d.name;
+    const n = name.length;
+    if (n === 0 || n > DIRENT_NAME_MAX || hasSlash(name)) {
+      throw new FopError('EIO', `readdir entry with an invalid name (${n} bytes: ${JSON.stringify(name.toString('latin1'))})`);
     }
     const rec = direntSize(n, this.plus);
     if (this.length + rec > this.size) return false;
@@ -855,13 +864,24 @@ export class DirPacker implements DirSink {
     writeU64(b, p + 8, d.offset);
     b.writeUInt32LE(n, p + 16);
     b.writeUInt32LE(((d.type & S_IFMT) >>> 12) & 0xf, p + 20);
-    d.name.copy(b, p + 24);
+    p += SIZE.dirent;
+    // Names are short: byte loops beat the native copy/fill calls here.
+    if (n <= SHORT_NAME) for (let i = 0; i < n; i++) b[p + i] = name[i];
+    else name.copy(b, p);
     const end = this.length + rec;
-    b.fill(0, p + 24 + n, end);
+    for (let i = p + n; i < end; i++) b[i] = 0;
     this.length = end;
-    if (this.plus && entry && entry.nodeid !== 0 && !isDotOrDotDot(d.name)) this.nodeids.push(entry.nodeid);
+    if (this.plus && entry && entry.nodeid !== 0 && !isDotOrDotDot(name)) this.nodeids.push(entry.nodeid);
     return true;
   }
+}
+
+const SHORT_NAME = 64;
+
+function hasSlash(name: Buffer): boolean {
+  if (name.length > SHORT_NAME) return name.includes(0x2f);
+  for (let i = 0; i < name.length; i++) if (name[i] === 0x2f) return true;
+  return false;
 }
 
 const isDotOrDotDot = (n: Buffer): boolean => n[0] === 0x2e && (n.length === 1 || (n.length === 2 && n[1] === 0x2e));

@@ -3,25 +3,23 @@
 // the KernelFs method and answers each with one writev, all on the loop thread. A WRITE's
 // data is a view of the read buffer, lent to that request until its promise settles while
 // reading goes on into another buffer of a small pool: nothing is copied on the write path.
-import * as fs from 'fs';
 import { FopError } from '../../core/errors';
 import { Logger } from '../../core/log';
 import { withDeadline } from '../../core/time';
 import { dev } from './dev';
-import type { NotifierHandle, PollHandle } from './dev';
-import type { Attr, ConnInfo, Entry, KernelFs, Opened, Request } from './fs';
+import type { Dev, NotifierHandle, PollHandle } from './dev';
+import type { Attr, ConnInfo, Entry, KernelFs, Opened } from './fs';
+import { maxPagesLimit, negotiate } from './negotiate';
+import type { Negotiated } from './negotiate';
+import { Req } from './request';
 import {
   DirPacker,
   E,
   IN_HEADER_SIZE,
   Init,
-  KERNEL_MAJOR,
-  KERNEL_MINOR,
-  KERNEL_MINOR_MIN,
   OUT_HEADER_SIZE,
   Op,
   SIZE,
-  WANTED_FLAGS,
   decodeAccess,
   decodeBatchForget,
   decodeCopyFileRange,
@@ -78,6 +76,8 @@ export interface SessionOptions {
   readonly congestionThreshold?: number;
   /** Capabilities to leave out of INIT (tests, benchmarks). */
   readonly disable?: readonly InitFlag[];
+  /** Requests read per readable event (default 1; more batches reads of queued requests before their replies). */
+  readonly readsPerEvent?: number;
   /** How long a notification may stay blocked in the kernel before its promise fails ETIMEDOUT. */
   readonly notifyTimeoutMs?: number;
   /**
@@ -87,6 +87,8 @@ export interface SessionOptions {
    * the loop awake. Costs a busy core meanwhile.
    */
   readonly busyPollUs?: number;
+  /** The system calls (default: the fuse_dev addon; tests play the kernel with their own). */
+  readonly dev?: Dev;
 }
 
 /** What a statedump shows of a session. */
@@ -103,72 +105,25 @@ export interface SessionDump {
 }
 
 const DEFAULT_MAX_WRITE = 1 << 20;
-const DEFAULT_MAX_PAGES = 256;
-const PAGE_SIZE = 4096;
+/** Bounds of max_write: the kernel's floor, and what a read buffer per lent WRITE may cost. */
+const MAX_WRITE_RANGE = [4096, 16 << 20] as const;
 const DEFAULT_NOTIFY_TIMEOUT_MS = 30_000;
 /**
  * Requests read per readable event (the poll is level-triggered: the rest wait one turn).
- * One: the replies, sent when the callback's microtasks run, leave before the next read,
- * which for a lone caller would only say EAGAIN (a system call per request for nothing).
+ * One: the replies (sent when the callback's microtasks run) leave before the next read,
+ * which for a lone caller would only say EAGAIN.
  */
 const READS_PER_EVENT = 1;
+/** Reads per readable event at most, messages without a reply included: the loop's other work gets its turn. */
+const READS_MAX = 64;
 /** Spare read buffers kept for when a lent one comes back; more are allocated while many WRITEs are in flight. */
 const FREE_BUFFERS_MAX = 4;
 /** The largest reply body of fixed size (CREATE: entry_out + open_out). */
 const REPLY_SCRATCH = 256;
 /** COPY_FILE_RANGE (not _64) answers in a u32. */
 const U32_COPY_MAX = 0xfffff000;
-const MAX_PAGES_LIMIT_SYSCTL = '/proc/sys/fs/fuse/max_pages_limit';
 
 const noop = (): void => undefined;
-
-/** One request read from the kernel and not yet answered. */
-class Req implements Request {
-  readonly started = Date.now();
-  interrupted = false;
-  /** READ/READDIR/xattr: the caller's buffer size. */
-  size = 0;
-  private listeners?: (() => void)[];
-
-  constructor(
-    readonly unique: number,
-    readonly opcode: number,
-    readonly nodeid: number,
-    readonly uid: number,
-    readonly gid: number,
-    readonly pid: number,
-  ) {}
-
-  onInterrupt(fn: () => void): () => void {
-    if (this.interrupted) {
-      fn();
-      return noop;
-    }
-    const l = (this.listeners ??= []);
-    l.push(fn);
-    return () => {
-      const i = l.indexOf(fn);
-      if (i >= 0) l.splice(i, 1);
-    };
-  }
-
-  /** Runs the listeners once; returns those that threw. */
-  interrupt(): unknown[] {
-    if (this.interrupted) return [];
-    this.interrupted = true;
-    const l = this.listeners ?? [];
-    this.listeners = undefined;
-    const errors: unknown[] = [];
-    for (const fn of l) {
-      try {
-        fn();
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-    return errors;
-  }
-}
 
 export class KernelSession {
   /** Resolves once, with why the session ended ('unmounted', 'aborted', 'closed: ...'). */
@@ -177,6 +132,8 @@ export class KernelSession {
   readonly ready: Promise<ConnInfo>;
 
   private readonly log: Logger;
+  private readonly dev: Dev;
+  private readonly readsPerEvent: number;
   private readonly bufSize: number;
   private buf: Buffer;
   private readonly freeBufs: Buffer[] = [];
@@ -199,7 +156,13 @@ export class KernelSession {
     private readonly opts: SessionOptions = {},
   ) {
     this.log = opts.log ?? Logger.create('info').child('kernel');
-    this.bufSize = readBufferSize(opts.maxWrite ?? DEFAULT_MAX_WRITE);
+    this.dev = opts.dev ?? dev;
+    this.readsPerEvent = Math.max(1, opts.readsPerEvent ?? READS_PER_EVENT);
+    const maxWrite = opts.maxWrite ?? DEFAULT_MAX_WRITE;
+    if (!Number.isInteger(maxWrite) || maxWrite < MAX_WRITE_RANGE[0] || maxWrite > MAX_WRITE_RANGE[1]) {
+      throw new RangeError(`KernelSession: maxWrite ${maxWrite} is outside ${MAX_WRITE_RANGE.join('..')}`);
+    }
+    this.bufSize = readBufferSize(maxWrite);
     this.buf = Buffer.allocUnsafeSlow(this.bufSize);
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.ready = new Promise<ConnInfo>((res, rej) => (this.settleReady = [res, rej]));
@@ -209,12 +172,12 @@ export class KernelSession {
   /** Starts serving: polls the fd from the event loop until unmount, abort or close(). */
   start(): void {
     if (this.poll || this.endedReason) throw new Error('KernelSession.start: already started');
-    const n = dev.notifierOpen(this.fd);
+    const n = this.dev.notifierOpen(this.fd);
     if (typeof n === 'number') throw FopError.fromErrno(n, 'cannot start the notification thread');
     this.notifier = n;
-    const p = dev.pollStart(this.fd, this.onReadable, this.opts.busyPollUs ?? 0);
+    const p = this.dev.pollStart(this.fd, this.onReadable, this.opts.busyPollUs ?? 0);
     if (typeof p === 'number') {
-      dev.notifierClose(n);
+      this.dev.notifierClose(n);
       this.notifier = undefined;
       throw new Error(`cannot poll the FUSE device: libuv error ${p}`);
     }
@@ -233,10 +196,11 @@ export class KernelSession {
   // ---- the request loop ------------------------------------------------------------------
 
   private readonly onReadable = (status: number): void => {
-    for (let i = 0; i < READS_PER_EVENT && this.endedReason === undefined; i++) {
-      const n = dev.read(this.fd, this.buf);
+    // A message that wants no reply (FORGETs come in bursts) does not use up the turn.
+    for (let replies = 0, reads = 0; replies < this.readsPerEvent && reads < READS_MAX && this.endedReason === undefined; reads++) {
+      const n = this.dev.read(this.fd, this.buf);
       if (n > 0) {
-        this.handle(n);
+        if (this.handle(n)) replies++;
         continue;
       }
       if (n === -E.EAGAIN) break;
@@ -251,45 +215,54 @@ export class KernelSession {
     if (status < 0 && this.endedReason === undefined) this.end(`poll error ${status}`);
   };
 
-  private handle(n: number): void {
+  /** Serves one message; false if it wants no reply. */
+  private handle(n: number): boolean {
     const b = this.buf;
     let h: InHeader;
     try {
       h = decodeInHeader(b, n);
     } catch (e) {
       this.log.error(`malformed request from the kernel: ${(e as Error).message}`);
-      return;
+      return false;
     }
     const op = h.opcode;
     this.counts.set(op, (this.counts.get(op) ?? 0) + 1);
     const off = IN_HEADER_SIZE;
     const end = h.len - h.extLen;
+    const silent = op === Op.FORGET || op === Op.BATCH_FORGET || op === Op.INTERRUPT || op === Op.NOTIFY_REPLY;
     if (end < off) {
       this.log.error(`${opName(op)}: extensions (${h.extLen} bytes) longer than the request`);
-      if (op !== Op.FORGET && op !== Op.BATCH_FORGET && op !== Op.INTERRUPT && op !== Op.NOTIFY_REPLY) this.replyRaw(h.unique, -E.EIO);
-      return;
+      if (!silent) this.replyRaw(h.unique, -E.EIO);
+      return !silent;
     }
-    // The messages that get no reply.
     switch (op) {
       case Op.FORGET:
-        return this.forgetOne(b, h.nodeid, off, end);
+        this.forgetOne(b, h.nodeid, off, end);
+        return false;
       case Op.BATCH_FORGET:
-        return this.batchForget(b, off, end);
+        this.batchForget(b, off, end);
+        return false;
       case Op.INTERRUPT:
-        return this.interrupt(b, off, end);
+        this.interrupt(b, off, end);
+        return false;
       case Op.NOTIFY_REPLY:
-        return; // RETRIEVE data: never asked for
+        return false; // RETRIEVE data: never asked for
       case Op.INIT:
-        return this.init(h, b, off, end);
+        this.init(h, b, off, end);
+        return true;
     }
     const req = new Req(h.unique, op, h.nodeid, h.uid, h.gid, h.pid);
     this.inFlight.set(h.unique, req);
-    if (!this.conn) return this.replyError(req, new FopError('EIO', `${opName(op)} before INIT`));
+    if (!this.conn) {
+      this.replyError(req, new FopError('EIO', `${opName(op)} before INIT`));
+      return true;
+    }
     try {
       this.dispatch(req, h.nodeid, b, off, end);
     } catch (e) {
       this.replyError(req, e);
     }
+    return true;
   }
 
   /**
@@ -300,94 +273,94 @@ export class KernelSession {
     const f = this.fs;
     switch (req.opcode) {
       case Op.LOOKUP:
-        return void this.serve(req, f.lookup(req, nodeid, decodeName(b, off, end, 'LOOKUP')), this.replyEntry);
+        return this.serve(req, f.lookup(req, nodeid, decodeName(b, off, end, 'LOOKUP')), this.replyEntry);
       case Op.GETATTR:
-        return void this.serve(req, f.getattr(req, nodeid, decodeGetattr(b, off, end)), this.replyAttr);
+        return this.serve(req, f.getattr(req, nodeid, decodeGetattr(b, off, end)), this.replyAttr);
       case Op.SETATTR:
-        return void this.serve(req, f.setattr(req, nodeid, decodeSetattr(b, off, end)), this.replyAttr);
+        return this.serve(req, f.setattr(req, nodeid, decodeSetattr(b, off, end)), this.replyAttr);
       case Op.READLINK:
         req.size = 4095;
-        return void this.serve(req, f.readlink(req, nodeid), this.replyData);
+        return this.serve(req, f.readlink(req, nodeid), this.replyData);
       case Op.SYMLINK: {
         const s = decodeSymlink(b, off, end);
-        return void this.serve(req, f.symlink(req, nodeid, s.name, s.target), this.replyEntry);
+        return this.serve(req, f.symlink(req, nodeid, s.name, s.target), this.replyEntry);
       }
       case Op.MKNOD: {
         const m = decodeMknod(b, off, end);
-        return void this.serve(req, f.mknod(req, nodeid, m.name, m.mode, m.rdev, m.umask), this.replyEntry);
+        return this.serve(req, f.mknod(req, nodeid, m.name, m.mode, m.rdev, m.umask), this.replyEntry);
       }
       case Op.MKDIR: {
         const m = decodeMkdir(b, off, end);
-        return void this.serve(req, f.mkdir(req, nodeid, m.name, m.mode, m.umask), this.replyEntry);
+        return this.serve(req, f.mkdir(req, nodeid, m.name, m.mode, m.umask), this.replyEntry);
       }
       case Op.UNLINK:
-        return void this.serve(req, f.unlink(req, nodeid, decodeName(b, off, end, 'UNLINK')), this.replyEmpty);
+        return this.serve(req, f.unlink(req, nodeid, decodeName(b, off, end, 'UNLINK')), this.replyEmpty);
       case Op.RMDIR:
-        return void this.serve(req, f.rmdir(req, nodeid, decodeName(b, off, end, 'RMDIR')), this.replyEmpty);
+        return this.serve(req, f.rmdir(req, nodeid, decodeName(b, off, end, 'RMDIR')), this.replyEmpty);
       case Op.RENAME:
       case Op.RENAME2: {
         const r = decodeRename(b, off, end, req.opcode === Op.RENAME2);
-        return void this.serve(req, f.rename(req, nodeid, r.name, r.newParent, r.newName, r.flags), this.replyEmpty);
+        return this.serve(req, f.rename(req, nodeid, r.name, r.newParent, r.newName, r.flags), this.replyEmpty);
       }
       case Op.LINK: {
         const l = decodeLink(b, off, end);
-        return void this.serve(req, f.link(req, l.oldNodeid, nodeid, l.newName), this.replyEntry);
+        return this.serve(req, f.link(req, l.oldNodeid, nodeid, l.newName), this.replyEntry);
       }
       case Op.OPEN:
         req.size = decodeOpen(b, off, end); // the flags, for a release if the reply is lost
-        return void this.serve(req, f.open(req, nodeid, req.size), this.replyOpen);
+        return this.serve(req, f.open(req, nodeid, req.size), this.replyOpen);
       case Op.OPENDIR:
         req.size = decodeOpen(b, off, end);
-        return void this.serve(req, f.opendir(req, nodeid, req.size), this.replyOpen);
+        return this.serve(req, f.opendir(req, nodeid, req.size), this.replyOpen);
       case Op.CREATE: {
         const c = decodeCreate(b, off, end);
         req.size = c.flags;
-        return void this.serve(req, f.create(req, nodeid, c.name, c.mode, c.umask, c.flags), this.replyCreate);
+        return this.serve(req, f.create(req, nodeid, c.name, c.mode, c.umask, c.flags), this.replyCreate);
       }
       case Op.READ: {
         const r = decodeRead(b, off, end);
         if (r.size === 0) return this.replyData(req, Buffer.alloc(0));
         req.size = r.size;
-        return void this.serve(req, f.read(req, nodeid, r.fh, r.offset, r.size), this.replyData);
+        return this.serve(req, f.read(req, nodeid, r.fh, r.offset, r.size), this.replyData);
       }
       case Op.WRITE:
         return this.write(req, nodeid, b, off, end);
       case Op.STATFS:
-        return void this.serve(req, f.statfs(req, nodeid), this.replyStatfs);
+        return this.serve(req, f.statfs(req, nodeid), this.replyStatfs);
       case Op.RELEASE: {
         const r = decodeRelease(b, off, end);
-        return void this.serve(req, f.release(req, nodeid, r.fh, r.flags, r.lockOwner, r.flockUnlock), this.replyEmpty);
+        return this.serve(req, f.release(req, nodeid, r.fh, r.flags, r.lockOwner, r.flockUnlock), this.replyEmpty);
       }
       case Op.RELEASEDIR:
-        return void this.serve(req, f.releasedir(req, nodeid, decodeRelease(b, off, end).fh), this.replyEmpty);
+        return this.serve(req, f.releasedir(req, nodeid, decodeRelease(b, off, end).fh), this.replyEmpty);
       case Op.FSYNC: {
         const s = decodeFsync(b, off, end);
-        return void this.serve(req, f.fsync(req, nodeid, s.fh, s.datasync), this.replyEmpty);
+        return this.serve(req, f.fsync(req, nodeid, s.fh, s.datasync), this.replyEmpty);
       }
       case Op.FSYNCDIR: {
         const s = decodeFsync(b, off, end);
-        return void this.serve(req, f.fsyncdir(req, nodeid, s.fh, s.datasync), this.replyEmpty);
+        return this.serve(req, f.fsyncdir(req, nodeid, s.fh, s.datasync), this.replyEmpty);
       }
       case Op.FLUSH: {
         const fl = decodeFlush(b, off, end);
-        return void this.serve(req, f.flush(req, nodeid, fl.fh, fl.lockOwner), this.replyEmpty);
+        return this.serve(req, f.flush(req, nodeid, fl.fh, fl.lockOwner), this.replyEmpty);
       }
       case Op.SETXATTR: {
         const x = decodeSetxattr(b, off, end, this.setxattrExt);
-        return void this.serve(req, f.setxattr(req, nodeid, x.name, x.value, x.flags), this.replyEmpty);
+        return this.serve(req, f.setxattr(req, nodeid, x.name, x.value, x.flags), this.replyEmpty);
       }
       case Op.GETXATTR: {
         const x = decodeGetxattr(b, off, end, true);
         req.size = x.size;
-        return void this.serve(req, f.getxattr(req, nodeid, x.name!), this.replyXattr);
+        return this.serve(req, f.getxattr(req, nodeid, x.name!), this.replyXattr);
       }
       case Op.LISTXATTR:
         req.size = decodeGetxattr(b, off, end, false).size;
-        return void this.serve(req, f.listxattr(req, nodeid), this.replyXattr);
+        return this.serve(req, f.listxattr(req, nodeid), this.replyXattr);
       case Op.REMOVEXATTR:
-        return void this.serve(req, f.removexattr(req, nodeid, decodeName(b, off, end, 'REMOVEXATTR')), this.replyEmpty);
+        return this.serve(req, f.removexattr(req, nodeid, decodeName(b, off, end, 'REMOVEXATTR')), this.replyEmpty);
       case Op.ACCESS:
-        return void this.serve(req, f.access(req, nodeid, decodeAccess(b, off, end)), this.replyEmpty);
+        return this.serve(req, f.access(req, nodeid, decodeAccess(b, off, end)), this.replyEmpty);
       case Op.READDIR:
       case Op.READDIRPLUS: {
         const r = decodeRead(b, off, end);
@@ -395,18 +368,18 @@ export class KernelSession {
       }
       case Op.GETLK: {
         const l = decodeLk(b, off, end);
-        return void this.serve(req, f.getlk(req, nodeid, l), this.replyLk);
+        return this.serve(req, f.getlk(req, nodeid, l), this.replyLk);
       }
       case Op.SETLK:
       case Op.SETLKW:
-        return void this.serve(req, f.setlk(req, nodeid, decodeLk(b, off, end), req.opcode === Op.SETLKW), this.replyEmpty);
+        return this.serve(req, f.setlk(req, nodeid, decodeLk(b, off, end), req.opcode === Op.SETLKW), this.replyEmpty);
       case Op.FALLOCATE: {
         const a = decodeFallocate(b, off, end);
-        return void this.serve(req, f.fallocate(req, nodeid, a.fh, a.offset, a.length, a.mode), this.replyEmpty);
+        return this.serve(req, f.fallocate(req, nodeid, a.fh, a.offset, a.length, a.mode), this.replyEmpty);
       }
       case Op.LSEEK: {
         const l = decodeLseek(b, off, end);
-        return void this.serve(req, f.lseek(req, nodeid, l.fh, l.offset, l.whence), this.replyU64);
+        return this.serve(req, f.lseek(req, nodeid, l.fh, l.offset, l.whence), this.replyU64);
       }
       case Op.COPY_FILE_RANGE:
       case Op.COPY_FILE_RANGE_64: {
@@ -415,7 +388,7 @@ export class KernelSession {
         const length = narrow ? Math.min(c.length, U32_COPY_MAX) : c.length;
         req.size = length;
         const p = f.copyFileRange(req, nodeid, c.fhIn, c.offIn, c.nodeOut, c.fhOut, c.offOut, length, c.flags);
-        return void this.serve(req, p, narrow ? this.replyCount : this.replyCount64);
+        return this.serve(req, p, narrow ? this.replyCount : this.replyCount64);
       }
       case Op.DESTROY:
         this.replyRaw(req.unique, 0);
@@ -428,12 +401,27 @@ export class KernelSession {
     }
   }
 
-  private async serve<T>(req: Req, p: Promise<T>, reply: (this: KernelSession, req: Req, v: T) => void): Promise<void> {
-    try {
-      reply.call(this, req, await p);
-    } catch (e) {
-      this.replyError(req, e);
-    }
+  /**
+   * Answers `req` when `p` settles. then() rather than await: a rejection (an errno, the
+   * common case for LOOKUP and GETXATTR) reaches replyError without being rethrown, and a
+   * throw costs V8 a stack walk, several microseconds a request. `lent`: the read buffer the
+   * request's data lives in, given back once it settled.
+   */
+  private serve<T>(req: Req, p: Promise<T>, reply: (this: KernelSession, req: Req, v: T) => void, lent?: Buffer): void {
+    p.then(
+      (v) => {
+        if (lent) this.giveBack(lent);
+        try {
+          reply.call(this, req, v);
+        } catch (e) {
+          this.replyError(req, e); // an encoding bug (an attribute out of range...)
+        }
+      },
+      (e: unknown) => {
+        if (lent) this.giveBack(lent);
+        this.replyError(req, e);
+      },
+    );
   }
 
   private write(req: Req, nodeid: number, b: Buffer, off: number, end: number): void {
@@ -443,7 +431,7 @@ export class KernelSession {
     // The data stays a view of the read buffer: lend it to this request, read on into another.
     this.buf = this.freeBufs.pop() ?? Buffer.allocUnsafeSlow(this.bufSize);
     this.lentBufs++;
-    void this.serve(req, p, this.replyWritten).finally(() => this.giveBack(b));
+    this.serve(req, p, this.replyWritten, b);
   }
 
   private giveBack(b: Buffer): void {
@@ -451,14 +439,11 @@ export class KernelSession {
     if (this.freeBufs.length < FREE_BUFFERS_MAX) this.freeBufs.push(b);
   }
 
-  private async readdir(req: Req, nodeid: number, fh: number, offset: number, size: number, plus: boolean): Promise<void> {
+  private readdir(req: Req, nodeid: number, fh: number, offset: number, size: number, plus: boolean): void {
     const sink = new DirPacker(size, plus);
-    try {
-      if (size > 0) await this.fs.readdir(req, nodeid, fh, offset, sink);
-    } catch (e) {
-      return this.replyError(req, e);
-    }
-    if (!this.send(req, 0, sink.buf, sink.length)) this.unreference(sink.nodeids);
+    this.serve(req, size > 0 ? this.fs.readdir(req, nodeid, fh, offset, sink) : Promise.resolve(), () => {
+      if (!this.send(req, 0, sink.buf, sink.length)) this.unreference(sink.nodeids);
+    });
   }
 
   // ---- the messages without a reply ------------------------------------------------------
@@ -506,51 +491,25 @@ export class KernelSession {
   // ---- INIT --------------------------------------------------------------------------------
 
   private init(h: InHeader, b: Buffer, off: number, end: number): void {
-    let i: ReturnType<typeof decodeInit>;
+    let n: Negotiated;
     try {
-      i = decodeInit(b, off, end);
+      n = negotiate(decodeInit(b, off, end), { ...this.opts, maxWrite: this.bufSize - 4096, maxPagesLimit: maxPagesLimit() });
     } catch (e) {
       this.replyRaw(h.unique, -E.EIO);
       return this.end(`INIT: ${(e as Error).message}`);
     }
-    if (i.major > KERNEL_MAJOR) {
-      // A newer major: say which we speak and wait for the kernel to offer it (libfuse does the same).
-      encodeOutHeader(this.out, OUT_HEADER_SIZE + 8, 0, h.unique);
-      this.out.writeUInt32LE(KERNEL_MAJOR, 16);
-      this.out.writeUInt32LE(KERNEL_MINOR, 20);
-      this.writeReply(h.unique, Op.INIT, OUT_HEADER_SIZE + 8);
-      return;
-    }
-    if (i.major < KERNEL_MAJOR || i.minor < KERNEL_MINOR_MIN) {
+    if (n.refuse) {
       this.replyRaw(h.unique, -E.EPROTO);
-      return this.end(`kernel FUSE protocol ${i.major}.${i.minor} is older than ${KERNEL_MAJOR}.${KERNEL_MINOR_MIN}`);
+      return this.end(n.refuse);
     }
-    const disabled = new Set(this.opts.disable ?? []);
-    let want = 0n;
-    for (const f of WANTED_FLAGS) if (!disabled.has(f)) want |= Init[f];
-    const flags = i.flags & want;
-    const maxPages = Math.min(this.opts.maxPages ?? DEFAULT_MAX_PAGES, maxPagesLimit());
-    const maxWrite = this.bufSize - 4096;
-    const minor = Math.min(i.minor, KERNEL_MINOR);
-    const len = OUT_HEADER_SIZE + SIZE.init_out;
+    const len = OUT_HEADER_SIZE + n.replySize;
     encodeOutHeader(this.out, len, 0, h.unique);
-    encodeInitOut(this.out, OUT_HEADER_SIZE, {
-      major: KERNEL_MAJOR,
-      minor,
-      maxReadahead: i.maxReadahead,
-      flags,
-      maxBackground: this.opts.maxBackground ?? 64,
-      congestionThreshold: this.opts.congestionThreshold ?? 48,
-      maxWrite,
-      timeGran: 1,
-      maxPages,
-    });
+    encodeInitOut(this.out, OUT_HEADER_SIZE, n.reply);
     if (!this.writeReply(h.unique, Op.INIT, len)) return this.end('the INIT reply failed');
-    // Without MAX_PAGES the kernel keeps its default of 32 pages per request.
-    const pages = flags & Init.MAX_PAGES ? maxPages : 32;
-    this.conn = { major: KERNEL_MAJOR, minor, maxWrite: Math.min(maxWrite, pages * PAGE_SIZE), maxRead: pages * PAGE_SIZE, flags };
-    this.setxattrExt = (flags & Init.SETXATTR_EXT) !== 0n;
-    this.log.debug(`INIT: kernel ${i.major}.${i.minor}, serving ${KERNEL_MAJOR}.${minor}, flags ${flagNames(flags).join(',')}`);
+    if (!n.conn) return; // a newer major: told which we speak, the kernel may offer it next
+    this.conn = n.conn;
+    this.setxattrExt = (n.conn.flags & Init.SETXATTR_EXT) !== 0n;
+    this.log.debug(`INIT: kernel ${n.kernel}, serving ${n.conn.major}.${n.conn.minor}, flags ${flagNames(n.conn.flags).join(',')}`);
     try {
       this.fs.init(this.conn);
     } catch (e) {
@@ -666,7 +625,7 @@ export class KernelSession {
     this.inFlight.delete(req.unique);
     // All answered (maybe long after the request came, by the thread pool): the caller's
     // next request is often a moment away, and should find the loop awake.
-    if (this.inFlight.size === 0 && this.poll) dev.pollSpin(this.poll);
+    if (this.inFlight.size === 0 && this.poll) this.dev.pollSpin(this.poll);
     return this.endedReason === undefined;
   }
 
@@ -677,7 +636,7 @@ export class KernelSession {
 
   private writeReply(unique: number, opcode: number, len: number, extra?: Buffer, extraLen?: number): boolean {
     if (this.endedReason !== undefined) return false;
-    const r = dev.write(this.fd, this.out, len, extra, extraLen);
+    const r = this.dev.write(this.fd, this.out, len, extra, extraLen);
     if (r >= 0) return true;
     this.replyFailures++;
     if (r === -E.ENOENT) {
@@ -723,7 +682,7 @@ export class KernelSession {
     const ms = this.opts.notifyTimeoutMs ?? DEFAULT_NOTIFY_TIMEOUT_MS;
     let r: number;
     try {
-      r = await withDeadline(dev.notifierWrite(this.notifier, encode()), ms, `notification ${what}`);
+      r = await withDeadline(this.dev.notifierWrite(this.notifier, encode()), ms, `notification ${what}`);
     } catch (e) {
       this.log.warn(`notification ${what} still blocked in the kernel after ${ms} ms (a related request unanswered?)`);
       throw new FopError('ETIMEDOUT', (e as Error).message);
@@ -738,15 +697,19 @@ export class KernelSession {
   private end(reason: string): void {
     if (this.endedReason !== undefined) return;
     this.endedReason = reason;
-    if (this.poll) dev.pollStop(this.poll);
-    if (this.notifier) dev.notifierClose(this.notifier);
+    if (this.poll) this.dev.pollStop(this.poll);
     this.poll = undefined;
-    this.notifier = undefined;
-    try {
-      fs.closeSync(this.fd);
-    } catch (e) {
-      this.log.warn(`closing the FUSE device: ${(e as Error).message}`);
+    // Answer what is still in flight (when the connection still exists): an unanswered request
+    // keeps its kernel locks (a LOOKUP, its directory's), a notification blocked behind them
+    // keeps the notifier's dup of the fd, and the connection would then outlive this process.
+    for (const req of this.inFlight.values()) {
+      encodeOutHeader(this.out, OUT_HEADER_SIZE, -E.ECONNABORTED, req.unique);
+      this.dev.write(this.fd, this.out, OUT_HEADER_SIZE);
     }
+    if (this.notifier) this.dev.notifierClose(this.notifier);
+    this.notifier = undefined;
+    const c = this.dev.close(this.fd);
+    if (c < 0) this.log.warn(`closing the FUSE device: ${FopError.fromErrno(c).code}`);
     this.fd = -1;
     // Nobody waits for these any more: let waiting methods (blocked locks) stop.
     for (const req of this.inFlight.values()) req.interrupt();
@@ -778,15 +741,5 @@ export class KernelSession {
       replyFailures: this.replyFailures,
       readBuffers: { lent: this.lentBufs, free: this.freeBufs.length },
     };
-  }
-}
-
-/** The kernel's cap on max_pages (fs.fuse.max_pages_limit; 256 before it existed). */
-function maxPagesLimit(): number {
-  try {
-    const v = parseInt(fs.readFileSync(MAX_PAGES_LIMIT_SYSCTL, 'utf8'), 10);
-    return v > 0 ? Math.min(v, 0xffff) : DEFAULT_MAX_PAGES;
-  } catch {
-    return DEFAULT_MAX_PAGES;
   }
 }

@@ -13,6 +13,7 @@ import {
   FopError,
   Frame,
   Gfid,
+  INTERNAL_XATTR_PREFIX,
   Iatt,
   LockCmd,
   LockKind,
@@ -26,6 +27,8 @@ import {
   SetAttr,
   Statfs,
   Timespec,
+  XattrMap,
+  XattrOp,
   XlEvent,
   Xlator,
   XlatorInit,
@@ -103,7 +106,6 @@ interface RawEntry {
 /** A path that reaches an open directory through its fd (the kernel jumps to the directory itself). */
 const byFd = (osfd: number) => `/proc/self/fd/${osfd}`;
 
-/** Writes up to this size go straight to the page cache: cheaper than a thread-pool hand-off. */
 /**
  * Writes of up to this size (all the kernel sends) go to the page cache on the loop thread:
  * a thread-pool hand-off (two thread wake-ups) costs more than the copy. Not for files whose
@@ -599,6 +601,25 @@ export class Posix extends Xlator<Options> {
     return sys.listxattrAt(this.objectAt(loc)).filter((n) => !RESERVED_XATTRS(n));
   }
 
+  /**
+   * Translators' own metadata (AFR's changelog, DHT's layouts): xattrs under
+   * INTERNAL_XATTR_PREFIX, which clients never see through getxattr or listxattr. Each call
+   * is atomic: this process owns the directory, and the calls are synchronous.
+   */
+  override async xattrop(_frame: Frame, loc: Loc, op: XattrOp, xattrs: XattrMap): Promise<Record<string, Buffer>> {
+    const at = this.objectAt(loc);
+    const out: Record<string, Buffer> = {};
+    for (const [key, value] of Object.entries(xattrs)) {
+      checkXattrName(key);
+      check(key.startsWith(INTERNAL_XATTR_PREFIX), 'EPERM', `xattrop is for ${INTERNAL_XATTR_PREFIX}* only, not ${key}`);
+      const current = readInternal(at, key);
+      if (op === 'get') out[key] = current;
+      else if (op === 'set') out[key] = writeInternal(at, key, value);
+      else out[key] = writeInternal(at, key, addInt32s(current, value, key));
+    }
+    return out;
+  }
+
   override async removexattr(_frame: Frame, loc: Loc, name: Name): Promise<void> {
     checkXattrName(name);
     if (RESERVED_XATTRS(name)) throw new FopError('EPERM', `${name} is kept by xlstack`);
@@ -634,6 +655,40 @@ export class Posix extends Xlator<Options> {
 async function miss(code: ErrnoCode): Promise<never> {
   await undefined;
   throw new FopError(code);
+}
+
+/** An internal xattr's value; empty when there is none. */
+function readInternal(at: At, key: string): Buffer {
+  try {
+    return sys.getxattrAt(at, key);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENODATA') return Buffer.alloc(0);
+    throw e;
+  }
+}
+
+/** Sets (or, with an empty value, removes) an internal xattr; returns what it now holds. */
+function writeInternal(at: At, key: string, value: Buffer): Buffer {
+  if (value.length > 0) {
+    sys.setxattrAt(at, key, value, 0);
+    return value;
+  }
+  try {
+    sys.removexattrAt(at, key);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENODATA') throw e;
+  }
+  return value;
+}
+
+/** Element-wise sum of big-endian int32 arrays (a missing value counts as zeros). */
+function addInt32s(current: Buffer, delta: Buffer, key: string): Buffer {
+  check(delta.length % 4 === 0, 'EINVAL', `${key}: an add takes int32 arrays, not ${delta.length} bytes`);
+  const base = current.length ? current : Buffer.alloc(delta.length);
+  check(base.length === delta.length, 'EINVAL', `${key} holds ${base.length} bytes, the add ${delta.length}`);
+  const sum = Buffer.alloc(delta.length);
+  for (let i = 0; i < delta.length; i += 4) sum.writeInt32BE((base.readInt32BE(i) + delta.readInt32BE(i)) | 0, i);
+  return sum;
 }
 
 function checkXattrName(name: Name): void {

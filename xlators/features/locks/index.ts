@@ -1,6 +1,7 @@
 import { constants } from 'fs';
-import { Fd, FdContext, FopError, Frame, LockTable, Xlator, XlatorInit, defineTranslator } from '../../src/core/index';
-import type { Flock, Iatt, LockCmd, LockKind, LockOwner, Loc, OptionValues } from '../../src/core/index';
+import { Fd, FdContext, FopError, Frame, LockTable, Xlator, XlatorInit, defineTranslator, gfidOfLoc } from '../../../src/core/index';
+import { EntryLocks } from './entrylk';
+import type { EntryLockCmd, EntryLockType, Flock, Iatt, LockCmd, LockKind, LockOwner, Loc, Name, OptionValues } from '../../../src/core/index';
 
 const options = {};
 
@@ -25,12 +26,37 @@ function ownerOf(frame: Frame, fd: Fd, kind: LockKind): LockOwner {
 class Shared {
   private static readonly byName = new Map<string, Shared>();
   readonly table: LockTable;
+  /** Internal inode locks (inodelk), a table per domain. */
+  private readonly domains = new Map<string, LockTable>();
+  /** Internal entry locks (entrylk). */
+  readonly entries = new EntryLocks();
   /** Fds open through this volume, per open file. */
   private readonly opens = new Map<string, number>();
   private users = 0;
 
-  private constructor(readonly name: string, log: Locks['log']) {
+  private constructor(
+    readonly name: string,
+    private readonly log: Locks['log'],
+  ) {
     this.table = new LockTable({ log });
+  }
+
+  domain(name: string): LockTable {
+    let t = this.domains.get(name);
+    if (!t) this.domains.set(name, (t = new LockTable({ log: this.log })));
+    return t;
+  }
+
+  /** A client is gone: every lock its owners hold or wait for, of every kind. */
+  releaseGroup(prefix: string): void {
+    this.table.releaseGroup(prefix);
+    for (const t of this.domains.values()) t.releaseGroup(prefix);
+    this.entries.releaseGroup(prefix);
+  }
+
+  dump(): Record<string, unknown> {
+    const inodelks = Object.fromEntries([...this.domains].map(([d, t]) => [d, t.dump()]));
+    return { ...this.table.dump(), inodelks, entrylks: this.entries.dump() };
   }
 
   static acquire(name: string, log: Locks['log']): Shared {
@@ -45,6 +71,8 @@ class Shared {
     if (--this.users > 0) return;
     Shared.byName.delete(this.name);
     this.table.close(reason);
+    for (const t of this.domains.values()) t.close(reason);
+    this.entries.close(reason);
   }
 
   opened(openId: string): void {
@@ -143,8 +171,31 @@ export class Locks extends Xlator<Options> {
     this.shared.release(`${this.name} is going down`);
   }
 
+  override async inodelk(frame: Frame, domain: string, loc: Loc, cmd: LockCmd, lock: Flock): Promise<Flock> {
+    const gfid = gfidOfLoc(loc);
+    if (!gfid) throw new FopError('EINVAL', 'inodelk needs the GFID of what it locks');
+    const owner = frame.lkOwner || 'anonymous';
+    const table = this.shared.domain(domain);
+    if (cmd === 'get') return table.test(gfid, 'posix', owner, lock);
+    // Not tied to any open file: they go with an unlock, or with their client.
+    return table.lock(gfid, 'posix', owner, lock, { wait: cmd === 'wait', frame, fdKey: `inodelk:${owner}` });
+  }
+
+  override async entrylk(frame: Frame, domain: string, loc: Loc, name: Name | undefined, cmd: EntryLockCmd, type: EntryLockType): Promise<void> {
+    const gfid = gfidOfLoc(loc);
+    if (!gfid) throw new FopError('EINVAL', 'entrylk needs the GFID of the directory');
+    const owner = frame.lkOwner || 'anonymous';
+    if (cmd === 'unlock') return this.shared.entries.unlock(domain, gfid, owner, name);
+    return this.shared.entries.lock(domain, gfid, owner, name, type, cmd === 'lock', frame);
+  }
+
+  override clientGone(owner: string): void {
+    this.shared.releaseGroup(owner);
+    super.clientGone(owner);
+  }
+
   override dump(): Record<string, unknown> {
-    return this.table.dump();
+    return this.shared.dump();
   }
 }
 
