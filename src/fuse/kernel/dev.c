@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <node_api.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,7 +224,8 @@ static napi_value js_set_nonblock(napi_env env, napi_callback_info info) {
 // libuv poll with a zero timeout). Waking a thread that slept costs tens of microseconds on
 // a virtual machine, most of a small request's round trip; a loop that turns finds the next
 // request of a burst, or the thread pool's answer, at once. Everything else the loop does
-// (the thread pool's completions, timers, signals) goes on as usual meanwhile.
+// (the thread pool's completions, timers, signals) goes on as usual meanwhile, and each turn
+// yields the CPU to any thread waiting for it (on a busy machine, the caller or the pool).
 
 // Owned twice: by the libuv handles until both are closed, and by its JS External until that
 // is collected; freed when both let go, so a stale handle from JS is refused, never used freed.
@@ -251,6 +253,8 @@ static void poller_external_gone(napi_env env, void *data, void *hint) {
 static void idle_cb(uv_idle_t *h) {
   poller *p = h->data;
   if (uv_hrtime() >= p->spin_until) uv_idle_stop(h);
+  // Polite: a thread that has work on this CPU (the caller, the thread pool) gets it now.
+  else sched_yield();
 }
 
 static void spin(poller *p) {
