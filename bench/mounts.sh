@@ -8,8 +8,8 @@
 #   xlstack_net     volfiles/brick.vol served by `xlstack brick`, mounted through volfiles/client.vol
 #   bindfs          bindfs with its default options
 #   bindfs_bw       bindfs -o big_writes
-#   passthrough_ll  libfuse3's C low-level passthrough example (../shared/bench/passthrough_ll)
-# Needs ROOT (this repository), BENCH (the shared bench scripts) and W (the scratch directory).
+#   passthrough_ll  libfuse3's C low-level passthrough example (built by bench/passthrough_ll.sh)
+# Needs ROOT (this repository), BENCH (the measuring scripts) and W (the scratch directory).
 
 XL="$ROOT/dist/src/cli/main.js"
 PIDS=()
@@ -79,7 +79,7 @@ mount_bindfs_bw() {
 
 mount_passthrough_ll() {
   mkdir -p "$W/passthrough_ll-src" "$W/passthrough_ll"
-  "$BENCH/passthrough_ll/build.sh" "$W/bin" >/dev/null
+  "$ROOT/bench/passthrough_ll.sh" "$W/bin"
   # -f: stays in front, so its pid is ours to end.
   "$W/bin/passthrough_ll" -f -o "source=$W/passthrough_ll-src,allow_other" "$W/passthrough_ll" 2>"$W/passthrough_ll.log" &
   PIDS+=($!)

@@ -2,10 +2,10 @@
 # npm run bench: in one run, on the same machine, xlstack's default stack over the kernel
 # transport and over fuse-native, its client/server stack over loopback (volfiles/brick.vol +
 # volfiles/client.vol), bindfs, bindfs -o big_writes and libfuse3's C low-level passthrough,
-# measured in alternation (../shared/bench/compare.sh: A B C ... A B C ...); then the ratios
+# measured in alternation (bench/measure/compare.sh: A B C ... A B C ...); then the ratios
 # against bindfs, bindfs -o big_writes and passthrough_ll, the issue's targets, and a held fd
 # doing I/O while the kernel-transport mount switches graphs K times (graph-switch-stall.sh).
-# Env: BENCH_SCRIPTS (default ../shared/bench next to this repository or its main checkout); BENCH_TARGETS (the
+# Env: BENCH_SCRIPTS (default bench/measure); BENCH_TARGETS (the
 # labels to mount, default all: see bench/mounts.sh); K (graph switches, default 20; 0: none);
 # OUTDIR (raw results, default in the scratch directory, removed at the end); plus
 # compare.sh's knobs (ROUNDS, BENCH_SIZE, BENCH_META_N, QUIET_MAX_BUSY, ...).
@@ -14,14 +14,11 @@
 # installs them).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# The shared scripts sit next to the repository (for a git worktree: next to its main checkout).
-BENCH=${BENCH_SCRIPTS:-$ROOT/../shared/bench}
-if [ -z "${BENCH_SCRIPTS:-}" ] && [ ! -x "$BENCH/compare.sh" ]; then
-  COMMON=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
-  [ -n "$COMMON" ] && BENCH=$(dirname "$COMMON")/../shared/bench
-fi
-[ -x "$BENCH/compare.sh" ] || { echo "bench: no compare.sh in $BENCH (set BENCH_SCRIPTS)" >&2; exit 2; }
-for tool in fio bindfs python3 fusermount; do
+# The measuring scripts (bench/measure) print one metric line per figure; BENCH_SCRIPTS may
+# point at another copy of them.
+BENCH=${BENCH_SCRIPTS:-$ROOT/bench/measure}
+[ -x "$BENCH/compare.sh" ] || { echo "bench: no compare.sh in $BENCH" >&2; exit 2; }
+for tool in fio bindfs python3 fusermount curl gcc pkg-config; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (make bench installs it)" >&2; exit 2; }
 done
 [ -f "$ROOT/dist/src/cli/main.js" ] || (cd "$ROOT" && npm run build >/dev/null)
