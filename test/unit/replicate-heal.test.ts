@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { cleanupGraphs, newBridge, readAll, within, writeFile } from '../helpers/graphs';
 import { waitFor } from '../helpers/mount';
+import { ROOT_CALLER } from '../../src/core/index';
 import { ReplicaSet, changelogOf, clear, indexed, startReplica, stopReplicas } from '../helpers/replica';
 
 afterEach(async () => {
@@ -214,6 +215,31 @@ describe('heal on access', () => {
     for (const d of r.dirs) expect(clear(changelogOf(d, 'f'))).toBe(true);
     expect(r.log()).toMatch(/healed data of \/f /);
     expect(r.log()).not.toMatch(/healed \w+ of \/g /);
+  });
+});
+
+describe('answers while a copy is healed', () => {
+  test('a change of metadata during the data heal of the first child answers with the current copy\'s attributes (not the sink\'s, cut to nothing)', async () => {
+    const gate = (i: number) => (i === 0 ? `volume extra-0\n  type debug/gate\n  subvolumes index-0\nend-volume\n` : undefined);
+    const r = await startReplica({ n: 2, perBrick: gate, options: '  option self-heal-daemon off\n  option background-self-heal-count 0\n' });
+    const b = newBridge(r.graph);
+    await writeFile(b, '/f', 'old');
+    await r.afr.txns.settleAll();
+    r.switches[0].down();
+    await writeFile(b, '/f', 'the data of the current copy');
+    await r.afr.txns.settleAll();
+    r.switches[0].restore();
+    const inode = r.graph.itable.find((await b.getattr('/f')).gfid)!;
+    const g = r.graph.xlators.get('extra-0') as import('../../xlators/debug/gate').Gate;
+    // The heal cut client-0's copy to nothing and is about to grow it.
+    const grow = g.hold('ftruncate', 'before', (args: unknown[]) => args[1] === 28);
+    const pass = r.afr.heal.pass();
+    await within(grow.reached);
+    expect(fs.statSync(path.join(r.dirs[0], 'f')).size).toBe(0);
+    const iatt = await within(r.afr.setattr(r.graph.frame('chmod', ROOT_CALLER), { inode }, { mode: 0o600 }));
+    expect([iatt.size, iatt.mode & 0o777]).toEqual([28, 0o600]);
+    grow.release();
+    expect((await within(pass, 20_000)).healed).toBe(1);
   });
 });
 

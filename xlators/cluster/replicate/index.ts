@@ -420,9 +420,10 @@ export class Replicate extends Xlator<Options> implements Replica {
 
   // --- changes to names ------------------------------------------------------------------
 
-  private entry<T>(frame: Frame, what: string, names: { dir: Inode; name: Name }[], run: (i: number) => Promise<T>) {
+  /** `answer`: the existing object whose attributes the change answers with (a link, a rename). */
+  private entry<T>(frame: Frame, what: string, names: { dir: Inode; name: Name }[], run: (i: number) => Promise<T>, answer?: Inode) {
     const dirs = [...new Set(names.map((n) => n.dir))];
-    return this.txns.entry({ frame, what, dirs, names, run });
+    return this.txns.entry({ frame, what, dirs, names, run, answer });
   }
 
   private parentOf(loc: Loc, what: string): { dir: Inode; name: Name } {
@@ -461,7 +462,7 @@ export class Replicate extends Xlator<Options> implements Replica {
   }
 
   override async link(frame: Frame, from: Loc, to: Loc): Promise<Iatt> {
-    const d = await this.entry(frame, 'link', [this.parentOf(to, 'link')], (i) => this.subvols.call(i, frame, 'link', from, to));
+    const d = await this.entry(frame, 'link', [this.parentOf(to, 'link')], (i) => this.subvols.call(i, frame, 'link', from, to), from.inode);
     return withIno(d.value);
   }
 
@@ -474,7 +475,7 @@ export class Replicate extends Xlator<Options> implements Replica {
   }
 
   override async rename(frame: Frame, from: Loc, to: Loc, flags: number): Promise<Iatt> {
-    const d = await this.entry(frame, 'rename', [this.parentOf(from, 'rename'), this.parentOf(to, 'rename')], (i) => this.subvols.call(i, frame, 'rename', from, to, flags));
+    const d = await this.entry(frame, 'rename', [this.parentOf(from, 'rename'), this.parentOf(to, 'rename')], (i) => this.subvols.call(i, frame, 'rename', from, to, flags), from.inode);
     return withIno(d.value);
   }
 

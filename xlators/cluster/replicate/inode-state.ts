@@ -103,6 +103,20 @@ export class InodeStates {
     return out;
   }
 
+  /**
+   * The copy whose answer to a change describes the object (its attributes go to the kernel,
+   * which caches them): the first of `on` current for every kind as last judged (a child
+   * that came up since counts if it was current then and this client saw it miss nothing),
+   * else the first of `on`.
+   */
+  answerFrom(inode: Inode, on: readonly number[]): number {
+    const s = this.peek(inode);
+    if (!s) return on[0];
+    const kinds = kindsOf(inode.type, inode.type === 0o040000);
+    const current = on.find((c) => kinds.every((k) => (s.readable[k] ?? [c]).includes(c) && !s.bad[k].has(c)));
+    return current ?? on[0];
+  }
+
   /** Whether this client knows every copy in `on` to be behind for `kind` (writing there would only deepen it). */
   allBad(inode: Inode, kind: Kind, on: readonly number[]): boolean {
     const s = this.peek(inode);

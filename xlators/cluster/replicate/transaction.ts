@@ -64,6 +64,8 @@ export interface EntryChange<T> {
   readonly dirs: readonly Inode[];
   /** The names locked. */
   readonly names: readonly { readonly dir: Inode; readonly name: Name }[];
+  /** The object whose attributes the answer carries, if any but a new one (a link, a rename). */
+  readonly answer?: Inode;
   readonly run: (child: number) => Promise<T>;
 }
 
@@ -279,7 +281,7 @@ export class Transactions {
   }
 
   /** Runs a change in session `s` (already open); answers once what it missed is recorded. */
-  private async apply<T>(s: Session, frame: Frame, inode: Inode | undefined, what: string, targetsOf: ((h: readonly number[]) => Promise<readonly number[]>) | undefined, run: (i: number) => Promise<T>): Promise<Done<T>> {
+  private async apply<T>(s: Session, frame: Frame, inode: Inode | undefined, what: string, targetsOf: ((h: readonly number[]) => Promise<readonly number[]>) | undefined, run: (i: number) => Promise<T>, answer = inode): Promise<Done<T>> {
     const c = this.d.children;
     const holding = s.preOp.filter((i) => c.isUp(i));
     const targets = targetsOf ? await targetsOf(holding) : holding;
@@ -294,7 +296,9 @@ export class Transactions {
     await this.mark(s, behind, ok);
     if (inode && behind.length > 0) this.d.states.missed(inode, s.kind, behind);
     this.checkQuorum(ok, what);
-    return { value: (outcomes.get(ok[0]) as { value: T }).value, on: ok };
+    // A copy behind (a sink being healed) must not describe the object: answer from a current one.
+    const from = answer ? this.d.states.answerFrom(answer, ok) : ok[0];
+    return { value: (outcomes.get(from) as { value: T }).value, on: ok };
   }
 
   // --- changes ------------------------------------------------------------------------
@@ -326,7 +330,7 @@ export class Transactions {
     const target: LockTarget = { kind: 'entry', domain: this.domain('entry'), names: shared ? [{ dir }] : ch.names };
     const key = `entry:${ch.dirs.map((d) => d.gfid).join('+')}`;
     const done = await this.within(key, 'entry', ch.dirs, target, shared, ch.frame, ch.what, (s) =>
-      shared ? this.names.run(ch.names.map((n) => `${n.dir.gfid}/${n.name}`), () => this.apply(s, ch.frame, undefined, ch.what, undefined, ch.run)) : this.apply(s, ch.frame, undefined, ch.what, undefined, ch.run),
+      shared ? this.names.run(ch.names.map((n) => `${n.dir.gfid}/${n.name}`), () => this.apply(s, ch.frame, undefined, ch.what, undefined, ch.run, ch.answer)) : this.apply(s, ch.frame, undefined, ch.what, undefined, ch.run, ch.answer),
     );
     const missed = [...Array(c.n).keys()].filter((i) => !done.on.includes(i));
     if (missed.length > 0) for (const d of ch.dirs) this.d.states.missed(d, 'entry', missed);
