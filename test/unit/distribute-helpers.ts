@@ -1,11 +1,14 @@
 // In-process distribute volumes for unit tests: N storage/posix children (each under
 // features/locks, optionally a debug/gate to hold its fops), cluster/distribute on top, and
 // a path-based Bridge to drive it. Everything goes with cleanupGraphs().
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Graph } from '../../src/core/graph';
 import type { Bridge } from '../../src/fuse/bridge';
-import type { Distribute } from '../../xlators/cluster/distribute/index';
+import { NameHasher, RSYNC_HASH_REGEX } from '../../xlators/cluster/distribute/hash';
+import { Distribute, VIRTUAL } from '../../xlators/cluster/distribute/index';
+import { hashedChild } from '../../xlators/cluster/distribute/layout';
 import type { Gate } from '../../xlators/debug/gate';
 import { newBridge, startGraph, tempDir } from '../helpers/graphs';
 
@@ -81,4 +84,34 @@ export function isLinkto(dir: string, rel: string): boolean {
 /** The children holding `rel` as data (not as a linkto file). */
 export function dataOn(dirs: readonly string[], rel: string): number[] {
   return dirs.flatMap((d, i) => (fs.existsSync(path.join(d, rel)) && !isLinkto(d, rel) ? [i] : []));
+}
+
+/** Child index (in v.names) that `name` in directory `dir` (a volume path) hashes to, from the directory's layout. */
+export async function hashedOf(v: DhtVolume, dir: string, name: string): Promise<number> {
+  const info = JSON.parse((await v.bridge.getxattr(dir, VIRTUAL.pathinfo)).toString()) as { layout: Record<string, [number, number] | null> };
+  const layout = v.names.map((n) => (info.layout[n] ? { start: info.layout[n]![0], stop: info.layout[n]![1] } : undefined));
+  const h = hashedChild(layout, new NameHasher(RSYNC_HASH_REGEX).hash(name));
+  if (h === undefined) throw new Error(`no child takes ${name} in ${dir}`);
+  return h;
+}
+
+/** Where a file is, as the volume says (its child and its hashed child, as names). */
+export async function pathinfo(v: DhtVolume, p: string): Promise<{ child: string; hashed: string }> {
+  return JSON.parse((await v.bridge.getxattr(p, VIRTUAL.pathinfo)).toString());
+}
+
+/** An xattr of a backing file, as a Buffer (undefined: it has none). */
+export function backingXattr(file: string, name: string): Buffer | undefined {
+  const r = spawnSync('getfattr', ['--absolute-names', '-e', 'hex', '-n', name, file], { encoding: 'latin1' });
+  const m = /=0x([0-9a-f]*)/.exec(r.stdout);
+  return r.status === 0 && m ? Buffer.from(m[1], 'hex') : undefined;
+}
+
+/** A name (in `dir` of volume `v`) that hashes to child `want`, other than `avoid`. */
+export async function nameOn(v: DhtVolume, dir: string, want: number, prefix = 'n', avoid: string[] = []): Promise<string> {
+  for (let i = 0; i < 1000; i++) {
+    const n = `${prefix}${i}`;
+    if (!avoid.includes(n) && (await hashedOf(v, dir, n)) === want) return n;
+  }
+  throw new Error(`no name hashes to child ${want}`);
 }
