@@ -5,6 +5,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Graph } from '../../src/core/graph';
+import type { Xlator } from '../../src/core/xlator';
 import type { Bridge } from '../../src/fuse/bridge';
 import { NameHasher, RSYNC_HASH_REGEX } from '../../xlators/cluster/distribute/hash';
 import { Distribute, VIRTUAL } from '../../xlators/cluster/distribute/index';
@@ -22,6 +23,8 @@ export interface DhtVolume {
   readonly dht: Distribute;
   /** Child i's gate (when asked for). */
   gate(i: number): Gate;
+  /** Child i's volume of `type` (one of its layers). */
+  layer<T = Xlator>(i: number, type: string): T;
   /** The volume's child names, as its volfile names them. */
   readonly names: readonly string[];
 }
@@ -30,6 +33,8 @@ export interface DhtOptions {
   /** Backing directories to reuse (another "client" of the same bricks, a restart, a grown volume). */
   readonly dirs?: readonly string[];
   readonly gates?: boolean;
+  /** Translator types stacked between each child's posix and its locks (after the gate, if any). */
+  readonly layers?: readonly string[];
   readonly dhtOptions?: string;
   /** The volume's name prefix: graphs with the same prefix share their children's lock tables, as two clients of one brick do. */
   readonly prefix?: string;
@@ -44,8 +49,12 @@ export function dhtVolfile(dirs: readonly string[], o: DhtOptions = {}): { text:
     const name = `${prefix}-c${i}`;
     names.push(name);
     text += `volume ${name}-posix\n type storage/posix\n option directory ${d}\nend-volume\n`;
-    const below = o.gates ? `${name}-gate` : `${name}-posix`;
-    if (o.gates) text += `volume ${name}-gate\n type debug/gate\n subvolumes ${name}-posix\nend-volume\n`;
+    let below = `${name}-posix`;
+    for (const type of [...(o.gates ? ['debug/gate'] : []), ...(o.layers ?? [])]) {
+      const layer = `${name}-${type.split('/')[1]}`;
+      text += `volume ${layer}\n type ${type}\n subvolumes ${below}\nend-volume\n`;
+      below = layer;
+    }
     text += `volume ${name}\n type features/locks\n subvolumes ${below}\nend-volume\n`;
   });
   text += `volume ${prefix}-dht\n type cluster/distribute\n${o.dhtOptions ?? ''} subvolumes ${names.join(' ')}\nend-volume\n`;
@@ -67,6 +76,7 @@ export async function startDht(n: number, o: DhtOptions = {}): Promise<DhtVolume
     names,
     dht: graph.top as unknown as Distribute,
     gate: (i) => byName(`${names[i]}-gate`) as unknown as Gate,
+    layer: <T>(i: number, type: string) => byName(`${names[i]}-${type.split('/')[1]}`) as unknown as T,
   };
 }
 

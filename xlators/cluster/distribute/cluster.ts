@@ -1,7 +1,7 @@
 // What every part of cluster/distribute works with: the children and their state, the
 // per-inode placement, bounds, counters. The translator (index.ts) is the one implementation.
 import { FopError, Frame, Inode, ROOT_CALLER, inFrame } from '../../../src/core/index';
-import type { Caller, Logger, Xlator, XlatorHost } from '../../../src/core/index';
+import type { Caller, Clock, Logger, Xlator, XlatorHost } from '../../../src/core/index';
 import type { NameHasher } from './hash';
 import type { Layout } from './layout';
 
@@ -34,6 +34,8 @@ export interface Cluster {
   readonly host: XlatorHost;
   readonly hasher: NameHasher;
   readonly bounds: Bounds;
+  /** Where migrations read the time (tests move a clock of their own). */
+  readonly clock: Clock;
   readonly counters: Counters;
   /** Whether child `i` last reported up (children that never reported count as down). */
   isUp(i: number): boolean;

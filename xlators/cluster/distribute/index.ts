@@ -4,8 +4,8 @@
 // namespace.ts (creates, links, renames), files.ts (open files that follow their data),
 // migrate.ts (rebalance), locks.ts (the internal locks that make migrations safe).
 import { constants } from 'fs';
-import { FopError, Frame, ROOT_GFID, XlEvent, Xlator, defineTranslator, opt } from '../../../src/core/index';
-import type { Dirent, DirentPlus, EntryLockCmd, EntryLockType, Fd, Flock, Iatt, Inode, LockCmd, LockKind, Loc, Name, OptionValues, SetAttr, Statfs, XattrMap, XattrOp, XlatorInit } from '../../../src/core/index';
+import { FopError, Frame, ROOT_GFID, XlEvent, Xlator, defineTranslator, opt, systemClock } from '../../../src/core/index';
+import type { Clock, Dirent, DirentPlus, EntryLockCmd, EntryLockType, Fd, Flock, Iatt, Inode, LockCmd, LockKind, Loc, Name, OptionValues, SetAttr, Statfs, XattrMap, XattrOp, XlatorInit } from '../../../src/core/index';
 import { mergeDir, sumStatfs, withIno } from './attrs';
 import { Bounds, Cluster, Counters, Placement, settle } from './cluster';
 import { Dirs, REMOVING_XATTR } from './dirs';
@@ -71,6 +71,7 @@ function checkLocks(children: readonly Xlator[]): void {
 export class Distribute extends Xlator<Options> implements Cluster {
   readonly hasher: NameHasher;
   readonly bounds: Bounds;
+  clock: Clock = systemClock;
   readonly counters: Counters = { lookupsEverywhere: 0, linktosMade: 0, dirsHealed: 0, layoutsWritten: 0, relocations: 0, migrations: 0 };
   readonly removing = new Set<number>();
   private readonly status: (boolean | undefined)[];

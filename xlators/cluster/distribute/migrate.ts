@@ -91,7 +91,7 @@ export class Migration {
     const dst = await this.lookups.probe(frame, d, entry);
     const fresh = dst.kind === 'missing';
     if (!fresh && !(dst.kind === 'linkto' && dst.iatt.gfid === inode.gfid)) return skip(`${this.c.childName(d)} has something else named so`);
-    const deadline = Date.now() + this.c.bounds.migrateMs;
+    const deadline = this.c.clock.now() + this.c.bounds.migrateMs;
     const loc = { parent, name, inode };
     try {
       const bytes = isReg(src.iatt.mode) ? await this.moveData(frame, loc, s, d, fresh, deadline) : await this.moveOther(frame, loc, src, s, d, fresh);
@@ -120,14 +120,14 @@ export class Migration {
         await D.open(frame, at, dfd);
         await D.ftruncate(frame, dfd, 0);
         const { size } = await S.fstat(frame, sfd);
-        const bytes = await copyData(frame, S, sfd, D, dfd, size, deadline);
+        const bytes = await copyData(frame, S, sfd, D, dfd, size, () => this.c.clock.now() > deadline);
         await D.ftruncate(frame, dfd, size);
         await D.fsync(frame, dfd, false);
         await this.copyXattrs(frame, S, D, at);
         const st = await S.fstat(frame, sfd);
         await D.fsetattr(frame, dfd, { uid: st.uid, gid: st.gid });
         await D.fsetattr(frame, dfd, { atime: st.atime, mtime: st.mtime });
-        if (Date.now() > deadline) throw new Expired(`copying ${loc.inode.gfid}`, this.c.bounds.migrateMs);
+        if (this.c.clock.now() > deadline) throw new Expired(`copying ${loc.inode.gfid}`, this.c.bounds.migrateMs);
         await setPending(this.c, frame, d, at, st.mode);
         await S.unlink(frame, loc);
         switched = true;
@@ -242,14 +242,14 @@ async function appLocked(c: Cluster, S: Xlator, sfd: Fd): Promise<boolean> {
 }
 
 /** Copies `size` bytes, skipping holes where the child can tell them; returns the bytes copied. */
-async function copyData(frame: Frame, S: Xlator, sfd: Fd, D: Xlator, dfd: Fd, size: number, deadline: number): Promise<number> {
+async function copyData(frame: Frame, S: Xlator, sfd: Fd, D: Xlator, dfd: Fd, size: number, late: () => boolean): Promise<number> {
   let copied = 0;
   for (let off = 0; off < size; ) {
     const start = await seekOr(frame, S, sfd, off, 'data', off);
     if (start === undefined || start >= size) break;
     const end = Math.min(size, (await seekOr(frame, S, sfd, start, 'hole', size)) ?? size);
     for (let p = start; p < end; ) {
-      if (Date.now() > deadline) throw new Expired('copying', 0);
+      if (late()) throw new Expired('copying', 0);
       const data = await S.read(frame, sfd, Math.min(COPY_CHUNK, end - p), p);
       if (data.length === 0) return copied;
       for (let w = 0; w < data.length; ) w += await D.write(frame, dfd, data.subarray(w), p + w);
