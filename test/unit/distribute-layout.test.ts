@@ -2,7 +2,7 @@
 // rebalanced layouts that move as little as they can) and merged readdir cookies.
 import { decodeCookie, encodeCookie, MAX_CHILDREN } from '../../xlators/cluster/distribute/cookies';
 import { HASH_SPACE, NameHasher, RSYNC_HASH_REGEX, murmur3 } from '../../xlators/cluster/distribute/hash';
-import { Layout, decodeRange, encodeRange, freshLayout, hashedChild, isComplete, movedShare, rebalancedLayout, sameLayout } from '../../xlators/cluster/distribute/layout';
+import { Layout, decodeRange, encodeRange, freshLayout, hashedChild, isComplete, movedShare, rebalancedLayout, sameLayout, spanOf } from '../../xlators/cluster/distribute/layout';
 import { nameFromBytes } from '../../src/core/types';
 
 describe('hash', () => {
@@ -39,17 +39,17 @@ describe('hash', () => {
 });
 
 describe('layout', () => {
-  test('a range round-trips through its xattr value; none and garbage are told apart', () => {
+  test('a range round-trips through its xattr value, with the span of its layout; none and garbage are told apart', () => {
     const r = { start: 0x40000000, stop: 0x7fffffff };
-    expect(decodeRange(encodeRange(r))).toEqual(r);
-    expect(decodeRange(encodeRange(undefined))).toBeUndefined();
+    expect(decodeRange(encodeRange(r, 3))).toEqual({ range: r, spans: 3 });
+    expect(decodeRange(encodeRange(undefined, 3))).toEqual({ spans: 3 });
     expect(decodeRange(Buffer.alloc(0))).toBeUndefined();
     expect(decodeRange(Buffer.from('not a layout'))).toBe('bad');
-    const wrongVersion = encodeRange(r);
+    const wrongVersion = encodeRange(r, 1);
     wrongVersion.writeUInt32BE(9, 0);
     expect(decodeRange(wrongVersion)).toBe('bad');
-    const backwards = encodeRange({ start: 10, stop: 5 });
-    expect(decodeRange(backwards)).toBe('bad');
+    expect(decodeRange(encodeRange({ start: 10, stop: 5 }, 1))).toBe('bad');
+    expect(spanOf(freshLayout(5, [0, 2, 4], 1))).toBe(3);
   });
 
   test('a fresh layout covers the space once, over the eligible children only, rotated by the seed', () => {

@@ -1,6 +1,7 @@
 // cluster/distribute finds every name: on its hashed child, through a linkto file, or by
 // asking every child (then it leaves a linkto file behind); directories get their missing
 // copies and whole layouts on lookup; GFIDs are found wherever they are.
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildGraph } from '../../src/core/builder';
@@ -8,6 +9,7 @@ import { Logger } from '../../src/core/log';
 import { Registry } from '../../src/core/registry';
 import { parseVolfile } from '../../src/core/volfile';
 import { inoOf } from '../../xlators/cluster/distribute/attrs';
+import { VIRTUAL } from '../../xlators/cluster/distribute/index';
 import { LAYOUT_XATTR, decodeRange, isComplete } from '../../xlators/cluster/distribute/layout';
 import { LINKTO_XATTR } from '../../xlators/cluster/distribute/linkto';
 import { cleanupGraphs, errCode, nameless, readAll, tempDir, writeFile } from '../helpers/graphs';
@@ -81,23 +83,51 @@ test('a directory missing on a child (the child was added) is made there on look
   // The new child takes no names there until a rebalance: the old layout stands, whole.
   expect(await readAll(grown.bridge, '/d/f')).toBe('x');
   expect(decodeRange(backingXattr(path.join(grown.dirs[2], 'd'), LAYOUT_XATTR) ?? Buffer.alloc(0))).toBeUndefined();
+  expect(grown.dht.counters.layoutsWritten).toBe(0);
   // New directories use every child.
   await grown.bridge.mkdir('/e', 0o755);
   const ranges = grown.dirs.map((d) => decodeRange(backingXattr(path.join(d, 'e'), LAYOUT_XATTR)!));
-  expect(ranges.every((r) => r !== undefined && r !== 'bad')).toBe(true);
+  expect(ranges.every((r) => r !== undefined && r !== 'bad' && r.range !== undefined)).toBe(true);
 });
 
-test('a layout with a hole (a child dropped without being drained) is healed whole over the children left', async () => {
+test('a layout spanning a child this volume lacks is left alone by lookups (names in its hole are found everywhere, creates there refused) until a rebalance rewrites it', async () => {
   const p = prefix();
   const three = await startDht(3, { prefix: p });
   await three.bridge.mkdir('/d', 0o755);
+  const lost = await nameOn(three, '/d', 2, 'x');
+  await writeFile(three.bridge, `/d/${lost}`, 'on the third child');
+  const kept = await nameOn(three, '/d', 0, 'y');
+  const before = two3(three.dirs, 'd');
+  // A client whose volfile has two of the three children.
   const two = await startDht(2, { dirs: three.dirs.slice(0, 2), prefix: p });
   await two.bridge.getattr('/d');
+  expect(two3(three.dirs, 'd')).toEqual(before);
+  expect(await errCode(two.bridge.getattr(`/d/${lost}`))).toBe('ENOENT');
+  await writeFile(two.bridge, `/d/${kept}`, 'ok');
+  expect(await readAll(two.bridge, `/d/${kept}`)).toBe('ok');
+  expect(await errCode(two.bridge.create(`/d/${lost}`, 0o644, fs.constants.O_RDWR))).toBe('ENOTCONN');
+  expect(JSON.parse((await two.bridge.getxattr('/d', VIRTUAL.fixLayout)).toString()).changed).toBe(true);
   const ranges = two.dirs.map((d) => decodeRange(backingXattr(path.join(d, 'd'), LAYOUT_XATTR)!));
-  expect(ranges.every((r) => r !== 'bad')).toBe(true);
-  expect(isComplete(ranges as never)).toBe(true);
-  await writeFile(two.bridge, '/d/after', 'ok');
-  expect(await readAll(two.bridge, '/d/after')).toBe('ok');
+  expect(isComplete(ranges.map((r) => (r && r !== 'bad' ? r.range : undefined)))).toBe(true);
+  await writeFile(two.bridge, `/d/${lost}`, 'now here');
+  expect(await readAll(two.bridge, `/d/${lost}`)).toBe('now here');
+});
+
+test('a directory whose layout is gone or garbled gets a whole one on lookup', async () => {
+  const p = prefix();
+  const v = await startDht(3, { prefix: p });
+  await v.bridge.mkdir('/d', 0o755);
+  await v.bridge.mkdir('/e', 0o755);
+  for (const d of v.dirs) spawnSync('setfattr', ['-x', LAYOUT_XATTR, path.join(d, 'd')]);
+  spawnSync('setfattr', ['-n', LAYOUT_XATTR, '-v', '0x0102', path.join(v.dirs[1], 'e')]);
+  const fresh = await startDht(3, { dirs: v.dirs, prefix: p });
+  for (const dir of ['d', 'e']) {
+    await fresh.bridge.getattr(`/${dir}`);
+    const ranges = v.dirs.map((d) => decodeRange(backingXattr(path.join(d, dir), LAYOUT_XATTR) ?? Buffer.alloc(0)));
+    expect(ranges.every((r) => r !== undefined && r !== 'bad')).toBe(true);
+    expect(isComplete(ranges.map((r) => (r && r !== 'bad' ? r.range : undefined)))).toBe(true);
+  }
+  expect(fresh.dht.counters.layoutsWritten).toBe(2);
 });
 
 test('a GFID alone finds a file wherever it is, and a directory', async () => {
@@ -154,3 +184,8 @@ test('files spread over the children by hash: every name on the child its hash s
   for (let i = 0; i < 40; i++) await writeFile(v.bridge, `/d/x${i}`, '');
   for (let i = 0; i < 40; i++) expect(dataOn(v.dirs, `d/x${i}`)).toEqual([await hashedOf(v, '/d', `x${i}`)]);
 });
+
+/** Each child's layout record of a directory, as raw bytes (to see that nothing rewrote them). */
+function two3(dirs: readonly string[], rel: string): string[] {
+  return dirs.map((d) => backingXattr(path.join(d, rel), LAYOUT_XATTR)?.toString('hex') ?? '');
+}

@@ -9,7 +9,7 @@ import { Cluster, internal, isAbsent, settle } from './cluster';
 import { murmur3 } from './hash';
 import { LINKTO_XATTR, looksLikeLinkto } from './linkto';
 import { LAYOUT_DOMAIN, lockOn } from './locks';
-import { LAYOUT_XATTR, Layout, Range, decodeRange, encodeRange, freshLayout, hashedChild, isComplete, movedShare, rebalancedLayout, sameLayout } from './layout';
+import { LAYOUT_XATTR, Layout, Range, RangeRecord, decodeRange, encodeRange, freshLayout, hashedChild, isComplete, movedShare, rebalancedLayout, sameLayout, spanOf } from './layout';
 
 /** On the root's copies: the children being drained (`rebalance --remove`), comma-separated names. */
 export const REMOVING_XATTR = `${INTERNAL_XATTR_PREFIX}dht.removing`;
@@ -22,7 +22,7 @@ const LIST_CHUNK = 64 * 1024;
 
 /** One child's copy of a directory, as a lookup found it. */
 type Copy =
-  | { readonly kind: 'dir'; readonly iatt: Iatt; readonly range: Range | undefined | 'bad'; readonly removing?: string }
+  | { readonly kind: 'dir'; readonly iatt: Iatt; readonly range: RangeRecord | undefined | 'bad'; readonly removing?: string }
   | { readonly kind: 'missing' }
   /** Something else has the name there (a file), or another directory has it (another GFID). */
   | { readonly kind: 'other'; readonly iatt: Iatt }
@@ -98,9 +98,13 @@ export class Dirs {
       if (copy.kind !== 'missing' || !loc.parent || loc.name === undefined) continue;
       if (await this.makeCopy(i, { parent: loc.parent, name: loc.name, inode }, dirs[0].iatt)) copies[i] = { kind: 'dir', iatt: dirs[0].iatt, range: undefined };
     }
-    let layout: Layout = copies.map((c) => (c.kind === 'dir' && c.range !== 'bad' ? c.range : undefined));
-    const healthy = isComplete(layout) && !copies.some((c) => c.kind === 'dir' && c.range === 'bad');
-    if (!healthy && !copies.some((c) => c.kind === 'down')) layout = await this.healLayout(id, copies);
+    const found = fromCopies(copies);
+    let layout = found.layout;
+    const { bad, spans } = found;
+    if ((bad || !isComplete(layout)) && !copies.some((c) => c.kind === 'down')) {
+      if (!bad && spans > spanOf(layout)) this.foreign(id, spans, layout);
+      else layout = await this.healLayout(id, copies);
+    }
     if (id === ROOT_GFID) this.onRemoving(dirs.find((d) => d.removing !== undefined)?.removing ?? '');
     this.c.place(inode, { kind: 'dir', layout });
     return mergeDir(dirs.map((d) => d.iatt));
@@ -127,6 +131,16 @@ export class Dirs {
     return h;
   }
 
+  /**
+   * A layout that spans more children than this volume has ranges from: written by a client
+   * whose volfile has children this one lacks (or lost one without a drain). Lookups leave it
+   * alone (healing it would undo that client's layout); names in its hole are looked for on
+   * every child, and a rebalance with this volfile rewrites it.
+   */
+  private foreign(gfid: Gfid, spans: number, layout: Layout): void {
+    this.c.log.warn(`the layout of ${gfid} spans ${spans} subvolumes, ${spanOf(layout)} of them here: left as it is (rebalance rewrites it)`);
+  }
+
   /** Makes directory `loc` (parent, name, inode) on child `i`, like `like`; false if that failed. */
   private async makeCopy(i: number, loc: Loc, like: Iatt): Promise<boolean> {
     try {
@@ -149,22 +163,20 @@ export class Dirs {
   }
 
   /** Reads the ranges of directory `gfid` on `children` (the layout as it is on disk now). */
-  private async readLayout(frame: Frame, gfid: Gfid, children: readonly number[]): Promise<{ layout: Layout; bad: boolean }> {
-    const out: (Range | undefined)[] = new Array(this.c.children.length).fill(undefined);
-    let bad = false;
+  private async readLayout(frame: Frame, gfid: Gfid, children: readonly number[]): Promise<{ layout: Layout; bad: boolean; spans: number }> {
+    const records: (RangeRecord | undefined | 'bad')[] = new Array(this.c.children.length).fill(undefined);
     await Promise.all(
       children.map(async (i) => {
         const x = await this.c.children[i].xattrop(frame, { gfid }, 'get', { [LAYOUT_XATTR]: EMPTY });
-        const r = decodeRange(x[LAYOUT_XATTR] ?? EMPTY);
-        if (r === 'bad') bad = true;
-        else out[i] = r;
+        records[i] = decodeRange(x[LAYOUT_XATTR] ?? EMPTY);
       }),
     );
-    return { layout: out, bad };
+    return fromRecords(records);
   }
 
   private async writeLayout(frame: Frame, gfid: Gfid, layout: Layout, children: readonly number[]): Promise<void> {
-    await Promise.all(children.map((i) => this.c.children[i].xattrop(frame, { gfid }, 'set', { [LAYOUT_XATTR]: encodeRange(layout[i]) })));
+    const spans = spanOf(layout);
+    await Promise.all(children.map((i) => this.c.children[i].xattrop(frame, { gfid }, 'set', { [LAYOUT_XATTR]: encodeRange(layout[i], spans) })));
     this.c.counters.layoutsWritten++;
   }
 
@@ -175,8 +187,9 @@ export class Dirs {
   private healLayout(gfid: Gfid, copies: readonly Copy[]): Promise<Layout> {
     const have = this.withCopies(copies);
     return this.underLayoutLock(gfid, have, async (frame) => {
-      const { layout, bad } = await this.readLayout(frame, gfid, have);
+      const { layout, bad, spans } = await this.readLayout(frame, gfid, have);
       if (isComplete(layout) && !bad) return layout;
+      if (!bad && spans > spanOf(layout)) return layout;
       const next = this.nextLayout(gfid, bad ? [] : layout, have);
       await this.writeLayout(frame, gfid, next, have);
       this.c.log.info(`healed the layout of ${gfid}`);
@@ -287,7 +300,7 @@ export class Dirs {
     const gone = rest.filter((_, k) => removed[k].ok);
     for (const i of gone) await this.makeCopy(i, { parent: loc.parent, name: loc.name, inode }, like.iatt);
     if (gone.length) {
-      const layout = copies.map((c) => (c.kind === 'dir' && c.range !== 'bad' ? c.range : undefined));
+      const { layout } = fromCopies(copies);
       await internal(this.c, 'layout', (f) => this.writeLayout(f, inode.gfid, layout, gone)).catch(() => undefined);
     }
     throw error;
@@ -375,6 +388,21 @@ export class Dirs {
     }
     throw last ?? new FopError('ENOTCONN', 'every child is down');
   }
+}
+
+function fromRecords(records: readonly (RangeRecord | undefined | 'bad')[]): { layout: Layout; bad: boolean; spans: number } {
+  let bad = false;
+  let spans = 0;
+  const layout = records.map((r): Range | undefined => {
+    if (r === 'bad') bad = true;
+    else if (r) spans = Math.max(spans, r.spans);
+    return r === 'bad' ? undefined : r?.range;
+  });
+  return { layout, bad, spans };
+}
+
+function fromCopies(copies: readonly Copy[]): { layout: Layout; bad: boolean; spans: number } {
+  return fromRecords(copies.map((c) => (c.kind === 'dir' ? c.range : undefined)));
 }
 
 function padTo(layout: Layout, n: number): Layout {

@@ -16,14 +16,22 @@ export type Layout = readonly (Range | undefined)[];
 export const LAYOUT_XATTR = 'trusted.xlstack.dht.layout';
 
 /**
- * The xattr's value: four big-endian uint32: format (1), whether there is a range (0 or 1),
- * start, stop. A child whose copy has no value yet (added to the volume, not rebalanced)
- * takes no names there, as one with "no range" does.
+ * The xattr's value: five big-endian uint32: format (1), whether there is a range (0 or 1),
+ * start, stop, and how many children have a range in the layout it belongs to. A child whose
+ * copy has no value yet (added to the volume, not rebalanced) takes no names there, as one
+ * with "no range" does. The count tells a layout with a hole from one that spans children a
+ * client does not have (its volfile is older or newer): only the first is healed by lookups.
  */
 const FORMAT = 1;
-const RECORD_BYTES = 16;
+const RECORD_BYTES = 20;
 
-export function encodeRange(r: Range | undefined): Buffer {
+/** One child's record: its range (if any) and the number of children the layout spans. */
+export interface RangeRecord {
+  readonly range?: Range;
+  readonly spans: number;
+}
+
+export function encodeRange(r: Range | undefined, spans: number): Buffer {
   const b = Buffer.alloc(RECORD_BYTES);
   b.writeUInt32BE(FORMAT, 0);
   if (r) {
@@ -31,18 +39,23 @@ export function encodeRange(r: Range | undefined): Buffer {
     b.writeUInt32BE(r.start, 8);
     b.writeUInt32BE(r.stop, 12);
   }
+  b.writeUInt32BE(spans, 16);
   return b;
 }
 
-/** A child's range from its xattr value (empty: none written); 'bad' if it is not one this code wrote. */
-export function decodeRange(b: Buffer): Range | undefined | 'bad' {
+/** A child's record from its xattr value (empty: none written); 'bad' if it is not one this code wrote. */
+export function decodeRange(b: Buffer): RangeRecord | undefined | 'bad' {
   if (b.length === 0) return undefined;
   if (b.length !== RECORD_BYTES || b.readUInt32BE(0) !== FORMAT) return 'bad';
   const has = b.readUInt32BE(4);
-  if (has === 0) return undefined;
-  const r = { start: b.readUInt32BE(8), stop: b.readUInt32BE(12) };
-  return has === 1 && r.start <= r.stop ? r : 'bad';
+  const spans = b.readUInt32BE(16);
+  if (has === 0) return { spans };
+  const range = { start: b.readUInt32BE(8), stop: b.readUInt32BE(12) };
+  return has === 1 && range.start <= range.stop ? { range, spans } : 'bad';
 }
+
+/** How many children have a range. */
+export const spanOf = (layout: Layout): number => layout.filter((r) => r !== undefined).length;
 
 /** The child whose range holds `hash`, if any. */
 export function hashedChild(layout: Layout, hash: number): number | undefined {
