@@ -36,6 +36,10 @@ const USAGE = `usage:
       serve a brick: the volfile's protocol/server listens for protocol/client peers
   xlstack check VOLFILE [--passthrough-unknown]
       check a volfile without mounting it (the same checks a mount makes)
+  xlstack rebalance MOUNTPOINT|VOLFILE [--remove SUBVOLUME,...] [--log-level LEVEL]
+      spread the files of a cluster/distribute volume over all its subvolumes (after one was
+      added), online, in the daemon serving MOUNTPOINT or here over VOLFILE's bricks; with
+      --remove, drain those subvolumes so that the volfile can drop them
 `;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -45,6 +49,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   statedump: commands.statedump,
   check: commands.check,
   brick: commands.brick,
+  rebalance: commands.rebalance,
 };
 
 async function main(argv: string[]): Promise<number> {
