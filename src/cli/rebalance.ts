@@ -144,8 +144,10 @@ async function moveOne(graph: Graph, inFrame: InFrame, report: RebalanceReport, 
   report.files++;
   if (report.files % PROGRESS_EVERY === 0) log.info(`rebalance: ${report.files} files seen, ${report.moved} moved`);
   try {
-    const inode = e.iatt ? graph.itable.get(e.iatt.gfid) : undefined;
-    const r = JSON.parse((await inFrame((f) => graph.top.getxattr(f, { path: p, parent: dir.inode, name: e.name as Name, inode }, MIGRATE))).toString()) as FileReport;
+    // A listing may leave attributes out (write-behind does for files whose writes it holds): a lookup gets them.
+    const gfid = e.iatt?.gfid ?? (await inFrame((f) => graph.top.lookup(f, { path: p, parent: dir.inode, name: e.name }))).gfid;
+    const at = { path: p, parent: dir.inode, name: e.name as Name, inode: graph.itable.get(gfid) };
+    const r = JSON.parse((await inFrame((f) => graph.top.getxattr(f, at, MIGRATE))).toString()) as FileReport;
     if (r.result === 'moved') {
       report.moved++;
       report.bytes += r.bytes ?? 0;

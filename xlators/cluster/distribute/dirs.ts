@@ -211,7 +211,7 @@ export class Dirs {
     try {
       return await internal(this.c, 'layout', fn);
     } finally {
-      unlock();
+      await unlock();
     }
   }
 

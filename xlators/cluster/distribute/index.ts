@@ -247,6 +247,7 @@ export class Distribute extends Xlator<Options> implements Cluster {
   // --- xattrs (and the virtual ones rebalance uses) --------------------------------------------
 
   override async getxattr(frame: Frame, loc: Loc, name: string): Promise<Buffer> {
+    if (name === VIRTUAL.migrate && loc.parent && loc.name !== undefined) return json(await this.migration.migrate(frame, loc.parent, loc.name));
     const inode = this.inodeOf(loc);
     if (name === VIRTUAL.fixLayout) {
       if (!this.isDirInode(inode)) throw new FopError('ENOTDIR', `${VIRTUAL.fixLayout} is for directories`);

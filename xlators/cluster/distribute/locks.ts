@@ -18,7 +18,8 @@ const CANCEL_GRACE_MS = 5000;
 const OWNER_PREFIX = `dht.${randomUUID()}`;
 let nextOwner = 0;
 
-export type Unlock = () => void;
+/** Releases a lock: in the background (the promise says when the child has it back). */
+export type Unlock = () => Promise<void>;
 
 /**
  * Locks `loc` on child `i` in `domain` (read: shared, write: exclusive), waiting at most
@@ -35,10 +36,11 @@ export async function lockOn(c: Cluster, i: number, domain: string, loc: Loc, ty
   // after we stopped waiting would hold the lock for nobody.
   const timer = setTimeout(() => ((expired = true), frame.interrupt()), waitMs);
   const off = parent?.onInterrupt(() => frame.interrupt());
-  const unlock = () =>
+  const unlock = (): Promise<void> =>
     child
       .inodelk(frame, domain, loc, 'set', { type: 'unlock', ...whole })
       .catch((e) => c.log.warn(`unlocking ${what} on ${c.childName(i)}: ${(e as Error).message}`))
+      .then(() => undefined)
       .finally(() => frame.done());
   try {
     await withDeadline(child.inodelk(frame, domain, loc, 'wait', { type, ...whole }), waitMs + CANCEL_GRACE_MS, what);
@@ -53,5 +55,5 @@ export async function lockOn(c: Cluster, i: number, domain: string, loc: Loc, ty
     clearTimeout(timer);
     off?.();
   }
-  return () => void unlock();
+  return unlock;
 }

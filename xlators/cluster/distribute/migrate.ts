@@ -64,7 +64,7 @@ export class Migration {
     try {
       for (const i of [s, d]) unlocks.push(await lockOn(this.c, i, MIGRATE_DOMAIN, at, 'write', this.c.bounds.migrateLockMs, what, ROOT_CALLER));
     } catch (e) {
-      for (const u of unlocks) u();
+      await Promise.all(unlocks.map((u) => u()));
       if (FopError.from(e).code === 'ETIMEDOUT') return { result: 'skipped', child: this.c.childName(s), reason: `busy: fops kept it for ${this.c.bounds.migrateLockMs} ms` };
       throw e;
     }
@@ -77,7 +77,8 @@ export class Migration {
       }
       return report;
     } finally {
-      for (const u of unlocks.reverse()) u();
+      // Waited for: a rebalance that ends right after must not leave them in flight.
+      await Promise.all(unlocks.reverse().map((u) => u()));
     }
   }
 
@@ -215,7 +216,7 @@ export class Migration {
         const done = await this.lookups.probe(frame, d, loc);
         return done.kind === 'data' ? done : undefined;
       } finally {
-        unlock();
+        await unlock();
       }
     });
 }
