@@ -189,3 +189,27 @@ test('files spread over the children by hash: every name on the child its hash s
 function two3(dirs: readonly string[], rel: string): string[] {
   return dirs.map((d) => backingXattr(path.join(d, rel), LAYOUT_XATTR)?.toString('hex') ?? '');
 }
+
+test('a linkto file whose data is nowhere does not keep its name taken', async () => {
+  const p = prefix();
+  const v = await startDht(3, { prefix: p });
+  await v.bridge.mkdir('/d', 0o755);
+  const name = await nameOn(v, '/d', 0);
+  fs.writeFileSync(path.join(v.dirs[1], 'd', name), 'x');
+  await v.bridge.getattr(`/d/${name}`);
+  expect(isLinkto(v.dirs[0], `d/${name}`)).toBe(true);
+  // The data goes behind the volume's back (a crash between an unlink's two steps does the same).
+  fs.rmSync(path.join(v.dirs[1], 'd', name));
+  const other = await startDht(3, { dirs: v.dirs, prefix: p });
+  expect(await errCode(other.bridge.getattr(`/d/${name}`))).toBe('ENOENT');
+  expect(fs.existsSync(path.join(v.dirs[0], 'd', name))).toBe(false);
+  await writeFile(other.bridge, `/d/${name}`, 'new');
+  expect(await readAll(other.bridge, `/d/${name}`)).toBe('new');
+});
+
+test('migrate-timeout changes in place (an options-only reload)', async () => {
+  const v = await startDht(2, { prefix: prefix() });
+  expect(v.dht.bounds.migrateMs).toBe(60_000);
+  await v.dht.reconfigure({ ...v.dht.options, 'migrate-timeout': 2.5 });
+  expect(v.dht.bounds).toMatchObject({ migrateMs: 2500, fopWaitMs: 32_500 });
+});

@@ -54,6 +54,11 @@ const MAX_MOVES = 3;
 
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));
 
+function boundsOf(o: Options): Bounds {
+  const migrateMs = Math.round(o['migrate-timeout'] * 1000);
+  return { migrateMs, fopWaitMs: migrateMs + FOP_WAIT_MARGIN_MS, migrateLockMs: MIGRATE_LOCK_MS };
+}
+
 /**
  * A chain that ends in storage/posix without features/locks cannot keep the internal locks
  * migrations and their writers take: refused when the volume is built.
@@ -70,7 +75,7 @@ function checkLocks(children: readonly Xlator[]): void {
 
 export class Distribute extends Xlator<Options> implements Cluster {
   readonly hasher: NameHasher;
-  readonly bounds: Bounds;
+  bounds: Bounds;
   clock: Clock = systemClock;
   readonly counters: Counters = { lookupsEverywhere: 0, linktosMade: 0, dirsHealed: 0, layoutsWritten: 0, relocations: 0, migrations: 0 };
   readonly removing = new Set<number>();
@@ -92,8 +97,7 @@ export class Distribute extends Xlator<Options> implements Cluster {
     } catch (e) {
       throw new Error(`option 'rsync-hash-regex': ${(e as Error).message}`);
     }
-    const migrateMs = Math.round(init.options['migrate-timeout'] * 1000);
-    this.bounds = { migrateMs, fopWaitMs: migrateMs + FOP_WAIT_MARGIN_MS, migrateLockMs: MIGRATE_LOCK_MS };
+    this.bounds = boundsOf(init.options);
     this.status = init.children.map(() => undefined);
     this.byName = new Map(init.children.map((c, i) => [c.name, i]));
     this.dirs = new Dirs(this, (names) => this.noteRemoving(names));
@@ -103,6 +107,11 @@ export class Distribute extends Xlator<Options> implements Cluster {
     this.listing = new Listing(this, this.lookups, this.files);
     this.migration = new Migration(this, this.dirs, this.lookups);
     this.lookups.finisher = this.migration.finish;
+  }
+
+  override async reconfigure(options: Options): Promise<void> {
+    await super.reconfigure(options);
+    this.bounds = boundsOf(options);
   }
 
   // --- Cluster ---------------------------------------------------------------------

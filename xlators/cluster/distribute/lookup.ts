@@ -123,9 +123,20 @@ export class Lookups {
     if (hashed?.kind === 'linkto' && hashed.target !== undefined && !this.c.isUp(hashed.target)) {
       throw new FopError('ENOTCONN', `${loc.name}: its data is on ${this.c.childName(hashed.target)}, which is down`);
     }
+    // A linkto file to data that is nowhere (every child answered): it would keep the name taken.
+    if (hashed?.kind === 'linkto' && !all.some((f) => f.kind === 'down')) await this.dropStale(h!, loc, hashed);
     if (hashed?.kind === 'down') throw hashed.error;
     if (h === undefined && all.some((f) => f.kind === 'down')) throw new FopError('ENOTCONN', `${loc.name}: the child its hash goes to is down`);
     throw new FopError('ENOENT');
+  }
+
+  private async dropStale(h: number, loc: Loc, stale: LinktoFound): Promise<void> {
+    try {
+      await internal(this.c, 'drop-stale-linkto', (frame) => this.c.children[h].unlink(frame, { parent: loc.parent, name: loc.name, inode: this.inodeOf(loc, stale.iatt.gfid) }));
+      this.c.log.info(`${loc.name}: removed a linkto file on ${this.c.childName(h)} whose file is nowhere`);
+    } catch (e) {
+      this.c.log.debug(`${loc.name}: the stale linkto file on ${this.c.childName(h)} stays: ${(e as Error).message}`);
+    }
   }
 
   /** Gives the hashed child `h` a linkto file for a file whose data is on another child (best effort). */
