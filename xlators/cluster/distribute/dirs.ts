@@ -3,7 +3,7 @@
 // when it has holes or overlaps; mkdir, rmdir and changes to a directory reach every copy.
 import { constants } from 'fs';
 import { FopError, Frame, INTERNAL_XATTR_PREFIX, ROOT_CALLER, ROOT_GFID, isDir } from '../../../src/core/index';
-import type { Dirent, Fd, Gfid, Iatt, Inode, Loc, SetAttr } from '../../../src/core/index';
+import type { DirentPlus, Fd, Gfid, Iatt, Inode, Loc, SetAttr, Xlator } from '../../../src/core/index';
 import { mergeDir } from './attrs';
 import { Cluster, internal, isAbsent, settle } from './cluster';
 import { murmur3 } from './hash';
@@ -325,7 +325,7 @@ export class Dirs {
   }
 
   /** Lists child `i`'s copy of `dir` chunk by chunk. */
-  async listCopy(frame: Frame, i: number, dir: Inode, each: (entries: readonly (Dirent & { iatt?: Iatt })[]) => Promise<void>): Promise<void> {
+  async listCopy(frame: Frame, i: number, dir: Inode, each: (entries: readonly DirentPlus[]) => Promise<void>): Promise<void> {
     const child = this.c.children[i];
     const fd: Fd = this.c.host.newFd(dir, constants.O_RDONLY, true);
     try {
@@ -345,28 +345,28 @@ export class Dirs {
 
   /** A directory's attributes: every copy's, merged. */
   async stat(frame: Frame, loc: Loc): Promise<Iatt> {
-    return this.onEvery(frame, (child) => child.stat(frame, loc)).then(mergeDir);
+    return this.onEvery((child) => child.stat(frame, loc)).then(mergeDir);
   }
 
   async setattr(frame: Frame, loc: Loc, attr: SetAttr): Promise<Iatt> {
-    return this.onEvery(frame, (child) => child.setattr(frame, loc, attr)).then(mergeDir);
+    return this.onEvery((child) => child.setattr(frame, loc, attr)).then(mergeDir);
   }
 
   async setxattr(frame: Frame, loc: Loc, name: string, value: Buffer, flags: number): Promise<void> {
-    await this.onEvery(frame, (child) => child.setxattr(frame, loc, name, value, flags));
+    await this.onEvery((child) => child.setxattr(frame, loc, name, value, flags));
   }
 
   async removexattr(frame: Frame, loc: Loc, name: string): Promise<void> {
-    await this.onEvery(frame, (child) => child.removexattr(frame, loc, name));
+    await this.onEvery((child) => child.removexattr(frame, loc, name));
   }
 
   /**
    * Runs a fop on every copy (children that are up and have one); the first failure other
    * than a missing copy is the answer.
    */
-  private async onEvery<T>(_frame: Frame, fop: (child: Cluster['children'][number], i: number) => Promise<T>): Promise<T[]> {
+  private async onEvery<T>(fop: (child: Xlator) => Promise<T>): Promise<T[]> {
     const up = this.c.children.map((_, i) => i).filter((i) => this.c.isUp(i));
-    const rs = await settle(up.map((i) => fop(this.c.children[i], i)));
+    const rs = await settle(up.map((i) => fop(this.c.children[i])));
     const failed = rs.find((r) => !r.ok && !isAbsent(r.error));
     if (failed && !failed.ok) throw failed.error;
     const ok = rs.flatMap((r) => (r.ok ? [r.value] : []));
@@ -375,7 +375,7 @@ export class Dirs {
   }
 
   /** The first child up with a copy answers (reads of a directory's own metadata). */
-  async onFirst<T>(fop: (child: Cluster['children'][number]) => Promise<T>): Promise<T> {
+  async onFirst<T>(fop: (child: Xlator) => Promise<T>): Promise<T> {
     let last: FopError | undefined;
     for (const [i, child] of this.c.children.entries()) {
       if (!this.c.isUp(i)) continue;
