@@ -68,7 +68,7 @@ async function reload(m: TestMount, text: string): Promise<void> {
 
 function startWriter(dir: string, seed: number) {
   const stopFile = path.join(scratchDir('xlstack-dht-writer-'), 'stop');
-  const args: WriterArgs = { dir, files: 24, size: 128 * 1024, stopFile, maxMs: 300_000, seed };
+  const args: WriterArgs = { dir, files: 32, size: 128 * 1024, stopFile, maxMs: 300_000, seed };
   const child = track(spawn(process.execPath, [WRITER, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'inherit'] }));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   let out = '';
