@@ -268,7 +268,9 @@ export class Distribute extends Xlator<Options> implements Cluster {
     }
     if (name === VIRTUAL.pathinfo) return json(await this.pathinfo(frame, loc, inode));
     if (this.isDirInode(inode)) return this.dirs.onFirst((child) => child.getxattr(frame, loc, name));
-    return this.files.onInode(frame, inode, false, (child) => child.getxattr(frame, this.byGfid(inode), name));
+    // Metadata reads need no link-count check (`ls -l` asks every file for its ACL): a copy a
+    // migration left behind has the xattrs it had at the switch; a gone one sends it looking.
+    return this.files.onInode(frame, inode, false, (child) => child.getxattr(frame, this.byGfid(inode), name), () => 1);
   }
 
   /** The parent and name a file is known by (given, or the name lookups last found). */
@@ -315,7 +317,7 @@ export class Distribute extends Xlator<Options> implements Cluster {
   override async listxattr(frame: Frame, loc: Loc): Promise<string[]> {
     const inode = this.inodeOf(loc);
     if (this.isDirInode(inode)) return this.dirs.onFirst((child) => child.listxattr(frame, loc));
-    return this.files.onInode(frame, inode, false, (child) => child.listxattr(frame, this.byGfid(inode)));
+    return this.files.onInode(frame, inode, false, (child) => child.listxattr(frame, this.byGfid(inode)), () => 1);
   }
 
   override async removexattr(frame: Frame, loc: Loc, name: string): Promise<void> {
