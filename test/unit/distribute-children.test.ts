@@ -30,19 +30,23 @@ test('a directory made while a child is down is made there on the next lookup on
   const b = v.bridge;
   const two = v.dht.children[2];
   await b.mkdir('/top', 0o755);
+  const name = await nameOn(v, '/top', 0, 'd');
+  const onDown = await nameOn(v, '/top', 2, 'x');
   v.dht.notify(XlEvent.CHILD_DOWN, two);
-  await b.mkdir('/top/d', 0o711);
-  expect(fs.existsSync(path.join(v.dirs[2], 'top', 'd'))).toBe(false);
+  // A directory's name answers on its hashed child: that one must be up.
+  expect(await errCode(b.mkdir(`/top/${onDown}`, 0o755))).toBe('ENOTCONN');
+  await b.mkdir(`/top/${name}`, 0o711);
+  expect(fs.existsSync(path.join(v.dirs[2], 'top', name))).toBe(false);
   // Its layout leaves the down child out: names go to the others.
-  for (let i = 0; i < 20; i++) await writeFile(b, `/top/d/f${i}`, `${i}`);
-  expect(await errCode(b.rmdir('/top/d'))).toBe('ENOTCONN');
-  expect(await errCode(b.rename('/top/d', '/top/e'))).toBe('ENOTCONN');
+  for (let i = 0; i < 20; i++) await writeFile(b, `/top/${name}/f${i}`, `${i}`);
+  expect(await errCode(b.rmdir(`/top/${name}`))).toBe('ENOTCONN');
+  expect(await errCode(b.rename(`/top/${name}`, '/top/e'))).toBe('ENOTCONN');
   v.dht.notify(XlEvent.CHILD_UP, two);
-  await b.getattr('/top/d');
-  const copy = fs.statSync(path.join(v.dirs[2], 'top', 'd'));
+  await b.getattr(`/top/${name}`);
+  const copy = fs.statSync(path.join(v.dirs[2], 'top', name));
   expect(copy.mode & 0o7777).toBe(0o711);
-  for (let i = 0; i < 20; i++) expect(await readAll(b, `/top/d/f${i}`)).toBe(`${i}`);
-  expect(fs.readdirSync(path.join(v.dirs[2], 'top', 'd'))).toEqual([]);
+  for (let i = 0; i < 20; i++) expect(await readAll(b, `/top/${name}/f${i}`)).toBe(`${i}`);
+  expect(fs.readdirSync(path.join(v.dirs[2], 'top', name))).toEqual([]);
 });
 
 test('a name hashed to a down child cannot be made (ENOTCONN); the others can', async () => {

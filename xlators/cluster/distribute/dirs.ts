@@ -250,6 +250,7 @@ export class Dirs {
     const gfid = loc.inode?.gfid;
     if (!loc.parent || loc.name === undefined || !gfid) throw new FopError('EINVAL', 'mkdir needs a parent, a name and the new GFID');
     const h = await this.hashed(frame, loc.parent, loc.name);
+    if (!this.c.isUp(h)) throw new FopError('ENOTCONN', `${loc.name}: its hashed child ${this.c.childName(h)} is down`);
     const first = await this.c.children[h].mkdir(frame, loc, mode);
     const others = this.c.children.map((_, i) => i).filter((i) => i !== h && this.c.isUp(i));
     const made = await settle(others.map((i) => this.c.children[i].mkdir(frame, loc, mode)));

@@ -87,15 +87,18 @@ export class Lookups {
     } catch {
       h = undefined;
     }
-    if (h === undefined || !this.c.isUp(h)) return this.everywhere(frame, loc, h, undefined);
-    const f = await this.probe(frame, h, loc);
+    if (h === undefined || !this.c.isUp(h)) return this.everywhere(frame, loc, h, await this.probeAll(frame, loc));
+    // A name this graph has not seen (mostly a create's lookup, a miss) is asked of every
+    // child at once: the miss on its hashed child would ask them anyway, a round trip later.
+    const all = known ? undefined : await this.probeAll(frame, loc);
+    const f = all ? all[h] : await this.probe(frame, h, loc);
     if (f.kind === 'dir') return this.dirs.lookup(frame, loc, f.iatt.gfid);
     if (f.kind === 'data') return this.found(loc, f);
     if (f.kind === 'linkto' && f.target !== undefined && this.c.isUp(f.target)) {
-      const t = await this.probe(frame, f.target, loc);
+      const t = all ? all[f.target] : await this.probe(frame, f.target, loc);
       if (t.kind === 'data' && t.iatt.gfid === f.iatt.gfid) return this.found(loc, t);
     }
-    return this.everywhere(frame, loc, h, f);
+    return this.everywhere(frame, loc, h, all ?? (await this.probeAll(frame, loc, h, f)));
   }
 
   private found(loc: Loc, f: DataFound): Iatt {
@@ -108,10 +111,9 @@ export class Lookups {
     return Promise.all(this.c.children.map((_, i) => (i === h && atHashed ? atHashed : this.probe(frame, i, loc))));
   }
 
-  /** The name is not where its hash says: every child is asked; a file found elsewhere gets its linkto file on `h`. */
-  private async everywhere(frame: Frame, loc: Loc, h: number | undefined, atHashed: Found | undefined): Promise<Iatt> {
+  /** The name is not where its hash says: every child's answer (`all`) counts; a file found elsewhere gets its linkto file on `h`. */
+  private async everywhere(frame: Frame, loc: Loc, h: number | undefined, all: readonly Found[]): Promise<Iatt> {
     this.c.counters.lookupsEverywhere++;
-    const all = await this.probeAll(frame, loc, h, atHashed);
     const dir = all.find((f) => f.kind === 'dir');
     if (dir?.kind === 'dir') return this.dirs.lookup(frame, loc, dir.iatt.gfid);
     const data = await this.dataOf(frame, all, loc);
