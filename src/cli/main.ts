@@ -6,11 +6,13 @@ process.on('SIGUSR1', () => undefined);
 // must be set before anything uses the pool.
 process.env.UV_THREADPOOL_SIZE ??= '16';
 
+import { FopError } from '../core/errors';
 import { VolfileError } from '../core/volfile';
 import { MountError } from '../fuse/kernel/mount';
 import { UsageError } from './args';
 import { tellParent } from './background';
 import * as commands from './commands';
+import * as transfer from './transfer';
 import { NoDaemonError } from './control';
 import { PreflightError } from './preflight';
 
@@ -25,7 +27,7 @@ const USAGE = `usage:
       --background: detach, log to --log-file (default /var/log/xlstack/MOUNTPOINT.log), and
                     return once serving (what mount -t xlstack and fstab use)
       -o: the same options as a comma list (mount(8) style: -o transport=kernel,log-level=debug)
-      --busy-poll-us: fuse-native only: after each request keep polling N µs for the next
+      --busy-poll-us: after each request keep polling N µs for the next (default 1000; 0: off)
   xlstack reload MOUNTPOINT|BRICK-VOLFILE
       re-read the volfile (same as SIGHUP): options change in place, a new topology switches graphs
   xlstack unmount MOUNTPOINT [--lazy]
@@ -40,6 +42,9 @@ const USAGE = `usage:
       spread the files of a cluster/distribute volume over all its subvolumes (after one was
       added), online, in the daemon serving MOUNTPOINT or here over VOLFILE's bricks; with
       --remove, drain those subvolumes so that the volfile can drop them
+  xlstack put VOLFILE LOCAL-FILE PATH
+  xlstack get VOLFILE PATH LOCAL-FILE
+      copy a file into or out of a volume without mounting it (through the client API)
 `;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -50,6 +55,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   check: commands.check,
   brick: commands.brick,
   rebalance: commands.rebalance,
+  put: transfer.put,
+  get: transfer.get,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -74,7 +81,7 @@ main(process.argv.slice(2)).then(exitAfterFlush, (e: unknown) => {
     return exitAfterFlush(2);
   }
   // Expected failures say what is wrong in one line; anything else is a bug and shows its stack.
-  const expected = [VolfileError, PreflightError, MountError, NoDaemonError].some((c) => e instanceof c) || (e as Error)?.constructor === Error;
+  const expected = [VolfileError, PreflightError, MountError, NoDaemonError, FopError].some((c) => e instanceof c) || (e as Error)?.constructor === Error;
   const text = expected ? (e as Error).message : (e as Error)?.stack ?? String(e);
   tellParent({ error: text });
   process.stderr.write(`xlstack: ${text}\n`);
