@@ -15,6 +15,7 @@ import { NoDaemonError, callControl } from './control';
 import { BrickDaemon, BrickHost } from './brick';
 import { MountDaemon } from './daemon';
 import { checkFuse, checkMountpoint, isDeadMount, mountAt } from './preflight';
+import { rebalance as runRebalance } from './rebalance';
 import { controlSocket } from './runtime';
 
 /** How long a new graph may take to report that its children are up. */
@@ -181,4 +182,9 @@ export async function check(argv: string[]): Promise<number> {
   const graph = buildGraph(volfile, { id: 0, registry: new Registry(), log: logger(args).log, passthroughUnknown: args.flags.has('passthrough-unknown') });
   process.stdout.write(`${volfile.file}: ok (${graph.xlators.size} volumes, top '${graph.top.name}')\n`);
   return 0;
+}
+
+/** Spreads a distribute volume over its children, or drains some (see rebalance.ts). */
+export function rebalance(argv: string[]): Promise<number> {
+  return runRebalance(argv, (level) => logger({ positionals: [], flags: new Set(), options: new Map([['log-level', level ?? 'warn']]) }).log);
 }

@@ -38,6 +38,10 @@ const USAGE = `usage:
       serve a brick: the volfile's protocol/server listens for protocol/client peers
   xlstack check VOLFILE [--passthrough-unknown]
       check a volfile without mounting it (the same checks a mount makes)
+  xlstack rebalance MOUNTPOINT|VOLFILE [--remove SUBVOLUME,...] [--log-level LEVEL]
+      spread the files of a cluster/distribute volume over all its subvolumes (after one was
+      added), online, in the daemon serving MOUNTPOINT or here over VOLFILE's bricks; with
+      --remove, drain those subvolumes so that the volfile can drop them
   xlstack put VOLFILE LOCAL-FILE PATH
   xlstack get VOLFILE PATH LOCAL-FILE
       copy a file into or out of a volume without mounting it (through the client API)
@@ -50,6 +54,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   statedump: commands.statedump,
   check: commands.check,
   brick: commands.brick,
+  rebalance: commands.rebalance,
   put: transfer.put,
   get: transfer.get,
 };
