@@ -6,6 +6,7 @@
 #   xlstack         the default volfile (posix, features/locks, debug/trace quiet) over the kernel transport
 #   xlstack_native  the same volfile over fuse-native (libfuse2's high-level API)
 #   xlstack_net     volfiles/brick.vol served by `xlstack brick`, mounted through volfiles/client.vol
+#   xlstack_dist    volfiles/distribute.vol over DIST_BRICKS (2 or 3, default 3) of its bricks
 #   bindfs          bindfs with its default options
 #   bindfs_bw       bindfs -o big_writes
 #   passthrough_ll  libfuse3's C low-level passthrough example (built by bench/passthrough_ll.sh)
@@ -15,6 +16,7 @@ XL="$ROOT/dist/src/cli/main.js"
 PIDS=()
 MOUNTED=()
 BRICK_PID=
+BRICK_PIDS=()
 # How long a daemon may take to serve its mount (tenths of a second).
 MOUNT_WAIT_TENTHS=150
 
@@ -65,6 +67,40 @@ mount_xlstack_net() {
   wait_mounted "$W/xlstack_net" "$W/xlstack_net.log" || { tail -20 "$W/brick.log" >&2; return 1; }
 }
 
+# serve_brick VOLFILE LOG: starts `xlstack brick` and returns once it is up (its pid in BRICK_PIDS).
+serve_brick() {
+  local i
+  node "$XL" brick "$1" 2>"$2" &
+  BRICK_PIDS+=($!)
+  for i in $(seq "$MOUNT_WAIT_TENTHS"); do grep -qs ' up (pid' "$2" && return 0; sleep 0.1; done
+  echo "bench: brick $1 did not start:" >&2
+  tail -20 "$2" >&2
+  return 1
+}
+
+mount_xlstack_dist() {
+  local n=${DIST_BRICKS:-3} base=${BENCH_DIST_PORT:-24131} i subvols=
+  mkdir -p "$W/xlstack_dist"
+  cp "$ROOT/volfiles/distribute.vol" "$W/dist.vol"
+  for i in $(seq 3); do
+    if [ "$i" -le "$n" ]; then
+      sed -e "s|option directory .*|option directory $W/dist$i-back|" -e "s|listen-port .*|listen-port $((base + i))|" \
+        "$ROOT/volfiles/distribute-brick$i.vol" >"$W/dist-brick$i.vol"
+      chmod 600 "$W/dist-brick$i.vol"
+      serve_brick "$W/dist-brick$i.vol" "$W/dist-brick$i.log" || return 1
+      sed -i "/^volume dist$i\$/,/^end-volume/s|remote-port .*|remote-port $((base + i))|" "$W/dist.vol"
+      subvols="$subvols dist$i"
+    else
+      sed -i "/^volume dist$i\$/,/^end-volume/d" "$W/dist.vol"
+    fi
+  done
+  sed -i "s|subvolumes dist1 dist2 dist3|subvolumes$subvols|" "$W/dist.vol"
+  chmod 600 "$W/dist.vol"
+  node "$XL" mount "$W/dist.vol" "$W/xlstack_dist" 2>"$W/xlstack_dist.log" &
+  PIDS+=($!)
+  wait_mounted "$W/xlstack_dist" "$W/xlstack_dist.log"
+}
+
 mount_bindfs() {
   mkdir -p "$W/bindfs-src" "$W/bindfs"
   bindfs "$W/bindfs-src" "$W/bindfs"
@@ -91,7 +127,7 @@ unmount_all() {
   for m in "${MOUNTED[@]}"; do
     mountpoint -q "$m" || continue
     case "$m" in
-      */xlstack | */xlstack_native | */xlstack_net) node "$XL" unmount "$m" >/dev/null 2>&1 || fusermount -uz "$m" ;;
+      */xlstack | */xlstack_native | */xlstack_net | */xlstack_dist) node "$XL" unmount "$m" >/dev/null 2>&1 || fusermount -uz "$m" ;;
       *) fusermount -u "$m" 2>/dev/null || fusermount -uz "$m" ;;
     esac
   done
@@ -101,4 +137,5 @@ unmount_all() {
     kill "$pid" 2>/dev/null || true
   done
   [ -n "$BRICK_PID" ] && kill "$BRICK_PID" 2>/dev/null || true
+  for pid in "${BRICK_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 }

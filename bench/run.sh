@@ -6,7 +6,7 @@
 # against bindfs, bindfs -o big_writes and passthrough_ll, the targets, and a held fd
 # doing I/O while the kernel-transport mount switches graphs K times (graph-switch-stall.sh).
 # Env: BENCH_SCRIPTS (default bench/measure); BENCH_TARGETS (the
-# labels to mount, default all: see bench/mounts.sh); K (graph switches, default 20; 0: none);
+# labels to mount, default all but xlstack_dist: see bench/mounts.sh); K (graph switches, default 20; 0: none);
 # OUTDIR (raw results, default in the scratch directory, removed at the end); plus
 # compare.sh's knobs (ROUNDS, BENCH_SIZE, BENCH_META_N, QUIET_MAX_BUSY, ...).
 # Quick look: ROUNDS=1 BENCH_SIZE=64M BENCH_META_N=500 BENCH_RR_SECS=1 BENCH_RRD_SECS=1 K=4.
@@ -45,7 +45,7 @@ done
 OUTDIR=${OUTDIR:-$W/out}
 export OUTDIR
 "$BENCH/compare.sh" "${ARGS[@]}"
-for s in xlstack xlstack_native xlstack_net; do
+for s in xlstack xlstack_native xlstack_net xlstack_dist; do
   [[ " ${TARGETS[*]} " == *" $s "* ]] || continue
   echo
   echo "## $s"

@@ -15,6 +15,7 @@ import { NoDaemonError, callControl } from './control';
 import { BrickDaemon, BrickHost } from './brick';
 import { MountDaemon } from './daemon';
 import { checkFuse, checkMountpoint, isDeadMount, mountAt } from './preflight';
+import { rebalance as runRebalance } from './rebalance';
 import { controlSocket } from './runtime';
 
 /** How long a new graph may take to report that its children are up. */
@@ -185,3 +186,8 @@ export async function check(argv: string[]): Promise<number> {
 
 // Heals a replicated volume (its own module: it builds a client graph, it does not serve one).
 export { heal } from './heal';
+
+/** Spreads a distribute volume over its children, or drains some (see rebalance.ts). */
+export function rebalance(argv: string[]): Promise<number> {
+  return runRebalance(argv, (level) => logger({ positionals: [], flags: new Set(), options: new Map([['log-level', level ?? 'warn']]) }).log);
+}

@@ -5,6 +5,7 @@ import type { Logger } from '../core/log';
 import type { Mounted } from '../fuse/mounted';
 import type { GraphSwitcher, ReloadResult } from '../fuse/switcher';
 import { ControlRequest, serveControl } from './control';
+import { rebalanceGraph, removeOf } from './rebalance';
 import { controlSocket, ensureRuntimeDir } from './runtime';
 
 /** How long a daemon that is going waits for the answers it is sending on its control socket. */
@@ -143,6 +144,7 @@ export class MountDaemon extends Daemon {
   protected command(req: ControlRequest): Promise<unknown> | undefined {
     if (req.cmd === 'unmount') return this.unmount(false);
     if (req.cmd === 'unmount-lazy') return this.unmount(true);
+    if (req.cmd === 'rebalance') return rebalanceGraph(this.opts.switcher.bridge.active, { remove: removeOf(req), log: this.log });
     return undefined;
   }
 

@@ -42,6 +42,10 @@ const USAGE = `usage:
       heal a replicated volume (its client volfile; the bricks must be up): what the bricks'
       indexes list, or (full) everything from the root; info lists what still needs heal;
       split-brain makes CHILD's copy of PATH (relative to the volume) the one every copy gets
+  xlstack rebalance MOUNTPOINT|VOLFILE [--remove SUBVOLUME,...] [--log-level LEVEL]
+      spread the files of a cluster/distribute volume over all its subvolumes (after one was
+      added), online, in the daemon serving MOUNTPOINT or here over VOLFILE's bricks; with
+      --remove, drain those subvolumes so that the volfile can drop them
   xlstack put VOLFILE LOCAL-FILE PATH
   xlstack get VOLFILE PATH LOCAL-FILE
       copy a file into or out of a volume without mounting it (through the client API)
@@ -55,6 +59,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   check: commands.check,
   brick: commands.brick,
   heal: commands.heal,
+  rebalance: commands.rebalance,
   put: transfer.put,
   get: transfer.get,
 };

@@ -4,9 +4,8 @@
 // own volfiles load with --passthrough-unknown unless they spread data over several bricks.
 import * as fs from 'fs';
 import * as path from 'path';
-import { Registry } from '../../src/core/registry';
-import { parseVolfile } from '../../src/core/volfile';
 import { freePort, startBrick } from '../helpers/brick';
+import { Registry } from '../../src/core/registry';
 import { FIXTURES, volfilesUnder } from '../helpers/fixtures';
 import { isMounted, startMount, xlstack } from '../helpers/mount';
 import { cleanupScratch, scratchDir } from '../helpers/scratch';
@@ -50,13 +49,23 @@ test('client.vol mounts brick.vol over loopback', async () => {
 
 describe('GlusterFS volfiles with --passthrough-unknown', () => {
   const files = volfilesUnder(FIXTURES).map((f) => [path.relative(FIXTURES, f), f]);
-  // A cluster translator xlstack does not implement (yet) cannot be passed through.
+  // A cluster type xlstack does not implement would be passed through: refused.
   const registry = new Registry();
-  const clustered = (f: string) => parseVolfile(fs.readFileSync(f, 'utf8'), f).volumes.some((v) => v.type.startsWith('cluster/') && registry.find(v.type) === undefined);
+  const clustered = (f: string) => [...fs.readFileSync(f, 'utf8').matchAll(/^\s*type (cluster\/[a-z-]+)\s*$/gm)].some((m) => !registry.find(m[1]));
 
   test('some have cluster translators, some do not', () => {
     expect(files.filter(([, f]) => clustered(f)).length).toBeGreaterThan(0);
     expect(files.filter(([, f]) => !clustered(f)).length).toBeGreaterThan(0);
+  });
+
+  test("GlusterFS's distribute volumes load with the flag, the DHT options xlstack does not implement ignored and logged", async () => {
+    const file = path.join(FIXTURES, 'gvdist/gvdist.tcp-fuse.vol');
+    const r = await xlstack(['check', file, '--passthrough-unknown']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/volume 'gvdist-dht': ignoring option 'force-migration' that cluster\/distribute does not know/);
+    const strict = await xlstack(['check', file]);
+    expect(strict.code).toBe(1);
+    expect(strict.stderr).toMatch(/volume 'gvdist-dht': unknown option 'lock-migration' for cluster\/distribute/);
   });
 
   test.each(files)('%s: check refuses it exactly when a cluster translator would be passed through', async (_rel, file) => {

@@ -170,7 +170,9 @@ export class Client extends Xlator<Options> {
     const [frame, ...rest] = args as [Frame, ...unknown[]];
     const wire = FOP_WIRE[op];
     const resend = wire.resend && !(op === 'write' && appending(rest[0] as Fd));
-    const blocking = op === 'lk' && rest[1] === 'wait';
+    // A blocking lock waits as long as its connection lives (an interrupt cancels it on the
+    // brick): given up on here by a deadline, a grant coming later would hold it for nobody.
+    const blocking = (op === 'lk' && rest[1] === 'wait') || (op === 'inodelk' && rest[2] === 'wait') || (op === 'entrylk' && rest[3] === 'lock');
     const conn = this.connection;
     for (;;) {
       const peer = await conn.wait(deadline, op, frame);
