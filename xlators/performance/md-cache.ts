@@ -335,9 +335,10 @@ export class MdCache extends Xlator<Options> {
     } finally {
       const gfid = iatt?.gfid ?? gfidOfLoc(from);
       const ok = gfid !== undefined && iatt !== undefined && this.mayKeep(gfid, g0);
+      const dirOk = this.dirMayKeep(to, g0);
       this.touched(gfid, { attrs: true });
       if (ok) this.setIatt(gfid, iatt!);
-      this.nameChanged(to, iatt?.gfid, g0);
+      this.nameChanged(to, iatt?.gfid, dirOk);
     }
   }
 
@@ -350,7 +351,7 @@ export class MdCache extends Xlator<Options> {
       if (this.mayKeep(iatt.gfid, g0)) this.setIatt(iatt.gfid, iatt);
       return iatt;
     } finally {
-      this.nameChanged(loc, iatt?.gfid, g0);
+      this.nameChanged(loc, iatt?.gfid, this.dirMayKeep(loc, g0));
     }
   }
 
@@ -370,9 +371,10 @@ export class MdCache extends Xlator<Options> {
       await run();
       done = true;
     } finally {
+      const dirOk = this.dirMayKeep(loc, g0);
       // Its link count and ctime changed (or it is gone); a removed directory's names go with it.
       this.touched(target, { attrs: true, names: true });
-      this.nameChanged(loc, done ? null : undefined, g0);
+      this.nameChanged(loc, done ? null : undefined, dirOk);
     }
   }
 
@@ -387,13 +389,15 @@ export class MdCache extends Xlator<Options> {
     } finally {
       const gfid = iatt?.gfid ?? moved;
       const ok = gfid !== undefined && iatt !== undefined && this.mayKeep(gfid, g0);
+      const fromOk = this.dirMayKeep(from, g0);
+      const toOk = this.dirMayKeep(to, g0);
       this.touched(gfid, { attrs: true });
       this.touched(replaced, { attrs: true, names: true });
       if (ok) this.setIatt(gfid, iatt!);
       // An exchange swaps the two names: neither is known now.
       const swap = (flags & RENAME_EXCHANGE) !== 0 || iatt === undefined;
-      this.nameChanged(from, swap ? undefined : null, g0);
-      this.nameChanged(to, swap ? undefined : iatt!.gfid, g0);
+      this.nameChanged(from, swap ? undefined : null, fromOk);
+      this.nameChanged(to, swap ? undefined : iatt!.gfid, toOk);
     }
   }
 
@@ -404,15 +408,19 @@ export class MdCache extends Xlator<Options> {
     return this.metas.get(loc.parent.gfid)?.names?.get(loc.name)?.value ?? undefined;
   }
 
+  /** Whether what a fop wound at `g0` says of names in the directory of `loc` may be kept. */
+  private dirMayKeep(loc: Loc, g0: number): boolean {
+    return loc.parent !== undefined && this.mayKeep(loc.parent.gfid, g0);
+  }
+
   /**
    * A name in a directory changed through here: the directory's attributes changed, and the
-   * name now leads to `gfid` (null: nowhere; undefined: not known), kept unless the directory
-   * was invalidated while the fop ran.
+   * name now leads to `gfid` (null: nowhere; undefined: not known), kept if `ok` (nothing
+   * invalidated the directory while the fop ran: see dirMayKeep).
    */
-  private nameChanged(loc: Loc, gfid: Gfid | null | undefined, g0: number): void {
+  private nameChanged(loc: Loc, gfid: Gfid | null | undefined, ok: boolean): void {
     if (!loc.parent || loc.name === undefined) return;
     const dir = loc.parent.gfid;
-    const ok = this.mayKeep(dir, g0);
     this.touched(dir, { attrs: true });
     const names = this.metas.get(dir)?.names;
     names?.delete(loc.name);
@@ -496,6 +504,8 @@ export class MdCache extends Xlator<Options> {
 
   private invalidate(gfid: Gfid, drop: Drop): void {
     this.stats.invalidations++;
+    // Nothing is kept while not caching: no entry needs to remember this.
+    if (!this.caching) return void ++this.seq;
     const m = this.meta(gfid);
     m.inval = ++this.seq;
     if (drop.attrs) m.iatt = undefined;
@@ -507,6 +517,7 @@ export class MdCache extends Xlator<Options> {
   }
 
   private forgetName(dir: Gfid, name: Name): void {
+    if (!this.caching) return;
     const m = this.meta(dir);
     m.inval = ++this.seq;
     m.names?.delete(name);
