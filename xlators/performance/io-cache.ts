@@ -125,7 +125,10 @@ export class IoCache extends Xlator<Options> {
     await this.validate(frame, fd, f, false);
     const ps = this.pageSize;
     const first = Math.floor(offset / ps);
-    const last = Math.floor((offset + size - 1) / ps);
+    // Pages past the end of the file (as far as the tag, just compared, says) are not asked for.
+    const end = Math.min(offset + size, f.tag?.size ?? Infinity);
+    if (end <= offset) return Buffer.alloc(0);
+    const last = Math.floor((end - 1) / ps);
     const wanted: Promise<Buffer>[] = [];
     for (let i = first; i <= last; i++) wanted.push(this.page(frame, fd, f, i));
     const pages = await Promise.all(wanted);
@@ -293,7 +296,7 @@ export class IoCache extends Xlator<Options> {
   }
 
   private keep(f: FileCache, index: number, data: Buffer): void {
-    if (!this.caching || data.length > this.options['cache-size']) return;
+    if (!this.caching || data.length === 0 || data.length > this.options['cache-size']) return;
     // A slice of a larger buffer (a whole frame) would keep all of it alive.
     const own = data.byteOffset === 0 && data.buffer.byteLength === data.length ? data : Buffer.from(data);
     this.drop(f, index);
