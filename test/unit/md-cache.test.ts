@@ -164,6 +164,31 @@ describe('changes through md-cache leave nothing stale', () => {
     expect((await s.lookup('g')).iatt.gfid).toBe(iatt.gfid);
   });
 
+  test('a write keeps a cached absence of security.capability (the kernel asks before each write) but drops a cached value', async () => {
+    const s = await stack();
+    const { inode, fd } = await s.create('f', 'x');
+    const cap = () => s.graph.top.getxattr(s.frame(), { inode }, 'security.capability');
+    expect(await errCode(cap())).toBe('ENODATA');
+    const asked = s.calls('getxattr');
+    await s.graph.top.write(s.frame(), fd, Buffer.from('y'), 1);
+    expect(await errCode(cap())).toBe('ENODATA');
+    expect(s.calls('getxattr')).toBe(asked);
+    // A file with one (a VFS_CAP_REVISION_2 blob: CAP_NET_RAW permitted, effective): a write
+    // removes it on storage, so the cached value goes.
+    const blob = Buffer.alloc(20);
+    blob.writeUInt32LE(0x02000001, 0);
+    blob.writeUInt32LE(1 << 13, 4);
+    await s.graph.top.setxattr(s.frame(), { inode }, 'security.capability', blob, 0);
+    expect((await cap()).equals(blob)).toBe(true);
+    const cached = s.calls('getxattr');
+    expect((await cap()).equals(blob)).toBe(true);
+    expect(s.calls('getxattr')).toBe(cached);
+    await s.graph.top.write(s.frame(), fd, Buffer.from('z'), 2);
+    expect(await errCode(cap())).toBe('ENODATA');
+    expect(s.calls('getxattr')).toBe(cached + 1);
+    await fd.unref();
+  });
+
   test('setxattr and removexattr: the next read of an xattr asks storage', async () => {
     const s = await stack();
     const { inode } = await s.create('f', 'x');

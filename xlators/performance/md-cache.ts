@@ -495,11 +495,16 @@ export class MdCache extends Xlator<Options> {
     }
   }
 
-  /** Something changed `gfid` through here (a fop, or the kernel's open): drops what is stale. */
+  /**
+   * Something changed `gfid` through here (a fop, or the kernel's open): drops what is stale.
+   * `xattr`: one the change removes if the file has it (a known absence stays: the kernel asks
+   * for security.capability before every write).
+   */
   private touched(gfid: Gfid | undefined, drop: Drop, xattr?: string): void {
     if (gfid === undefined) return;
     this.invalidate(gfid, drop);
-    if (xattr !== undefined) this.metas.get(gfid)?.xattrs?.delete(xattr);
+    const xattrs = xattr === undefined ? undefined : this.metas.get(gfid)?.xattrs;
+    if (xattrs && xattrs.get(xattr!)?.value !== null) xattrs.delete(xattr!);
   }
 
   private invalidate(gfid: Gfid, drop: Drop): void {
