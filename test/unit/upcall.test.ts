@@ -177,6 +177,18 @@ test('a client that touched a file longer ago than cache-invalidation-timeout is
   expect(bb.upcalls.filter((u) => u.gfid === f.gfid)).toEqual([]);
 });
 
+test('inode-limit: an object the brick stops following is dropped by the clients that hold it (they could not be told of it any more)', async () => {
+  const b = await brick('    option inode-limit 16\n');
+  const [a, bb] = [await client(b), await client(b)];
+  const first = await a.create('first');
+  await bb.lookup('first');
+  for (let i = 0; i < 20; i++) await a.create(`n${i}`);
+  const u = await told(bb, first.gfid);
+  expect(u).toMatchObject({ attrs: true, data: true, xattrs: true });
+  expect(b.net.graph.xlators.get('brick-upcall')!.dump()).toMatchObject({ objects: 16 });
+  expect((b.net.graph.xlators.get('brick-upcall')!.dump().forgotten as number) > 0).toBe(true);
+});
+
 test('cache-invalidation off: nobody is told', async () => {
   const b = await brick('    option cache-invalidation off\n');
   const [a, bb] = [await client(b), await client(b)];

@@ -5,11 +5,16 @@ import { constants } from 'fs';
 const options = {
   'cache-invalidation': opt.bool({ description: 'tell clients of changes other clients make to what they hold (off: pass everything through)', default: 'on' }),
   'cache-invalidation-timeout': opt.time({
-    description: "how long (seconds) after a client last touched an object it is still told of changes to it (longer than the clients' cache timeouts)",
+    description:
+      "how long (seconds) after a client last touched an object it is still told of changes to it: at least the clients' md-cache-timeout plus their kernel's attribute-timeout",
     default: '60',
     min: 1,
   }),
-  'inode-limit': opt.int({ description: 'how many objects the brick remembers clients for (least recently touched go first)', default: '131072', min: 16 }),
+  'inode-limit': opt.int({
+    description: 'how many objects the brick follows for its clients; the least recently touched beyond it are let go, and the clients that hold them are told to drop them',
+    default: '131072',
+    min: 16,
+  }),
 };
 
 type Options = OptionValues<typeof options>;
@@ -43,16 +48,24 @@ class Interest {
     if (this.members.size === 0 && Interest.byName.get(this.name) === this) Interest.byName.delete(this.name);
   }
 
-  touched(gfid: Gfid, client: string, now: number, limit: number): void {
+  /**
+   * `client` touched `gfid` now. Past `limit` objects the least recently touched are
+   * forgotten: returned with the clients that still may hold them (since `since`).
+   */
+  touched(gfid: Gfid, client: string, now: number, limit: number, since: number): [Gfid, string[]][] {
     let clients = this.objects.get(gfid);
     if (clients) this.objects.delete(gfid);
     else clients = new Map();
     clients.set(client, now);
     this.objects.set(gfid, clients);
-    for (const old of this.objects.keys()) {
+    const forgotten: [Gfid, string[]][] = [];
+    for (const [old, holders] of this.objects) {
       if (this.objects.size <= limit) break;
       this.objects.delete(old);
+      const still = [...holders].filter(([, at]) => at >= since).map(([c]) => c);
+      if (still.length) forgotten.push([old, still]);
     }
+    return forgotten;
   }
 
   /** The clients other than `except` that touched `gfid` since `since`; ones that did not are forgotten. */
@@ -87,7 +100,7 @@ class Interest {
  */
 export class Upcall extends Xlator<Options> {
   private readonly interest: Interest;
-  private readonly stats = { upcalls: 0, changes: 0 };
+  private readonly stats = { upcalls: 0, changes: 0, forgotten: 0 };
 
   constructor(
     init: XlatorInit<Options>,
@@ -128,7 +141,15 @@ export class Upcall extends Xlator<Options> {
     if (!this.on || frame.client === '') return;
     const now = this.clock.now();
     const limit = this.options['inode-limit'];
-    for (const g of gfids) if (g !== undefined) this.interest.touched(g, frame.client, now, limit);
+    const since = now - this.options['cache-invalidation-timeout'] * 1000;
+    for (const g of gfids) {
+      if (g === undefined) continue;
+      // An object no longer followed is one its holders can no longer be told of: they drop it now.
+      for (const [old, clients] of this.interest.touched(g, frame.client, now, limit, since)) {
+        this.stats.forgotten++;
+        for (const client of clients) for (const m of this.interest.members) m.deliver({ gfid: old, attrs: true, data: true, xattrs: true, client });
+      }
+    }
   }
 
   /** Tells the clients that hold what changed (all but the one that changed it). */
