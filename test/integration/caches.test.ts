@@ -300,6 +300,25 @@ describe('two mounts of one brick with features/upcall, every cache on', () => {
     expect(d.transport.invalidations.entries).toBeGreaterThan(0);
     for (const log of [a.log(), b.log(), brick.log()]) expect(log).not.toMatch(/ERROR/);
   });
+
+  test('a brick restart: whatever changed while B was not connected is not served from any cache (B\'s or its kernel\'s)', async () => {
+    fs.writeFileSync(onA('restart'), 'before the restart');
+    expect(fs.readFileSync(onB('restart'), 'utf8')).toBe('before the restart');
+    expect(fs.readFileSync(onB('restart'), 'utf8')).toBe('before the restart');
+    const before = (await statedump(b)).transport.invalidations.inodes as number;
+    await brick.kill9();
+    // What no upcall could tell: the brick's file rewritten while nobody was connected.
+    const backing = path.join(brick.dir, 'restart');
+    const fd = fs.openSync(backing, 'r+');
+    fs.ftruncateSync(fd, 0);
+    fs.writeSync(fd, 'after it, and longer');
+    fs.closeSync(fd);
+    await brick.start();
+    expect(fs.statSync(onB('restart')).size).toBe(20);
+    expect(fs.readFileSync(onB('restart'), 'utf8')).toBe('after it, and longer');
+    // The kernel was told to drop everything (every nodeid B holds).
+    expect((await statedump(b)).transport.invalidations.inodes as number).toBeGreaterThan(before);
+  });
 });
 
 describe('two mounts of one brick without features/upcall', () => {
