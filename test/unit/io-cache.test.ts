@@ -28,7 +28,8 @@ describe('what io-cache serves itself', () => {
     const { inode, fd } = await s.create('f', data);
     expect(await read(s, fd, 10 * KiB)).toBe(data);
     const reads = s.calls('read');
-    expect(reads).toBe(3); // three 4 KiB pages
+    expect(reads).toBe(1); // three 4 KiB pages, missing one after the other: one request
+    expect(ioc(s).dump()).toMatchObject({ misses: 3, requests: 1 });
     const other = await s.open(inode, fs.constants.O_RDONLY);
     expect(await read(s, other, 10 * KiB)).toBe(data);
     expect(await read(s, other, 100, 4000)).toBe(data.slice(4000, 4100));
@@ -36,6 +37,20 @@ describe('what io-cache serves itself', () => {
     expect(ioc(s).dump()).toMatchObject({ pages: 3, bytes: 10 * KiB });
     await fd.unref();
     await other.unref();
+  });
+
+  test('missing pages between kept ones are read in one request each run', async () => {
+    const s = await stack();
+    const data = pattern(6 * 4096);
+    const { fd } = await s.create('f', data);
+    await read(s, fd, 1, 0); // page 0
+    await read(s, fd, 1, 3 * 4096); // page 3
+    const before = s.calls('read');
+    // Pages 1-2 and 4-5 are missing: two runs, two requests; 0 and 3 are served from pages.
+    expect(await read(s, fd, 6 * 4096)).toBe(data);
+    expect(s.calls('read') - before).toBe(2);
+    expect(ioc(s).dump()).toMatchObject({ pages: 6, bytes: 6 * 4096 });
+    await fd.unref();
   });
 
   test('reads past the end, and across it, answer what the file has', async () => {

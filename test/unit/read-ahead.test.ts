@@ -19,12 +19,13 @@ const ra = (s: CacheStack) => s.xl<ReadAhead>('read-ahead');
 const read = async (s: CacheStack, fd: Fd, size: number, offset: number) => (await s.graph.top.read(s.frame('read'), fd, size, offset)).toString('latin1');
 const pattern = (n: number) => Array.from({ length: n }, (_, i) => String.fromCharCode(97 + (i % 26))).join('');
 
-/** The offsets of every read that reached storage, in order. */
-function readOffsets(s: CacheStack): number[] {
+/** The offsets of every read that reached storage, in order (and their sizes in `sizes`). */
+function readOffsets(s: CacheStack, sizes: number[] = []): number[] {
   const seen: number[] = [];
   const orig = s.gate.read.bind(s.gate);
   s.gate.read = (frame, fd, size, offset) => {
     seen.push(offset);
+    sizes.push(size);
     return orig(frame, fd, size, offset);
   };
   return seen;
@@ -36,11 +37,14 @@ test('a sequential reader: from its second read on, page-count pages ahead are r
   const { inode, fd: w } = await s.create('f', data);
   await w.unref();
   const fd = await s.open(inode, fs.constants.O_RDONLY);
-  const offsets = readOffsets(s);
+  const sizes: number[] = [];
+  const offsets = readOffsets(s, sizes);
   expect(await read(s, fd, PS, 0)).toBe(data.slice(0, PS));
   expect(offsets).toEqual([0]); // the first read alone: nothing ahead
   expect(await read(s, fd, PS, PS)).toBe(data.slice(PS, 2 * PS));
-  expect(offsets.slice(1).sort((a, b) => a - b)).toEqual([1, 2, 3, 4].map((i) => i * PS));
+  // The page asked for and page-count pages after it, in one request.
+  expect(offsets.slice(1)).toEqual([PS]);
+  expect(sizes.slice(1)).toEqual([4 * PS]);
   for (let i = 2; i < 20; i++) expect(await read(s, fd, PS, i * PS)).toBe(data.slice(i * PS, (i + 1) * PS));
   expect(await read(s, fd, PS, 20 * PS)).toBe('');
   // Every page once, nothing read twice: the reader was served from what was read ahead.
@@ -85,15 +89,19 @@ test('a write through another fd drops what was read ahead, pages still on their
   const data = pattern(10 * PS);
   const { inode, fd: writer } = await s.create('f', data);
   const reader = await s.open(inode, fs.constants.O_RDONLY);
-  // The page at 2*PS is held on its way back (read before the write below).
-  const held = s.gate.hold('read', 'after', (args) => args[2] === 2 * PS);
+  // The second read brings pages 1-4; the third asks for page 5 ahead, held on its way back
+  // (read before the write below).
+  const held = s.gate.hold('read', 'after', (args) => args[2] === 5 * PS);
   await read(s, reader, PS, 0);
   await read(s, reader, PS, PS);
+  expect(await read(s, reader, PS, 2 * PS)).toBe(data.slice(2 * PS, 3 * PS));
   await within(held.reached);
-  await s.graph.top.write(s.frame(), writer, Buffer.from('WRITTEN'), 2 * PS);
+  await s.graph.top.write(s.frame(), writer, Buffer.from('WRITTEN'), 5 * PS);
   held.release();
-  expect(await read(s, reader, 7, 2 * PS)).toBe('WRITTEN');
   expect(await read(s, reader, PS, 3 * PS)).toBe(data.slice(3 * PS, 4 * PS));
+  expect(await read(s, reader, PS, 4 * PS)).toBe(data.slice(4 * PS, 5 * PS));
+  expect(await read(s, reader, 7, 5 * PS)).toBe('WRITTEN');
+  expect(await read(s, reader, PS, 6 * PS)).toBe(data.slice(6 * PS, 7 * PS));
   await writer.unref();
   await reader.unref();
 });

@@ -44,8 +44,9 @@ const key = (gfid: Gfid, index: number) => `${gfid}/${index}`;
 
 /**
  * performance/io-cache: a page cache of file data, shared by every fd of a file and bounded
- * by cache-size (least recently used pages go first). Reads are served in whole pages; pages
- * read at once by several readers are read once.
+ * by cache-size (least recently used pages go first). Reads are served in whole pages; the
+ * missing pages a read needs, one after the other, are read in one request, and pages read
+ * at once by several readers are read once.
  *
  * Coherence: a file's pages are tagged with its size, mtime and ctime as seen before they
  * were read. They are dropped when a write, truncate or fallocate passes through here, when
@@ -63,7 +64,7 @@ export class IoCache extends Xlator<Options> {
   private readonly lru = new Map<string, { readonly file: FileCache; readonly index: number }>();
   private bytes = 0;
   private down = false;
-  private readonly stats = { hits: 0, misses: 0, shared: 0, revalidations: 0, changed: 0, invalidations: 0, evicted: 0 };
+  private readonly stats = { hits: 0, misses: 0, requests: 0, shared: 0, revalidations: 0, changed: 0, invalidations: 0, evicted: 0 };
 
   constructor(
     init: XlatorInit<Options>,
@@ -130,7 +131,19 @@ export class IoCache extends Xlator<Options> {
     if (end <= offset) return Buffer.alloc(0);
     const last = Math.floor((end - 1) / ps);
     const wanted: Promise<Buffer>[] = [];
-    for (let i = first; i <= last; i++) wanted.push(this.page(frame, fd, f, i));
+    for (let i = first; i <= last; ) {
+      const have = this.page(f, i);
+      if (have) {
+        wanted.push(have);
+        i++;
+        continue;
+      }
+      // Pages neither kept nor on their way, one after the other: one request reads them all.
+      let j = i;
+      while (j < last && !f.pages.has(j + 1) && !f.loading.has(j + 1)) j++;
+      wanted.push(...this.load(frame, fd, f, i, j));
+      i = j + 1;
+    }
     const pages = await Promise.all(wanted);
     const parts: Buffer[] = [];
     let left = size;
@@ -146,8 +159,8 @@ export class IoCache extends Xlator<Options> {
     return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 
-  /** Page `index` of the file: kept, being read, or read now (and kept if nothing changed meanwhile). */
-  private page(frame: Frame, fd: Fd, f: FileCache, index: number): Promise<Buffer> {
+  /** Page `index` of the file if it is kept or on its way. */
+  private page(f: FileCache, index: number): Promise<Buffer> | undefined {
     const kept = f.pages.get(index);
     if (kept) {
       this.stats.hits++;
@@ -155,22 +168,32 @@ export class IoCache extends Xlator<Options> {
       return Promise.resolve(kept);
     }
     const loading = f.loading.get(index);
-    if (loading) {
-      this.stats.shared++;
-      return loading;
-    }
-    this.stats.misses++;
+    if (loading) this.stats.shared++;
+    return loading;
+  }
+
+  /** Reads pages `from` to `to` in one request; each is kept if nothing changed the file meanwhile. */
+  private load(frame: Frame, fd: Fd, f: FileCache, from: number, to: number): Promise<Buffer>[] {
+    const ps = this.pageSize;
     const gen = f.gen;
-    const p = this.wind('read', frame, fd, this.pageSize, index * this.pageSize)
-      .then((data) => {
-        if (f.gen === gen && this.files.get(f.gfid) === f) this.keep(f, index, data);
-        return data;
-      })
-      .finally(() => {
-        if (f.loading.get(index) === p) f.loading.delete(index);
-      });
-    f.loading.set(index, p);
-    return p;
+    this.stats.misses += to - from + 1;
+    this.stats.requests++;
+    const all = this.wind('read', frame, fd, (to - from + 1) * ps, from * ps);
+    const out: Promise<Buffer>[] = [];
+    for (let i = from; i <= to; i++) {
+      const p: Promise<Buffer> = all
+        .then((data) => {
+          const page = data.subarray(Math.min(data.length, (i - from) * ps), Math.min(data.length, (i - from + 1) * ps));
+          if (f.gen === gen && this.files.get(f.gfid) === f) this.keep(f, i, page);
+          return page;
+        })
+        .finally(() => {
+          if (f.loading.get(i) === p) f.loading.delete(i);
+        });
+      f.loading.set(i, p);
+      out.push(p);
+    }
+    return out;
   }
 
   /**

@@ -24,8 +24,8 @@ interface RaFile {
 
 /**
  * performance/read-ahead: notices a sequential reader on an fd (each read starting where the
- * last one ended) and reads page-count pages of page-size ahead of it, several at once, so a
- * reader that asks one request at a time finds the next ones on their way. A read elsewhere
+ * last one ended) and reads page-count pages of page-size ahead of it (the missing ones in one
+ * request), so a reader that asks one request at a time finds the next ones on their way. A read elsewhere
  * drops what was read ahead for the fd; so does any change to the file's data that passes
  * through here (a write, truncate or fallocate through any fd of the file) or that an upcall
  * reports, and a lost connection below. O_DIRECT reads pass through.
@@ -35,7 +35,7 @@ export class ReadAhead extends Xlator<Options> {
   /** The read-ahead states of each file, so that a change through one fd reaches the others. */
   private readonly byGfid = new Map<Gfid, Set<RaFile>>();
   private down = false;
-  private readonly stats = { prefetched: 0, hits: 0, waited: 0, misses: 0, discarded: 0, dropped: 0 };
+  private readonly stats = { prefetched: 0, requests: 0, hits: 0, waited: 0, misses: 0, discarded: 0, dropped: 0 };
 
   constructor(
     init: XlatorInit<Options>,
@@ -122,26 +122,47 @@ export class ReadAhead extends Xlator<Options> {
     return assemble(pages as Buffer[], offset - first * ps, size, ps);
   }
 
-  /** Starts reading the pages from `from` to `to` (inclusive) that are not read or being read. */
+  /**
+   * Starts reading the pages from `from` to `to` (inclusive) that are not read or being read:
+   * each run of them one after the other in one request (fewer, larger requests).
+   */
   private ahead(frame: Frame, f: RaFile, from: number, to: number): void {
-    for (let i = from; i <= to; i++) if (!f.pages.has(i)) f.pages.set(i, this.fetch(frame, f, i));
+    for (let i = from; i <= to; i++) {
+      if (f.pages.has(i)) continue;
+      const start = i;
+      let end = i;
+      while (end < to && !f.pages.has(end + 1)) end++;
+      const run = this.fetch(frame, f, start, end);
+      for (let k = start; k <= end; k++) f.pages.set(k, run.then((data) => this.pageOf(f, data, start, k)));
+      i = end;
+    }
   }
 
-  /** One page, in a frame of its own (the reader may be gone when it lands) with the reader's credentials. */
-  private async fetch(frame: Frame, f: RaFile, index: number): Promise<Buffer | undefined> {
-    this.stats.prefetched++;
+  /** Pages `from` to `to` in one read, in a frame of its own (the reader may be gone when it lands) with the reader's credentials. */
+  private async fetch(frame: Frame, f: RaFile, from: number, to: number): Promise<Buffer | undefined> {
+    this.stats.prefetched += to - from + 1;
+    this.stats.requests++;
     const ps = this.pageSize;
     const gen = f.gen;
     try {
-      const data = await inFrame(this.host, 'read-ahead', (fr) => this.wind('read', fr, f.fd, ps, index * ps), { caller: frame.caller, lkOwner: frame.lkOwner });
+      const data = await inFrame(this.host, 'read-ahead', (fr) => this.wind('read', fr, f.fd, (to - from + 1) * ps, from * ps), { caller: frame.caller, lkOwner: frame.lkOwner });
       if (f.gen !== gen) return undefined;
-      if (data.length < ps) f.eofPage = Math.min(f.eofPage, index);
+      // A short read ends the file: in the page where it stopped.
+      if (data.length < (to - from + 1) * ps) f.eofPage = Math.min(f.eofPage, from + Math.floor(data.length / ps));
       return data;
     } catch {
       // The reader asks the child itself and gets the error (or its data) first hand.
-      if (f.gen === gen) f.pages.delete(index);
+      if (f.gen === gen) for (let k = from; k <= to; k++) f.pages.delete(k);
       return undefined;
     }
+  }
+
+  /** Page `index` of what a read from page `from` brought (undefined if it failed or the file changed). */
+  private pageOf(f: RaFile, data: Buffer | undefined, from: number, index: number): Buffer | undefined {
+    if (!data) return undefined;
+    const ps = this.pageSize;
+    const start = Math.min(data.length, (index - from) * ps);
+    return data.subarray(start, Math.min(data.length, start + ps));
   }
 
   private state(fd: Fd): RaFile {

@@ -145,14 +145,15 @@ export class ReaddirAhead extends Xlator<Options> {
       l.error = undefined;
       throw err;
     }
-    const out: DirentPlus[] = [];
-    let budget = size;
-    while (l.entries.length && (out.length === 0 || budget >= entryCost(l.entries[0]))) {
-      const e = l.entries.shift()!;
-      budget -= entryCost(e);
-      this.account(l, -entryCost(e));
-      out.push(e.iatt && l.stale.has(e.iatt.gfid) ? this.withoutAttrs(e) : e);
+    // As many as fit `size` (at least one), taken off the front at once.
+    let n = 0;
+    let bytes = 0;
+    for (let budget = size; n < l.entries.length && (n === 0 || budget >= entryCost(l.entries[n])); n++) {
+      budget -= entryCost(l.entries[n]);
+      bytes += entryCost(l.entries[n]);
     }
+    const out = l.entries.splice(0, n).map((e) => (e.iatt && l.stale.has(e.iatt.gfid) ? this.withoutAttrs(e) : e));
+    this.account(l, -bytes);
     if (out.length) l.served = out[out.length - 1].offset;
     if (l.entries.length === 0 && !l.filling) l.stale.clear();
     this.fill(l);
