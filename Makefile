@@ -28,8 +28,11 @@ install: build
 	sed -e 's|@NODE@|$(NODE)|' -e 's|@XLSTACK@|$(CURDIR)/dist/src/cli/main.js|' bin/mount.xlstack.in >/sbin/mount.xlstack.new
 	chmod 755 /sbin/mount.xlstack.new && mv /sbin/mount.xlstack.new /sbin/mount.xlstack
 
+# fio and bindfs, and curl, gcc and libfuse3-dev for libfuse3's passthrough_ll (libfuse3-dev needs
+# only libfuse3-3: it never replaces an installed fuse or fuse3).
 bench: build
-	@command -v fio >/dev/null && command -v bindfs >/dev/null || (apt-get update && apt-get install -y fio bindfs)
+	@command -v fio >/dev/null && command -v bindfs >/dev/null && command -v gcc >/dev/null && command -v curl >/dev/null && pkg-config --exists fuse3 2>/dev/null || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fio bindfs gcc pkg-config libfuse3-dev curl ca-certificates)
 	bench/run.sh
 
 build: deps build/Release/posix_sys.node build/Release/fuse_dev.node

@@ -9,12 +9,19 @@
 #   io-cache       a 32 MiB file read again (each open drops the kernel's pages)
 #   read-ahead     a new 128 MiB file read once, sequentially
 #   readdir-ahead  `ls -l` of 10,000 entries after drop_caches
+# `npm run bench` runs it last; it also runs alone (bench/caches.sh).
 # Env: ROUNDS, BENCH_BRICK_PORT (default 24121), BENCH_META_N, BENCH_MANY_N, BENCH_REREAD_MB,
-# BENCH_SEQ_MB, BENCH_NO_DROP. Needs root and python3. Leaves nothing mounted.
+# BENCH_SEQ_MB, BENCH_NO_DROP; CACHES_QUICK=1 for a quick look (defaults ROUNDS=1,
+# BENCH_META_N=500, BENCH_REREAD_MB=16, BENCH_SEQ_MB=64; `ls -l` stays at 10,000 entries).
+# Needs root and python3. Leaves nothing mounted.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 XL="node $ROOT/dist/src/cli/main.js"
 PORT=${BENCH_BRICK_PORT:-24121}
+if [ "${CACHES_QUICK:-0}" = 1 ]; then
+  ROUNDS=${ROUNDS:-1}
+  export BENCH_META_N=${BENCH_META_N:-500} BENCH_REREAD_MB=${BENCH_REREAD_MB:-16} BENCH_SEQ_MB=${BENCH_SEQ_MB:-64}
+fi
 ROUNDS=${ROUNDS:-5}
 [ -f "$ROOT/dist/src/cli/main.js" ] || (cd "$ROOT" && npm run build >/dev/null)
 

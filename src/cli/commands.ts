@@ -1,6 +1,6 @@
 import * as path from 'path';
 import { buildGraph } from '../core/builder';
-import { GraphLifecycle } from '../core/lifecycle';
+import { GraphLifecycle, LifecycleOptions } from '../core/lifecycle';
 import { FileSink, LOG_LEVELS, LogLevel, Logger, stderrSink } from '../core/log';
 import { Registry } from '../core/registry';
 import { readVolfile } from '../core/volfile';
@@ -40,12 +40,33 @@ function logger(args: ParsedArgs): { log: Logger; reopen?: () => void } {
   return { log: Logger.create(level as LogLevel, sink.write), reopen: () => sink.reopen() };
 }
 
+/** How a daemon's graphs are built and started, from its command line. */
+function lifecycleOptions(args: ParsedArgs, volfile: string, log: Logger): LifecycleOptions {
+  return {
+    volfile,
+    registry: new Registry(),
+    log,
+    passthroughUnknown: args.flags.has('passthrough-unknown'),
+    startTimeoutMs: START_TIMEOUT_MS,
+    stopTimeoutMs: STOP_TIMEOUT_MS,
+  };
+}
+
+/** An option given in seconds (`def` when absent), in milliseconds. */
 function seconds(args: ParsedArgs, name: string, def: number): number {
   const raw = args.options.get(name);
-  if (raw === undefined) return def;
-  const n = Number(raw);
+  const n = raw === undefined ? def : Number(raw);
   if (!Number.isFinite(n) || n < 0 || n > 3600) throw new UsageError(`--${name} must be a number of seconds from 0 to 3600`);
   return Math.round(n * 1000);
+}
+
+/** How long the kernel may trust names, attributes and missing names (GlusterFS's defaults: 1 s, 1 s, 0). */
+export function cacheTimeouts(args: ParsedArgs): { entryTimeoutMs: number; attrTimeoutMs: number; negativeTimeoutMs: number } {
+  return {
+    entryTimeoutMs: seconds(args, 'entry-timeout', 1),
+    attrTimeoutMs: seconds(args, 'attribute-timeout', 1),
+    negativeTimeoutMs: seconds(args, 'negative-timeout', 0),
+  };
 }
 
 const MOUNT_SPEC = {
@@ -62,25 +83,13 @@ export async function mount(argv: string[]): Promise<number> {
   if (!TRANSPORTS.includes(transport)) throw new UsageError(`--transport must be one of ${TRANSPORTS.join(', ')}`);
   const busyPollUs = Number(args.options.get('busy-poll-us') ?? DEFAULT_BUSY_POLL_US);
   if (!Number.isInteger(busyPollUs) || busyPollUs < 0 || busyPollUs > 1_000_000) throw new UsageError('--busy-poll-us must be an integer from 0 to 1000000');
-  const timeouts = {
-    entryTimeoutMs: seconds(args, 'entry-timeout', 1),
-    attrTimeoutMs: seconds(args, 'attribute-timeout', 1),
-    negativeTimeoutMs: seconds(args, 'negative-timeout', 0),
-  };
+  const timeouts = cacheTimeouts(args);
   const [volfilePath, mountpoint] = args.positionals.map((p) => path.resolve(p));
   if (args.flags.has('background')) return runInBackground(argv, mountpoint);
   const { log, reopen } = logger(args);
   checkFuse(transport);
   checkMountpoint(mountpoint);
-  const switcher = new GraphSwitcher({
-    volfile: volfilePath,
-    registry: new Registry(),
-    log,
-    passthroughUnknown: args.flags.has('passthrough-unknown'),
-    startTimeoutMs: START_TIMEOUT_MS,
-    stopTimeoutMs: STOP_TIMEOUT_MS,
-    sweepAfterMs: SWEEP_AFTER_MS,
-  });
+  const switcher = new GraphSwitcher({ ...lifecycleOptions(args, volfilePath, log), sweepAfterMs: SWEEP_AFTER_MS });
   const core = (await switcher.start()).core;
   // The kernel has already applied the caller's umask to every mode it sends.
   process.umask(0);
@@ -152,14 +161,7 @@ export async function brick(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { flags: ['passthrough-unknown'], options: DAEMON_OPTIONS, positionals: ['volfile'] });
   const volfilePath = path.resolve(args.positionals[0]);
   const { log, reopen } = logger(args);
-  const lifecycle = new GraphLifecycle({
-    volfile: volfilePath,
-    registry: new Registry(),
-    log,
-    passthroughUnknown: args.flags.has('passthrough-unknown'),
-    startTimeoutMs: START_TIMEOUT_MS,
-    stopTimeoutMs: STOP_TIMEOUT_MS,
-  });
+  const lifecycle = new GraphLifecycle(lifecycleOptions(args, volfilePath, log));
   await lifecycle.startWith((g) => new BrickHost(g, STOP_TIMEOUT_MS));
   const daemon = new BrickDaemon({ key: volfilePath, volfile: volfilePath, pidfile: args.options.get('pidfile'), log, reopenLog: reopen, lifecycle, stopTimeoutMs: STOP_TIMEOUT_MS });
   await daemon.start();

@@ -27,7 +27,7 @@ const USAGE = `usage:
       --background: detach, log to --log-file (default /var/log/xlstack/MOUNTPOINT.log), and
                     return once serving (what mount -t xlstack and fstab use)
       -o: the same options as a comma list (mount(8) style: -o transport=kernel,log-level=debug)
-      --busy-poll-us: fuse-native only: after each request keep polling N µs for the next
+      --busy-poll-us: after each request keep polling N µs for the next (default 1000; 0: off)
   xlstack reload MOUNTPOINT|BRICK-VOLFILE
       re-read the volfile (same as SIGHUP): options change in place, a new topology switches graphs
   xlstack unmount MOUNTPOINT [--lazy]

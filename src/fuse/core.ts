@@ -159,17 +159,10 @@ export class BridgeCore {
 
   // --- how requests reach a graph ----------------------------------------------
 
-  private frame(g: Graph, op: string, req: Req): { frame: Frame; end: () => void } {
-    const frame = g.frame(op, { caller: req.caller, lkOwner: req.lkOwner });
-    const off = req.onInterrupt?.(() => frame.interrupt());
-    return {
-      frame,
-      end: () => {
-        off?.();
-        frame.done();
-      },
-    };
-  }
+  // Every request pays for what runs here: no objects or closures beyond the frame and its
+  // interrupt listener. A fop's promise is awaited where it is made (`return await`, not
+  // `return`): a rejection then finds its handler already attached, which spares Node's
+  // unhandled-rejection bookkeeping (two calls into JavaScript for each such promise).
 
   /**
    * Runs a request on the active graph in a frame. A stale name (ESTALE: the object behind a
@@ -178,14 +171,16 @@ export class BridgeCore {
   protected async onActive<T>(req: Req, op: string, fn: (g: Graph, frame: Frame, fresh: boolean) => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const g = this.activeGraph;
-      const { frame, end } = this.frame(g, op, req);
+      const frame = g.frame(op, req);
+      const off = req.onInterrupt?.(() => frame.interrupt());
       try {
         return await fn(g, frame, attempt > 0);
       } catch (e) {
         const err = FopError.from(e);
         if (err.code !== 'ESTALE' || attempt > 0) throw err;
       } finally {
-        end();
+        off?.();
+        frame.done();
       }
     }
   }
@@ -199,8 +194,9 @@ export class BridgeCore {
     const { graph, fd } = await this.migrator.resolve(base);
     // Another handle of the file may still be on an older graph, holding writes back: they
     // land first, or this request would read around them or be overwritten by them later.
-    if (graph === this.activeGraph && this.basefds.withGfid(base.gfid).size > 1) await this.catchUp(base.gfid).catch(() => undefined);
-    const { frame, end } = this.frame(graph, op, req);
+    if (graph === this.activeGraph && this.onOlderGraph(base.gfid)) await this.catchUp(base.gfid).catch(() => undefined);
+    const frame = graph.frame(op, req);
+    const off = req.onInterrupt?.(() => frame.interrupt());
     try {
       const pending = base.takePendingError();
       if (pending) throw pending;
@@ -208,7 +204,8 @@ export class BridgeCore {
     } catch (e) {
       throw FopError.from(e);
     } finally {
-      end();
+      off?.();
+      frame.done();
       void fd.unref();
     }
   }
@@ -216,7 +213,8 @@ export class BridgeCore {
   /** The inode a hint names on graph `g`. */
   protected async resolve(g: Graph, frame: Frame, hint: Hint, fresh: boolean): Promise<{ inode: Inode; loc: Loc }> {
     if (typeof hint === 'string') return new Resolver(g, frame, fresh).inode(hint);
-    const inode = await this.nodeOn(g, hint);
+    const cur = hint.current;
+    const inode = cur?.graph === g ? cur.inode : await this.nodeOn(g, hint);
     return { inode, loc: { inode } };
   }
 
@@ -252,7 +250,7 @@ export class BridgeCore {
   /** An existing object on the active graph, once older graphs have caught up on it. */
   protected async existing(g: Graph, frame: Frame, hint: Hint, fresh: boolean): Promise<{ inode: Inode; loc: Loc }> {
     const t = await this.resolve(g, frame, hint, fresh);
-    await this.catchUp(t.inode.gfid);
+    if (this.onOlderGraph(t.inode.gfid)) await this.catchUp(t.inode.gfid);
     return t;
   }
 
@@ -300,7 +298,8 @@ export class BridgeCore {
       const at = await this.entry(g, frame, parent, name, fresh);
       const look = () => new Resolver(g, frame).lookup(at.parent, name, at.loc.path);
       const found = await look();
-      return { graph: g, ...((await this.catchUp(found.inode.gfid)) ? await look() : found) };
+      const gfid = found.inode.gfid;
+      return { graph: g, ...(this.onOlderGraph(gfid) && (await this.catchUp(gfid)) ? await look() : found) };
     });
   }
 
@@ -332,14 +331,15 @@ export class BridgeCore {
     const found = this.onActive(req, 'getattr', async (g, frame, fresh) => {
       const attrs = () => (typeof target === 'string' ? new Resolver(g, frame, fresh).attributes(target) : this.statNode(g, frame, target));
       const iatt = await attrs();
-      return (await this.catchUp(iatt.gfid)) ? attrs() : iatt;
+      return this.onOlderGraph(iatt.gfid) && (await this.catchUp(iatt.gfid)) ? attrs() : iatt;
     });
     return typeof target === 'string' ? found : found.catch((e) => this.statOpen(req, target.gfid, e));
   }
 
   private async statNode(g: Graph, frame: Frame, b: BaseInode): Promise<Iatt> {
-    const inode = await this.nodeOn(g, b);
-    return g.top.stat(frame, { inode });
+    const cur = b.current;
+    const inode = cur?.graph === g ? cur.inode : await this.nodeOn(g, b);
+    return await g.top.stat(frame, { inode });
   }
 
   /**
@@ -388,31 +388,31 @@ export class BridgeCore {
   }
 
   access(req: Req, target: Hint, mask: number): Promise<void> {
-    return this.onActive(req, 'access', async (g, frame, fresh) => g.top.access(frame, (await this.existing(g, frame, target, fresh)).loc, mask));
+    return this.onActive(req, 'access', async (g, frame, fresh) => await g.top.access(frame, (await this.existing(g, frame, target, fresh)).loc, mask));
   }
 
   readlink(req: Req, target: Hint): Promise<Name> {
-    return this.onActive(req, 'readlink', async (g, frame, fresh) => g.top.readlink(frame, (await this.existing(g, frame, target, fresh)).loc));
+    return this.onActive(req, 'readlink', async (g, frame, fresh) => await g.top.readlink(frame, (await this.existing(g, frame, target, fresh)).loc));
   }
 
   statfs(req: Req, target: Hint): Promise<Statfs> {
-    return this.onActive(req, 'statfs', async (g, frame, fresh) => g.top.statfs(frame, (await this.resolve(g, frame, target, fresh)).loc));
+    return this.onActive(req, 'statfs', async (g, frame, fresh) => await g.top.statfs(frame, (await this.resolve(g, frame, target, fresh)).loc));
   }
 
   getxattr(req: Req, target: Hint, name: string): Promise<Buffer> {
-    return this.onActive(req, 'getxattr', async (g, frame, fresh) => g.top.getxattr(frame, (await this.existing(g, frame, target, fresh)).loc, name));
+    return this.onActive(req, 'getxattr', async (g, frame, fresh) => await g.top.getxattr(frame, (await this.existing(g, frame, target, fresh)).loc, name));
   }
 
   setxattr(req: Req, target: Hint, name: string, value: Buffer, flags: number): Promise<void> {
-    return this.onActive(req, 'setxattr', async (g, frame, fresh) => g.top.setxattr(frame, (await this.existing(g, frame, target, fresh)).loc, name, value, flags));
+    return this.onActive(req, 'setxattr', async (g, frame, fresh) => await g.top.setxattr(frame, (await this.existing(g, frame, target, fresh)).loc, name, value, flags));
   }
 
   listxattr(req: Req, target: Hint): Promise<string[]> {
-    return this.onActive(req, 'listxattr', async (g, frame, fresh) => g.top.listxattr(frame, (await this.existing(g, frame, target, fresh)).loc));
+    return this.onActive(req, 'listxattr', async (g, frame, fresh) => await g.top.listxattr(frame, (await this.existing(g, frame, target, fresh)).loc));
   }
 
   removexattr(req: Req, target: Hint, name: string): Promise<void> {
-    return this.onActive(req, 'removexattr', async (g, frame, fresh) => g.top.removexattr(frame, (await this.existing(g, frame, target, fresh)).loc, name));
+    return this.onActive(req, 'removexattr', async (g, frame, fresh) => await g.top.removexattr(frame, (await this.existing(g, frame, target, fresh)).loc, name));
   }
 
   // --- namespace -------------------------------------------------------------------

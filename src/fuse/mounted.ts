@@ -16,7 +16,7 @@ export interface MountSpec {
   readonly entryTimeoutMs: number;
   readonly attrTimeoutMs: number;
   readonly negativeTimeoutMs: number;
-  /** fuse-native: poll this long for the next request after each one (µs; 0: off). */
+  /** Poll this long for the next request after each one instead of sleeping (µs; 0: off). */
   readonly busyPollUs: number;
 }
 

@@ -285,6 +285,15 @@ def blocked_in_fcntl(pid):
         time.sleep(0.005)
     return False
 
+def until_not_eagain(step, seconds):
+    # step() again while it answers EAGAIN, for at most that many seconds; its last answer.
+    end = time.time() + seconds
+    r = step()
+    while r == 'EAGAIN' and time.time() < end:
+        time.sleep(0.005)
+        r = step()
+    return r
+
 def wait_for_file(p):
     end = time.time() + 30
     while time.time() < end:
@@ -337,7 +346,9 @@ def locks_flock(pa, pb):
         o['bUnlock'] = B('flock', 'f', 'un')
         o['aUpgrade'] = A('flock', 'f', 'ex')
         o['aClose'] = A('close', 'f')
-        o['bAfterClose'] = B('flock', 'f', 'ex')
+        # FUSE drops a flock lock with the RELEASE it sends after close() returned: on another
+        # mount, B's request may get to the brick first. Granted once the RELEASE lands (bounded).
+        o['bAfterClose'] = until_not_eagain(lambda: B('flock', 'f', 'ex'), 5)
         # a second open file of the same process is another flock holder
         o['bSecondOpen'] = B('open', 'g', pb)
         o['bSecondFdRefused'] = B('flock', 'g', 'ex')

@@ -26,6 +26,9 @@ class FakeDev implements Dev {
   readResult?: number;
   closed: number[] = [];
   pollStops = 0;
+  /** The busy-poll window the session asked for, and how often it reopened it (pollSpin). */
+  spinUs?: number;
+  spins = 0;
   private cb?: (status: number, events: number) => void;
 
   read(fd: number, buf: Buffer): number {
@@ -46,9 +49,13 @@ class FakeDev implements Dev {
     this.closed.push(fd);
     return 0;
   }
-  pollStart(fd: number, cb: (status: number, events: number) => void): PollHandle {
+  pollStart(fd: number, cb: (status: number, events: number) => void, spinUs: number): PollHandle {
     this.cb = cb;
+    this.spinUs = spinUs;
     return {} as PollHandle;
+  }
+  pollSpin(): void {
+    this.spins++;
   }
   pollStop(): void {
     this.cb = undefined;
@@ -354,6 +361,33 @@ describe('the read loop', () => {
     h.dev.fire();
     await settle();
     expect(h.dev.replies.map((r) => parse(r).unique)).toEqual([200, 202]);
+  });
+});
+
+describe('busy polling', () => {
+  it('the window asked for reaches the poll (none by default); it opens again each time nothing is left in flight', async () => {
+    expect(new Harness().dev.spinUs).toBe(0);
+    const h = new Harness({ busyPollUs: 250 });
+    expect(h.dev.spinUs).toBe(250);
+    await h.init();
+    const spins = h.dev.spins;
+    await h.ask(Op.GETATTR, 1, pack('getattr_in', {}));
+    expect(h.dev.spins).toBe(spins + 1);
+    // Two in flight: the first answer leaves one, the window opens only after the second.
+    const real = h.memfs.statfs.bind(h.memfs);
+    const held: (() => void)[] = [];
+    h.memfs.statfs = () => new Promise<void>((r) => held.push(r)).then(real);
+    const a = h.send(Op.STATFS, 1);
+    const b = h.send(Op.STATFS, 1);
+    await settle();
+    expect(held).toHaveLength(2);
+    held.shift()!();
+    await settle();
+    expect(h.dev.spins).toBe(spins + 1);
+    held.shift()!();
+    await settle();
+    expect(h.dev.replies.map(parse).filter((r) => r.unique === a || r.unique === b)).toHaveLength(2);
+    expect(h.dev.spins).toBe(spins + 2);
   });
 });
 

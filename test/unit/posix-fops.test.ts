@@ -2,16 +2,20 @@
 // objects. Needs root: trusted.* xattrs, chown, mknod.
 
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
+import { performance } from 'perf_hooks';
 import { v4 as uuidv4 } from 'uuid';
 import { FopError } from '../../src/core/errors';
 import type { Fd } from '../../src/core/fd';
 import type { Graph } from '../../src/core/graph';
 import type { Inode } from '../../src/core/inode';
 import { Caller, Dirent, Iatt } from '../../src/core/types';
+import { sys } from '../../xlators/storage/posix/sys';
 import { cleanupGraphs, errCode, lookup, lookupInode, newBridge, startGraph, tempDir, within } from '../helpers/graphs';
 
 const { O_RDWR, O_RDONLY, O_WRONLY, R_OK, W_OK, X_OK, F_OK } = fs.constants;
+const { EAGAIN, EOPNOTSUPP } = os.constants.errno;
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK } = fs.constants;
 const makedev = (major: number, minor: number) => (major << 8) | minor;
 const USER: Caller = { uid: 1000, gid: 1000, groups: [], pid: 1 };
@@ -107,24 +111,24 @@ describe('read and write', () => {
     }
   });
 
-  test('small (synchronous) and large (> 64 KiB, asynchronous) writes land exactly', async () => {
+  test('small (synchronous) and large (> 1 MiB, asynchronous) writes land exactly', async () => {
     const dir = tempDir();
     const g = await startGraph(dir);
     const { fd } = await create(g, g.itable.root, 'f', 0o644);
     try {
-      const small = Buffer.alloc(64 * 1024, 0x61); // exactly the synchronous limit
+      const small = Buffer.alloc(1024 * 1024, 0x61); // exactly the synchronous limit
       const large = Buffer.alloc(3 * 1024 * 1024 + 17);
       for (let i = 0; i < large.length; i++) large[i] = (i * 7919) & 0xff;
       expect(await g.top.write(g.frame('write'), fd, small, 10)).toBe(small.length);
-      expect(await g.top.write(g.frame('write'), fd, large, 100_000)).toBe(large.length);
+      expect(await g.top.write(g.frame('write'), fd, large, 2_000_000)).toBe(large.length);
       const tiny = Buffer.from('xyz');
       expect(await g.top.write(g.frame('write'), fd, tiny, 3)).toBe(3);
       const onDisk = fs.readFileSync(path.join(dir, 'f'));
-      expect(onDisk.length).toBe(100_000 + large.length);
+      expect(onDisk.length).toBe(2_000_000 + large.length);
       expect(onDisk.subarray(3, 6).toString()).toBe('xyz');
       expect(onDisk.subarray(10, 10 + small.length).equals(small)).toBe(true);
-      expect(onDisk.subarray(100_000).equals(large)).toBe(true);
-      const back = await g.top.read(g.frame('read'), fd, large.length, 100_000);
+      expect(onDisk.subarray(2_000_000).equals(large)).toBe(true);
+      const back = await g.top.read(g.frame('read'), fd, large.length, 2_000_000);
       expect(back.equals(large)).toBe(true);
       // concurrent large writes to different ranges
       const parts = [0, 1, 2, 3].map((k) => Buffer.alloc(200_000, 0x30 + k));
@@ -133,6 +137,73 @@ describe('read and write', () => {
       for (let k = 0; k < 4; k++) expect(all.subarray(k * 200_000, (k + 1) * 200_000).equals(parts[k])).toBe(true);
     } finally {
       await fd.unref();
+    }
+  });
+
+  test('reads take what the page cache holds at once, and the rest, or all when nothing is cached, from the thread pool', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const { fd } = await create(g, g.itable.root, 'f', 0o644);
+    const data = Buffer.alloc(300_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
+    const pool = jest.spyOn(sys, 'pread');
+    const cached = jest.spyOn(sys, 'preadNowait');
+    try {
+      expect(await g.top.write(g.frame('write'), fd, data, 0)).toBe(data.length);
+      // Just written: in the page cache, read without the pool.
+      expect((await g.top.read(g.frame('read'), fd, 200_000, 50_000)).equals(data.subarray(50_000, 250_000))).toBe(true);
+      expect((await g.top.read(g.frame('read'), fd, 100, 299_950)).equals(data.subarray(299_950))).toBe(true);
+      expect((await g.top.read(g.frame('read'), fd, 100, 400_000)).length).toBe(0);
+      expect(pool).not.toHaveBeenCalled();
+      // Nothing cached (EAGAIN): all of it from the pool.
+      cached.mockImplementationOnce(() => -EAGAIN);
+      expect((await g.top.read(g.frame('read'), fd, 200_000, 1000)).equals(data.subarray(1000, 201_000))).toBe(true);
+      expect(pool).toHaveBeenCalled();
+      // Only a part cached: the rest from the pool, after it.
+      pool.mockClear();
+      cached.mockImplementationOnce((osfd, buf, off, _len, pos) => fs.readSync(osfd, buf, off, 70_000, pos)).mockImplementationOnce(() => -EAGAIN);
+      expect((await g.top.read(g.frame('read'), fd, 250_000, 10_000)).equals(data.subarray(10_000, 260_000))).toBe(true);
+      expect(pool).toHaveBeenCalled();
+      // A filesystem without RWF_NOWAIT: the pool reads it all.
+      cached.mockImplementationOnce(() => -EOPNOTSUPP);
+      expect((await g.top.read(g.frame('read'), fd, 5, 7)).equals(data.subarray(7, 12))).toBe(true);
+    } finally {
+      pool.mockRestore();
+      cached.mockRestore();
+      await fd.unref();
+    }
+  });
+
+  test('writes up to 1 MiB go to the page cache on the loop thread, except for O_SYNC/O_DSYNC/O_DIRECT files and for a while after a slow one', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const plain = (await create(g, g.itable.root, 'plain', 0o644)).fd;
+    const durable = await Promise.all(
+      [fs.constants.O_SYNC, fs.constants.O_DSYNC, fs.constants.O_DIRECT].map(async (f, i) => (await create(g, g.itable.root, `d${i}`, 0o644, undefined, O_RDWR | f)).fd),
+    );
+    const onLoop = jest.spyOn(sys, 'pwriteSync');
+    const pool = jest.spyOn(sys, 'pwrite');
+    const clock = jest.spyOn(performance, 'now');
+    const wall = jest.spyOn(Date, 'now');
+    const data = Buffer.alloc(1024 * 1024, 0x62);
+    try {
+      expect(await g.top.write(g.frame('write'), plain, data, 0)).toBe(data.length);
+      expect([onLoop.mock.calls.length, pool.mock.calls.length]).toEqual([1, 0]);
+      for (const fd of durable) expect(await g.top.write(g.frame('write'), fd, Buffer.from('x'), 0)).toBe(1);
+      expect([onLoop.mock.calls.length, pool.mock.calls.length]).toEqual([1, 3]);
+      // One write on the loop takes 50 ms: the pool takes the writes for the next second.
+      clock.mockReturnValueOnce(1000).mockReturnValueOnce(1050);
+      wall.mockReturnValue(5_000_000);
+      expect(await g.top.write(g.frame('write'), plain, Buffer.from('slow'), 0)).toBe(4);
+      expect(await g.top.write(g.frame('write'), plain, Buffer.from('next'), 4)).toBe(4);
+      expect([onLoop.mock.calls.length, pool.mock.calls.length]).toEqual([2, 4]);
+      wall.mockReturnValue(5_000_000 + 1000);
+      expect(await g.top.write(g.frame('write'), plain, Buffer.from('back'), 8)).toBe(4);
+      expect([onLoop.mock.calls.length, pool.mock.calls.length]).toEqual([3, 4]);
+      expect(fs.readFileSync(path.join(dir, 'plain')).subarray(0, 13).toString()).toBe('slownextbackb');
+    } finally {
+      for (const spy of [onLoop, pool, clock, wall]) spy.mockRestore();
+      for (const fd of [plain, ...durable]) await fd.unref();
     }
   });
 

@@ -379,6 +379,28 @@ describe('handles live exactly as long as their object', () => {
 
 // --- atomic creation -------------------------------------------------------------------------
 
+describe('a handle checked once is trusted while its inode stays', () => {
+  test('a stat by GFID of a file already found reads no GFID again; a handle another file took is ESTALE', async () => {
+    const dir = tempDir();
+    const g = await startGraph(dir);
+    const b = newBridge(g);
+    await writeFile(b, '/f', 'data');
+    const gfid = (await b.getattr('/f')).gfid;
+    const reads = jest.spyOn(sys, 'getxattrIfExists');
+    try {
+      expect((await nameless(g, gfid)).size).toBe(4);
+      expect(reads).not.toHaveBeenCalled();
+      // Something outside xlstack puts another file where the handle was (/f keeps the old inode).
+      fs.unlinkSync(handlePath(dir, gfid));
+      fs.writeFileSync(handlePath(dir, gfid), 'other');
+      expect(await errCode(nameless(g, gfid))).toBe('ESTALE');
+      expect(reads).toHaveBeenCalled();
+    } finally {
+      reads.mockRestore();
+    }
+  });
+});
+
 describe('creation is atomic and never replaces an existing name', () => {
   async function setup() {
     const dir = tempDir();

@@ -266,6 +266,26 @@ describe('new fops on the wire', () => {
     await f2.fd.unref();
   });
 
+  test('the caller travels with its groups, also one that reads them only when asked (a getter, as the kernel transport has)', async () => {
+    const b = await recBrick();
+    const c = await recClient(b.port);
+    const g = c.graph;
+    let reads = 0;
+    class LazyCaller implements Caller {
+      readonly uid = 1234;
+      readonly gid = 1234;
+      readonly pid = 77;
+      get groups(): readonly number[] {
+        reads++;
+        return [5, 6];
+      }
+    }
+    await g.top.lookup(fr(g, 'lookup', '', new LazyCaller()), { path: '/x', parent: g.itable.root, name: 'x' });
+    expect(reads).toBe(1);
+    const [call] = b.rec.of('lookup');
+    expect({ ...call.caller }).toEqual({ uid: 1234, gid: 1234, pid: 77, groups: [5, 6] });
+  });
+
   test('a blocking lock waits past frame-timeout; interrupted, it is cancelled on the brick and answers EINTR', async () => {
     const b = await recBrick();
     const c = await recClient(b.port, 0.3);

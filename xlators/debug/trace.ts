@@ -41,8 +41,11 @@ export class Trace extends Xlator<Options> {
   }
 }
 
-Xlator.interceptAll(Trace, async (xl, op, args, next) => {
-  if (!xl.traces(op)) return next();
+// Not an async function itself: quiet (the default), the fop passes through without a
+// promise of its own on every request.
+Xlator.interceptAll(Trace, (xl, op, args, next) => (xl.traces(op) ? traced(xl, op, args, next) : next()));
+
+async function traced(xl: Trace, op: FopName, args: unknown[], next: () => Promise<unknown>): Promise<unknown> {
   const call = `${op}(${args.map(describe).join(', ')})`;
   const started = process.hrtime.bigint();
   const us = () => Number((process.hrtime.bigint() - started) / 1000n);
@@ -54,7 +57,7 @@ Xlator.interceptAll(Trace, async (xl, op, args, next) => {
     xl.record(`${call} => ${(e as { code?: string }).code ?? 'error'} in ${us()} us`);
     throw e;
   }
-});
+}
 
 export default defineTranslator({
   type: 'debug/trace',

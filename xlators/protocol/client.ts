@@ -53,6 +53,8 @@ export type ConnectionDeps = Pick<ConnectionOptions, 'backoff' | 'sleep'>;
 
 const ms = (seconds: number) => Math.round(seconds * 1000);
 const appending = (fd: Fd) => (fd.flags & constants.O_APPEND) !== 0;
+/** A caller as it travels: plain values (a transport may read the groups only when asked). */
+const wireCaller = (c: Caller): Caller => ({ uid: c.uid, gid: c.gid, pid: c.pid, groups: c.groups });
 
 /**
  * protocol/client: the far side of a protocol/server, as a leaf of the client's graph. Its
@@ -197,7 +199,7 @@ export class Client extends Xlator<Options> {
       const wireArgs = await Promise.all(wire.args.map((kind, i) => this.toWire(kind, rest[i], deadline)));
       const left = deadline - Date.now();
       if (left <= 0) throw new FopError('ENOTCONN', `${op}: no answer from ${this.target} within frame-timeout`);
-      const sent = peer.start(Kind.REQUEST, { op, caller: frame.caller, lkOwner: frame.lkOwner || undefined, args: wireArgs }, blocking ? undefined : left);
+      const sent = peer.start(Kind.REQUEST, { op, caller: wireCaller(frame.caller), lkOwner: frame.lkOwner || undefined, args: wireArgs }, blocking ? undefined : left);
       const stopListening = frame.onInterrupt(() => {
         if (!peer.closed) peer.send(Kind.CANCEL, sent.id, null);
       });

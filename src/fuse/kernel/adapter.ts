@@ -66,6 +66,49 @@ function readGroups(pid: number): number[] {
   }
 }
 
+const NO_GROUPS: readonly number[] = Object.freeze([]);
+
+/**
+ * The caller of a kernel request. One class for all (a getter per object would make each
+ * caller an object of its own shape, slow for every translator that reads it): the
+ * supplementary groups, read from /proc, are read only when a translator asks.
+ */
+class KernelCaller implements Caller {
+  readonly #groups: GroupCache;
+
+  constructor(
+    readonly uid: number,
+    readonly gid: number,
+    readonly pid: number,
+    groups: GroupCache,
+  ) {
+    this.#groups = groups;
+  }
+
+  get groups(): readonly number[] {
+    return this.uid === 0 ? NO_GROUPS : this.#groups.of(this.pid);
+  }
+}
+
+/** A kernel request as the bridge core sees it. */
+class KernelReq implements Req {
+  readonly caller: KernelCaller;
+  readonly lkOwner?: string;
+
+  constructor(
+    private readonly r: Request,
+    groups: GroupCache,
+    lockOwner?: bigint,
+  ) {
+    this.caller = new KernelCaller(r.uid, r.gid, r.pid, groups);
+    this.lkOwner = lockOwner ? lockOwner.toString(16) : undefined;
+  }
+
+  onInterrupt(fn: () => void): () => void {
+    return this.r.onInterrupt(fn);
+  }
+}
+
 /**
  * The kernel transport's view of the bridge: nodeids name BaseInode records (hints, resolved
  * on the active graph by GFID), file handles name BaseFds, names are bytes, and every
@@ -108,18 +151,7 @@ export class KernelAdapter implements KernelFs {
   // --- what every request needs -------------------------------------------------
 
   private req(r: Request, lockOwner?: bigint): Req {
-    const groups = this.groups;
-    const caller: Caller = {
-      uid: r.uid,
-      gid: r.gid,
-      pid: r.pid,
-      // Read only when a translator asks (most never do): an own, enumerable getter, so it
-      // also travels when the caller is sent to a brick.
-      get groups() {
-        return r.uid === 0 ? [] : groups.of(r.pid);
-      },
-    };
-    return { caller, lkOwner: lockOwner ? lockOwner.toString(16) : undefined, onInterrupt: (fn) => r.onInterrupt(fn) };
+    return new KernelReq(r, this.groups, lockOwner);
   }
 
   private node(nodeid: number): BaseInode {

@@ -1,5 +1,6 @@
 // The few system calls the FUSE kernel transport needs that Node cannot make: mount(2) and
-// umount2(2), a libuv poll on the raw /dev/fuse fd that calls JS on the loop thread,
+// umount2(2), a libuv poll on the raw /dev/fuse fd that calls JS on the loop thread (and
+// keeps the loop turning for a while after each request: busy polling),
 // read(2)/writev(2) that return a count or -errno instead of throwing (the request loop must
 // not pay for exceptions), socketpair + recvmsg(SCM_RIGHTS) for the fd fusermount3 sends, and
 // notification writes on a thread of their own: INVAL_ENTRY and DELETE take the parent
@@ -11,6 +12,8 @@
 #include <limits.h>
 #include <node_api.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -215,11 +218,23 @@ static napi_value js_set_nonblock(napi_env env, napi_callback_info info) {
 }
 
 // --- poll: a uv_poll_t on the fd; cb(status, events) on the loop thread -----------------
+//
+// Busy polling: after each readable event, and after each pollSpin (the server answered
+// everything), the loop keeps turning without sleeping for `spin_ns` (a uv_idle_t makes
+// libuv poll with a zero timeout). Waking a thread that slept costs tens of microseconds on
+// a virtual machine, most of a small request's round trip; a loop that turns finds the next
+// request of a burst, or the thread pool's answer, at once. Everything else the loop does
+// (the thread pool's completions, timers, signals) goes on as usual meanwhile, and each turn
+// yields the CPU to any thread waiting for it (on a busy machine, the caller or the pool).
 
-// Owned twice: by the libuv handle until it is closed, and by its JS External until that is
-// collected; freed when both let go, so a stale handle from JS is refused, never used freed.
+// Owned twice: by the libuv handles until both are closed, and by its JS External until that
+// is collected; freed when both let go, so a stale handle from JS is refused, never used freed.
 typedef struct {
   uv_poll_t handle;
+  uv_idle_t idle;
+  uint64_t spin_ns;
+  uint64_t spin_until;
+  int open_handles;  // of handle and idle, not yet closed
   napi_env env;
   napi_ref cb;
   napi_async_context ctx;
@@ -235,8 +250,22 @@ static void poller_external_gone(napi_env env, void *data, void *hint) {
   poller_unref(data);
 }
 
+static void idle_cb(uv_idle_t *h) {
+  poller *p = h->data;
+  if (uv_hrtime() >= p->spin_until) uv_idle_stop(h);
+  // Polite: a thread that has work on this CPU (the caller, the thread pool) gets it now.
+  else sched_yield();
+}
+
+static void spin(poller *p) {
+  if (p->spin_ns == 0 || p->closing) return;
+  p->spin_until = uv_hrtime() + p->spin_ns;
+  if (!uv_is_active((uv_handle_t *)&p->idle)) uv_idle_start(&p->idle, idle_cb);
+}
+
 static void poll_cb(uv_poll_t *h, int status, int events) {
   poller *p = h->data;
+  if (status >= 0) spin(p);
   napi_env env = p->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
@@ -257,19 +286,28 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
 
 static void poll_closed(uv_handle_t *h) {
   poller *p = h->data;
+  if (--p->open_handles > 0) return;
   napi_delete_reference(p->env, p->cb);
   napi_async_destroy(p->env, p->ctx);
   poller_unref(p);
 }
 
-// pollStart(fd, cb) -> handle; cb(status, events) runs whenever the fd is readable
-// (status < 0: a libuv error, e.g. UV_EBADF when the kernel reports POLLERR).
+static void close_handles(poller *p) {
+  p->closing = 1;
+  uv_close((uv_handle_t *)&p->handle, poll_closed);
+  uv_close((uv_handle_t *)&p->idle, poll_closed);
+}
+
+// pollStart(fd, cb, spinUs) -> handle; cb(status, events) runs whenever the fd is readable
+// (status < 0: a libuv error, e.g. UV_EBADF when the kernel reports POLLERR); after each,
+// and after each pollSpin, the loop busy-polls for spinUs microseconds (0: never).
 static napi_value js_poll_start(napi_env env, napi_callback_info info) {
-  ARGS(2)
-  int fd;
+  ARGS(3)
+  int fd, spin_us;
   napi_valuetype t;
   napi_typeof(env, argv[1], &t);
-  if (get_int(env, argv[0], &fd) || t != napi_function) return throw_type(env, "pollStart(fd, callback)");
+  if (get_int(env, argv[0], &fd) || t != napi_function || get_int(env, argv[2], &spin_us) || spin_us < 0)
+    return throw_type(env, "pollStart(fd, callback, spinUs)");
   uv_loop_t *loop;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return throw_type(env, "pollStart: no event loop");
   poller *p = calloc(1, sizeof *p);
@@ -279,16 +317,20 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     free(p);
     return int_value(env, r);
   }
+  uv_idle_init(loop, &p->idle);
+  p->open_handles = 2;
+  p->spin_ns = (uint64_t)spin_us * 1000;
   p->env = env;
   p->refs = 1;
   p->handle.data = p;
+  p->idle.data = p;
   napi_value name;
   napi_create_string_utf8(env, "fuse_dev.poll", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &p->ctx);
   napi_create_reference(env, argv[1], 1, &p->cb);
   r = uv_poll_start(&p->handle, UV_READABLE, poll_cb);
   if (r < 0) {
-    uv_close((uv_handle_t *)&p->handle, poll_closed);
+    close_handles(p);
     return int_value(env, r);
   }
   napi_value ext;
@@ -297,14 +339,23 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   return ext;
 }
 
+// pollSpin(handle): the server answered everything (a reply the thread pool made, say):
+// keep the loop turning for spinUs from now, for the caller's next request. Once stopped:
+// nothing.
+static napi_value js_poll_spin(napi_env env, napi_callback_info info) {
+  ARGS(1)
+  poller *p = get_external(env, argv[0]);
+  if (!p) return throw_type(env, "pollSpin(handle)");
+  spin(p);
+  return NULL;
+}
+
 // pollStop(handle): after it returns the fd is out of epoll and may be closed. Again: nothing.
 static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
   ARGS(1)
   poller *p = get_external(env, argv[0]);
   if (!p) return throw_type(env, "pollStop(handle)");
-  if (p->closing) return NULL;
-  p->closing = 1;
-  uv_close((uv_handle_t *)&p->handle, poll_closed);
+  if (!p->closing) close_handles(p);
   return NULL;
 }
 
@@ -482,6 +533,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"recvFd", NULL, js_recv_fd, NULL, NULL, NULL, napi_default, NULL},
       {"setNonblock", NULL, js_set_nonblock, NULL, NULL, NULL, napi_default, NULL},
       {"pollStart", NULL, js_poll_start, NULL, NULL, NULL, napi_default, NULL},
+      {"pollSpin", NULL, js_poll_spin, NULL, NULL, NULL, napi_default, NULL},
       {"pollStop", NULL, js_poll_stop, NULL, NULL, NULL, napi_default, NULL},
       {"notifierOpen", NULL, js_notifier_open, NULL, NULL, NULL, napi_default, NULL},
       {"notifierWrite", NULL, js_notifier_write, NULL, NULL, NULL, napi_default, NULL},

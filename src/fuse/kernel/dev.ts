@@ -24,8 +24,14 @@ export interface Dev {
   /** The fd passed with SCM_RIGHTS (close-on-exec), without blocking: fd, or -errno (-ENOMSG: the peer closed). */
   recvFd(sock: number): number;
   setNonblock(fd: number): number;
-  /** `cb(status, events)` on the loop thread whenever `fd` is readable; status < 0 is a libuv error (UV_EBADF on POLLERR). */
-  pollStart(fd: number, cb: (status: number, events: number) => void): PollHandle | number;
+  /**
+   * `cb(status, events)` on the loop thread whenever `fd` is readable; status < 0 is a libuv
+   * error (UV_EBADF on POLLERR). After each, the loop polls without sleeping for `spinUs`
+   * microseconds (0: never), doing everything else it does as usual.
+   */
+  pollStart(fd: number, cb: (status: number, events: number) => void, spinUs: number): PollHandle | number;
+  /** The same busy window, from now: everything is answered, the next request may come soon. Stopped: nothing. */
+  pollSpin(h: PollHandle): void;
   /** After this the fd is out of epoll and may be closed. A second call does nothing. */
   pollStop(h: PollHandle): void;
   /** A thread that owns a dup of `fd` and writes what it is given, in order. */

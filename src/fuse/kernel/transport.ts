@@ -19,7 +19,7 @@ export async function mountKernelTransport(spec: MountSpec): Promise<Mounted> {
     negativeTimeoutMs: spec.negativeTimeoutMs,
     groupsTimeoutMs: 1000,
   });
-  const session = new KernelSession(mount.fd, adapter, { log: spec.log.child('fuse') });
+  const session = new KernelSession(mount.fd, adapter, { log: spec.log.child('fuse'), busyPollUs: spec.busyPollUs });
   void session.closed.then(adapter.followInvalidations(session));
   try {
     session.start();

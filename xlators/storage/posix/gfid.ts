@@ -17,13 +17,8 @@ export function gfidString(b: Buffer): Gfid {
 
 /** The GFID stored on an object, or undefined if it has none (or not 16 bytes of one). */
 export function readGfid(at: At): Gfid | undefined {
-  try {
-    const b = sys.getxattrAt(at, GFID_ATTR);
-    return b.length === 16 ? gfidString(b) : undefined;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENODATA') return undefined;
-    throw e;
-  }
+  const b = sys.getxattrIfExists(at, GFID_ATTR);
+  return b?.length === 16 ? gfidString(b) : undefined;
 }
 
 export function writeGfid(at: At, gfid: Gfid, flags = XATTR_CREATE): void {

@@ -1,4 +1,5 @@
 import * as fs from 'fs';
+import { performance } from 'perf_hooks';
 import {
   Dirent,
   DirentPlus,
@@ -81,6 +82,8 @@ interface FileCtx {
   readonly osfd: number;
   /** Opened with O_APPEND: every write goes to the end, whatever offset it carries. */
   readonly append: boolean;
+  /** Opened O_SYNC or O_DSYNC (or O_DIRECT): a write waits for the disk. */
+  readonly durable: boolean;
 }
 
 interface DirCtx {
@@ -103,8 +106,16 @@ interface RawEntry {
 /** A path that reaches an open directory through its fd (the kernel jumps to the directory itself). */
 const byFd = (osfd: number) => `/proc/self/fd/${osfd}`;
 
-/** Writes up to this size go straight to the page cache: cheaper than a thread-pool hand-off. */
-const SYNC_WRITE_MAX = 64 * 1024;
+/**
+ * Writes of up to this size (all the kernel sends) go to the page cache on the loop thread:
+ * a thread-pool hand-off (two thread wake-ups) costs more than the copy. Not for files whose
+ * writes wait for the disk; nor for a while after one such write was slow (SLOW_WRITE_MS: the
+ * page cache is pushing back, dirty pages throttled or the journal full), so the loop never
+ * waits long on a write.
+ */
+const SYNC_WRITE_MAX = 1024 * 1024;
+const SLOW_WRITE_MS = 5;
+const POOL_AFTER_SLOW_WRITE_MS = 1000;
 
 /** The flags a backing file is opened with for an fd opened with `flags`. */
 function backingFlags(flags: number): number {
@@ -127,6 +138,8 @@ function backingFlags(flags: number): number {
  */
 export class Posix extends Xlator<Options> {
   private store?: HandleStore;
+  /** Until when writes go to the thread pool (one on the loop thread was slow). */
+  private poolWritesUntil = 0;
   private readonly fds = new FdContext<FileCtx | DirCtx>(this);
 
   constructor(init: XlatorInit<Options>) {
@@ -229,7 +242,8 @@ export class Posix extends Xlator<Options> {
     const at = this.objectAt(loc);
     if (at.name !== null) {
       const st = sys.stat(at);
-      if (readGfid(at) !== gfid) throw new FopError('ESTALE', `${loc.path}: GFID ${gfid} is gone`);
+      // A handle whose inode was found to carry this GFID still does (as lookup trusts it).
+      if (this.handles.verifiedIno(gfid) !== st.ino && readGfid(at) !== gfid) throw new FopError('ESTALE', `${loc.path}: GFID ${gfid} is gone`);
       return this.iatt(st, gfid);
     }
     // A directory's fd was checked by GFID when opened; dirs.stat finds it again if it was removed.
@@ -255,7 +269,7 @@ export class Posix extends Xlator<Options> {
     const at = this.entryAt(loc);
     // Misses are common (every create starts with one): answer them without an exception.
     const found = sys.statIfExists(at);
-    if (!found) throw new FopError('ENOENT');
+    if (!found) return await miss('ENOENT');
     const { gfid, st } = identify(this.handles, this.log, { at, st: found, parent: loc.parent.gfid, name: loc.name! });
     return this.iatt(st, gfid);
   }
@@ -420,16 +434,28 @@ export class Posix extends Xlator<Options> {
   }
 
   private attach(fd: Fd, osfd: number): void {
-    this.fds.set(fd, { kind: 'file', osfd, append: (fd.flags & O_APPEND) !== 0 });
+    const durable = (backingFlags(fd.flags) & (O_SYNC | O_DSYNC)) !== 0;
+    this.fds.set(fd, { kind: 'file', osfd, append: (fd.flags & O_APPEND) !== 0, durable });
     this.handles.opened(fd.inode.gfid);
   }
 
   override async read(_frame: Frame, fd: Fd, size: number, offset: number): Promise<Buffer> {
     const osfd = this.fileCtx(fd).osfd;
     const buf = Buffer.allocUnsafe(size);
+    // What the page cache holds is read here and now; a thread-pool hand-off (two thread
+    // wake-ups) costs more than the copy. Only what needs the disk goes to the pool.
     let got = 0;
+    let eof = false;
     while (got < size) {
-      const n = await readAt(osfd, buf, got, size - got, offset + got);
+      const n = sys.preadNowait(osfd, buf, got, size - got, offset + got);
+      if (n <= 0) {
+        eof = n === 0;
+        break;
+      }
+      got += n;
+    }
+    while (!eof && got < size) {
+      const n = await sys.pread(osfd, buf, got, size - got, offset + got);
       if (n === 0) break;
       got += n;
     }
@@ -437,13 +463,18 @@ export class Posix extends Xlator<Options> {
   }
 
   override async write(_frame: Frame, fd: Fd, data: Buffer, offset: number): Promise<number> {
-    const { osfd, append } = this.fileCtx(fd);
+    const { osfd, append, durable } = this.fileCtx(fd);
     // Appending: the offset is where the caller believed the end was (another client may
     // have written since); write(2) on an O_APPEND fd goes to the real end.
     const at = (done: number) => (append ? null : offset + done);
-    if (data.length <= SYNC_WRITE_MAX) return fs.writeSync(osfd, data, 0, data.length, at(0));
+    if (data.length <= SYNC_WRITE_MAX && !durable && Date.now() >= this.poolWritesUntil) {
+      const started = performance.now();
+      const n = sys.pwriteSync(osfd, data, 0, data.length, at(0));
+      if (performance.now() - started > SLOW_WRITE_MS) this.poolWritesUntil = Date.now() + POOL_AFTER_SLOW_WRITE_MS;
+      return n;
+    }
     let done = 0;
-    while (done < data.length) done += await writeAt(osfd, data, done, data.length - done, at(done));
+    while (done < data.length) done += await sys.pwrite(osfd, data, done, data.length - done, at(done));
     return done;
   }
 
@@ -555,7 +586,9 @@ export class Posix extends Xlator<Options> {
   override async getxattr(_frame: Frame, loc: Loc, name: Name): Promise<Buffer> {
     checkXattrName(name);
     if (RESERVED_XATTRS(name)) throw new FopError('ENODATA');
-    return sys.getxattrAt(this.objectAt(loc), name);
+    // Every write asks for security.capability, which files seldom have.
+    const value = sys.getxattrIfExists(this.objectAt(loc), name);
+    return value ?? (await miss('ENODATA'));
   }
 
   override async setxattr(_frame: Frame, loc: Loc, name: Name, value: Buffer, flags: number): Promise<void> {
@@ -612,6 +645,16 @@ export class Posix extends Xlator<Options> {
     if (ctx.kind !== 'dir') throw new FopError('ENOTDIR');
     return ctx;
   }
+}
+
+/**
+ * Fails a fop with an errno its caller expects often, one microtask later (awaited where it
+ * is made): a promise that rejects before its caller attached a handler costs Node's
+ * unhandled-rejection bookkeeping (two calls into JavaScript), more than the rest of the miss.
+ */
+async function miss(code: ErrnoCode): Promise<never> {
+  await undefined;
+  throw new FopError(code);
 }
 
 /** An internal xattr's value; empty when there is none. */
@@ -680,12 +723,6 @@ const DIRENT_TYPES: [keyof fs.Dirent, number][] = [
 function direntType(e: fs.Dirent): number {
   return DIRENT_TYPES.find(([m]) => (e[m] as () => boolean).call(e))?.[1] ?? 0;
 }
-
-const readAt = (fd: number, buf: Buffer, off: number, len: number, pos: number) =>
-  new Promise<number>((res, rej) => fs.read(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n))));
-
-const writeAt = (fd: number, buf: Buffer, off: number, len: number, pos: number | null) =>
-  new Promise<number>((res, rej) => fs.write(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n))));
 
 const ftruncate = (fd: number, size: number) =>
   new Promise<void>((res, rej) => fs.ftruncate(fd, size, (e) => (e ? rej(e) : res())));

@@ -7,7 +7,8 @@
 // component. Paths handed in (AT_FDCWD + a path, for tools and tests) may be as long as the
 // kernel allows: PATH_MAX bytes with the NUL.
 // Failures throw an Error carrying `code` ("ENOENT"), `errno` (negative, as Node's fs does)
-// and `syscall`. All calls are synchronous except fallocate (thread pool, a Promise).
+// and `syscall`. All calls are synchronous except fallocate (thread pool, a Promise);
+// preadNowait answers -errno instead of throwing.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -277,11 +279,15 @@ static int get_attr(napi_env env, napi_value v, char *buf) {
   return 0;
 }
 
-// getxattr(dirfd, name|null, attr) -> Buffer
+// getxattr(dirfd, name|null, attr, missingOk) -> Buffer, or undefined for an attribute the
+// object does not have (ENODATA) when missingOk: misses are common (every write asks for
+// security.capability) and an exception costs more than the system call.
 static napi_value js_getxattr(napi_env env, napi_callback_info info) {
-  AT_ARGS(3)
+  AT_ARGS(4)
   char attr[XATTR_NAME_BUF];
   if (get_attr(env, argv[2], attr)) return NULL;
+  bool missing_ok = false;
+  napi_get_value_bool(env, argv[3], &missing_ok);
   char small[256];
   ssize_t n = do_getxattr(dirfd, name, attr, small, sizeof small);
   if (n >= 0) {
@@ -305,6 +311,11 @@ static napi_value js_getxattr(napi_env env, napi_callback_info info) {
       napi_create_buffer_copy(env, (size_t)n, data, &d2, &sliced);
       return sliced;
     }
+  }
+  if (missing_ok && errno == ENODATA) {
+    napi_value undef;
+    napi_get_undefined(env, &undef);
+    return undef;
   }
   return throw_errno(env, errno, "getxattr", name);
 }
@@ -508,6 +519,29 @@ static napi_value js_lseek(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// preadNowait(fd, buf, off, len, pos) -> bytes read, or -errno (-EAGAIN: not all of it is in
+// the page cache, so reading it would wait for the disk). RWF_NOWAIT: what is cached is
+// read at once, on the calling thread; the rest is the thread pool's (and its readahead has
+// been started). No exception: a miss is an ordinary answer.
+static napi_value js_pread_nowait(napi_env env, napi_callback_info info) {
+  ARGS(5)
+  int fd;
+  void *data;
+  size_t cap;
+  int64_t off, len, pos;
+  if (get_fd(env, argv[0], &fd)) return NULL;
+  if (napi_get_buffer_info(env, argv[1], &data, &cap) != napi_ok) return throw_type(env, "preadNowait: buf must be a Buffer");
+  if (get_i64(env, argv[2], &off, "offset") || get_i64(env, argv[3], &len, "length") || get_i64(env, argv[4], &pos, "position")) return NULL;
+  if (off < 0 || len < 0 || pos < 0 || (uint64_t)off + (uint64_t)len > cap) return throw_type(env, "preadNowait: range outside the buffer");
+  struct iovec v = {(char *)data + off, (size_t)len};
+  ssize_t n;
+  do n = preadv2(fd, &v, 1, (off_t)pos, RWF_NOWAIT);
+  while (n < 0 && errno == EINTR);
+  napi_value out;
+  napi_create_int64(env, n < 0 ? -errno : (int64_t)n, &out);
+  return out;
+}
+
 struct falloc_work {
   napi_async_work work;
   napi_deferred deferred;
@@ -575,7 +609,7 @@ static napi_value init(napi_env env, napi_value exports) {
       FN("removexattr", js_removexattr), FN("openat", js_openat),     FN("mkdirat", js_mkdirat),   FN("mknodat", js_mknodat),
       FN("symlinkat", js_symlinkat), FN("readlinkat", js_readlinkat), FN("linkat", js_linkat),     FN("unlinkat", js_unlinkat),
       FN("renameat2", js_renameat2), FN("chown", js_chown),           FN("chmod", js_chmod),       FN("utimens", js_utimens),
-      FN("lseek", js_lseek),         FN("fallocate", js_fallocate),   FN("xattrAt", js_xattr_at),
+      FN("lseek", js_lseek),         FN("fallocate", js_fallocate),   FN("xattrAt", js_xattr_at),  FN("preadNowait", js_pread_nowait),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -32,7 +32,7 @@ export interface Stat {
 /** The addon (sys.c): all synchronous but fallocate; none follows a final symlink. */
 interface Addon {
   stat(dirfd: number, name: Buffer | null, out: Float64Array, missingOk: boolean): boolean;
-  getxattr(dirfd: number, name: Buffer | null, attr: Buffer): Buffer;
+  getxattr(dirfd: number, name: Buffer | null, attr: Buffer, missingOk: boolean): Buffer | undefined;
   setxattr(dirfd: number, name: Buffer | null, attr: Buffer, value: Buffer, flags: number): void;
   listxattr(dirfd: number, name: Buffer | null): Name[];
   removexattr(dirfd: number, name: Buffer | null, attr: Buffer): void;
@@ -49,6 +49,7 @@ interface Addon {
   utimens(dirfd: number, name: Buffer | null, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   lseek(fd: number, offset: number, whence: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  preadNowait(fd: number, buf: Buffer, off: number, len: number, pos: number): number;
   xattrAt(enabled: boolean): boolean;
 }
 
@@ -110,7 +111,9 @@ export const sys = {
     return addon.stat(at.dirfd, at.name, statOut, true) ? statFrom(statOut) : undefined;
   },
   /** `attr` a byte string, or its bytes (a name used on every lookup need not be converted each time). */
-  getxattrAt: (at: At, attr: Name | Buffer): Buffer => addon.getxattr(at.dirfd, at.name, attrBytes(attr)),
+  getxattrAt: (at: At, attr: Name | Buffer): Buffer => addon.getxattr(at.dirfd, at.name, attrBytes(attr), false)!,
+  /** undefined if the object has no such attribute (ENODATA: no exception for a miss). */
+  getxattrIfExists: (at: At, attr: Name | Buffer): Buffer | undefined => addon.getxattr(at.dirfd, at.name, attrBytes(attr), true),
   setxattrAt: (at: At, attr: Name | Buffer, value: Buffer, flags: number): void => addon.setxattr(at.dirfd, at.name, attrBytes(attr), value, flags),
   listxattrAt: (at: At): Name[] => addon.listxattr(at.dirfd, at.name),
   removexattrAt: (at: At, attr: Name): void => addon.removexattr(at.dirfd, at.name, nameBytes(attr)),
@@ -128,6 +131,20 @@ export const sys = {
   utimens: (at: At, atime: [number, number], mtime: [number, number]): void => addon.utimens(at.dirfd, at.name, atime[0], atime[1], mtime[0], mtime[1]),
   lseek: (fd: number, offset: number, whence: number): number => addon.lseek(fd, offset, whence),
   fallocate: (fd: number, mode: number, offset: number, length: number): Promise<void> => addon.fallocate(fd, mode, offset, length),
+  /**
+   * Reads what the page cache holds of [pos, pos + len) into buf at off, without waiting for
+   * the disk (preadv2 RWF_NOWAIT): the byte count (short if only a part is cached; 0 at the
+   * end of the file), or -errno (-EAGAIN: nothing cached; other filesystems may not offer it).
+   */
+  preadNowait: (fd: number, buf: Buffer, off: number, len: number, pos: number): number => addon.preadNowait(fd, buf, off, len, pos),
+  /** pwrite(2) on the calling thread (position null: at the end, for O_APPEND): the byte count. */
+  pwriteSync: (fd: number, buf: Buffer, off: number, len: number, pos: number | null): number => fs.writeSync(fd, buf, off, len, pos),
+  /** pwrite(2) on the thread pool: the byte count. */
+  pwrite: (fd: number, buf: Buffer, off: number, len: number, pos: number | null): Promise<number> =>
+    new Promise((res, rej) => fs.write(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n)))),
+  /** pread(2) on the thread pool (it may wait for the disk): the byte count. */
+  pread: (fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> =>
+    new Promise((res, rej) => fs.read(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n)))),
 
   /**
    * Whether xattrs of entries are read and written with getxattrat(2) and friends (Linux
