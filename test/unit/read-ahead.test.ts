@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Fd } from '../../src/core/fd';
 import type { ReadAhead } from '../../xlators/performance/read-ahead';
+import { XlEvent } from '../../src/core/events';
 import { CacheStack, cacheStack, stopCacheStacks } from '../helpers/caches';
 import { cleanupGraphs, within } from '../helpers/graphs';
 
@@ -118,6 +119,24 @@ test('an upcall for the file drops what was read ahead (the change is read)', as
   ra(s).upcall({ gfid: fd.inode.gfid, data: true });
   expect(ra(s).dump().pages).toBe(0);
   expect(await read(s, fd, 9, 2 * PS)).toBe('ELSEWHERE');
+  await fd.unref();
+});
+
+test('an upcall for everything (a lost connection), CHILD_DOWN and CHILD_UP each drop what was read ahead', async () => {
+  const s = await stack();
+  const data = pattern(12 * PS);
+  const { fd } = await s.create('f', data);
+  const drops = [() => ra(s).upcall({ attrs: true, data: true, xattrs: true }), () => ra(s).notify(XlEvent.CHILD_DOWN), () => ra(s).notify(XlEvent.CHILD_UP)];
+  let off = 0;
+  for (const drop of drops) {
+    // Two sequential reads: pages ahead are kept.
+    expect(await read(s, fd, PS, off)).toBe(data.slice(off, off + PS));
+    expect(await read(s, fd, PS, off + PS)).toBe(data.slice(off + PS, off + 2 * PS));
+    expect(ra(s).dump().pages).toBeGreaterThan(0);
+    drop();
+    expect(ra(s).dump().pages).toBe(0);
+    off += 4 * PS;
+  }
   await fd.unref();
 });
 
