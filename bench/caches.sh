@@ -10,14 +10,16 @@
 #   read-ahead     a new 128 MiB file read once, sequentially
 #   readdir-ahead  `ls -l` of 10,000 entries after drop_caches
 # `npm run bench` runs it last; it also runs alone (bench/caches.sh).
-# Env: ROUNDS, BENCH_BRICK_PORT (default 24121), BENCH_META_N, BENCH_MANY_N, BENCH_REREAD_MB,
-# BENCH_SEQ_MB, BENCH_NO_DROP; CACHES_QUICK=1 for a quick look (defaults ROUNDS=1,
+# Env: ROUNDS, BENCH_BRICK_PORT (default: a free one), BENCH_META_N, BENCH_MANY_N, BENCH_REREAD_MB,
+# BENCH_SEQ_MB, BENCH_NO_DROP, CACHES_ONLY (e.g. "io-cache read-ahead"); CACHES_QUICK=1 for a quick look (defaults ROUNDS=1,
 # BENCH_META_N=500, BENCH_REREAD_MB=16, BENCH_SEQ_MB=64; `ls -l` stays at 10,000 entries).
 # Needs root and python3. Leaves nothing mounted.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 XL="node $ROOT/dist/src/cli/main.js"
-PORT=${BENCH_BRICK_PORT:-24121}
+# A port nobody listens on unless one is given (other benches on the machine use the usual ones:
+# a client of someone else's brick would measure it).
+PORT=${BENCH_BRICK_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 if [ "${CACHES_QUICK:-0}" = 1 ]; then
   ROUNDS=${ROUNDS:-1}
   export BENCH_META_N=${BENCH_META_N:-500} BENCH_REREAD_MB=${BENCH_REREAD_MB:-16} BENCH_SEQ_MB=${BENCH_SEQ_MB:-64}
@@ -46,6 +48,7 @@ sed -e "s|option directory .*|option directory $W/brick-back|" -e "s|listen-port
 $XL brick "$W/brick.vol" 2>"$W/brick.log" &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q ' up (pid' "$W/brick.log" && break; sleep 0.1; done
+grep -q ' up (pid' "$W/brick.log" || { echo "bench: the brick did not start on port $PORT:" >&2; cat "$W/brick.log" >&2; exit 1; }
 
 # A volfile without one volume: the volume above it takes its subvolume.
 without() { # without VOLUME VOLFILE
@@ -105,11 +108,12 @@ compare() {
 }
 
 $PY reread "$W/full" >/dev/null    # warm io-cache on the full mount (the other has none to warm)
-compare md-cache stat
-compare md-cache lsl
-compare io-cache reread
-compare read-ahead seqread
-compare readdir-ahead lsl-many
+# CACHES_ONLY: the caches to measure (default all four).
+only() { [[ " ${CACHES_ONLY:-md-cache io-cache read-ahead readdir-ahead} " == *" $1 "* ]]; }
+if only md-cache; then compare md-cache stat; compare md-cache lsl; fi
+if only io-cache; then compare io-cache reread; fi
+if only read-ahead; then compare read-ahead seqread; fi
+if only readdir-ahead; then compare readdir-ahead lsl-many; fi
 
 python3 - "$RAW" <<'EOF'
 import os, re, statistics, sys

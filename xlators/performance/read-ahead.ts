@@ -110,7 +110,10 @@ export class ReadAhead extends Xlator<Options> {
       return this.wind('read', frame, fd, size, offset);
     }
     const covered = f.pages.has(first);
-    this.ahead(frame, f, first, Math.min(last + this.options['page-count'], f.eofPage));
+    // What the reader needs now and what it will need next in separate requests: the reader
+    // waits for the first only.
+    this.ahead(frame, f, first, Math.min(last, f.eofPage));
+    this.ahead(frame, f, last + 1, Math.min(last + this.options['page-count'], f.eofPage));
     const pages: (Buffer | undefined)[] = [];
     for (let i = first; i <= last && i <= f.eofPage; i++) pages.push(await f.pages.get(i));
     if (pages.some((p) => p === undefined)) {
