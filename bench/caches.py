@@ -3,6 +3,9 @@
 
 usage: caches.py prepare DIR             make DIR/meta (2,000 x 1 KiB), DIR/many (10,000 x 0 B),
                                          DIR/reread (32 MiB) through the mount given (once, for all)
+       caches.py warm DIR                stat every file of DIR/meta and DIR/many and read
+                                         DIR/reread, so that every mount holds what the
+                                         one that made them holds (untimed)
        caches.py stat DIR                drop caches, stat each file of DIR/meta  -> stat_cold_ops
        caches.py lsl DIR                 drop caches, `ls -l DIR/meta`            -> ls_l_2000_ms
        caches.py reread DIR              open + read DIR/reread (the kernel drops its pages at
@@ -80,6 +83,11 @@ def main():
     pc = time.perf_counter
     if what == "prepare":
         prepare(d)
+    elif what == "warm":
+        for sub in ("meta", "many"):
+            for name in os.listdir(os.path.join(d, sub)):
+                os.stat(os.path.join(d, sub, name))
+        read_all(os.path.join(d, "reread"))
     elif what == "stat":
         names = [os.path.join(d, "meta", f"f{i:06d}") for i in range(META_N)]
         drop_caches()

@@ -3,16 +3,17 @@
 # ratio of its workload with and without it, measured in one run. One brick (volfiles/brick.vol,
 # with features/upcall) and five client mounts of it: the full client stack (volfiles/client.vol)
 # and the same stack without each cache. For each cache, its workload runs on both mounts in
-# alternation (ABBA), ROUNDS times (default 5); the table gives the medians and the ratio.
+# alternation (ABBA), CACHES_ROUNDS times (default 5); the table gives the medians and the ratio.
 #   md-cache       stat of 2,000 files after drop_caches (the kernel looks each up again);
 #                  `ls -l` of them
 #   io-cache       a 32 MiB file read again (each open drops the kernel's pages)
 #   read-ahead     a new 128 MiB file read once, sequentially
 #   readdir-ahead  `ls -l` of 10,000 entries after drop_caches
 # `npm run bench` runs it last; it also runs alone (bench/caches.sh).
-# Env: ROUNDS, BENCH_BRICK_PORT (default: a free one), BENCH_META_N, BENCH_MANY_N, BENCH_REREAD_MB,
-# BENCH_SEQ_MB, BENCH_NO_DROP, CACHES_ONLY (e.g. "io-cache read-ahead"); CACHES_QUICK=1 for a quick look (defaults ROUNDS=1,
-# BENCH_META_N=500, BENCH_REREAD_MB=16, BENCH_SEQ_MB=64; `ls -l` stays at 10,000 entries).
+# Env: CACHES_ROUNDS (else ROUNDS), BENCH_BRICK_PORT (default: a free one), BENCH_META_N,
+# BENCH_MANY_N, BENCH_REREAD_MB, BENCH_SEQ_MB, BENCH_NO_DROP, CACHES_ONLY (e.g. "io-cache
+# read-ahead"). CACHES_QUICK=1, a quick look: CACHES_ROUNDS=2, BENCH_META_N=500,
+# BENCH_REREAD_MB=16, BENCH_SEQ_MB=64 unless given (`ls -l` stays at 10,000 entries).
 # Needs root and python3. Leaves nothing mounted.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,11 +21,12 @@ XL="node $ROOT/dist/src/cli/main.js"
 # A port nobody listens on unless one is given (other benches on the machine use the usual ones:
 # a client of someone else's brick would measure it).
 PORT=${BENCH_BRICK_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+# Rounds: CACHES_ROUNDS, else ROUNDS, else 5; quick: 2 (one each way round: A B, then B A).
 if [ "${CACHES_QUICK:-0}" = 1 ]; then
-  ROUNDS=${ROUNDS:-1}
+  CACHES_ROUNDS=${CACHES_ROUNDS:-2}
   export BENCH_META_N=${BENCH_META_N:-500} BENCH_REREAD_MB=${BENCH_REREAD_MB:-16} BENCH_SEQ_MB=${BENCH_SEQ_MB:-64}
 fi
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${CACHES_ROUNDS:-${ROUNDS:-5}}
 [ -f "$ROOT/dist/src/cli/main.js" ] || (cd "$ROOT" && npm run build >/dev/null)
 
 W=$(mktemp -d /tmp/xlstack-bench-caches.XXXXXX)
@@ -88,6 +90,8 @@ done
 PY="python3 $ROOT/bench/caches.py"
 echo "caches: preparing the files (once, through the full mount)..." >&2
 $PY prepare "$W/full/"
+# Every mount then holds the same objects (inodes, handles), not only the one that made them.
+for v in "${VARIANTS[@]}"; do $PY warm "$W/$v"; done
 RAW="$W/raw"
 mkdir -p "$RAW"
 
@@ -107,7 +111,6 @@ compare() {
   done
 }
 
-$PY reread "$W/full" >/dev/null    # warm io-cache on the full mount (the other has none to warm)
 # CACHES_ONLY: the caches to measure (default all four).
 only() { [[ " ${CACHES_ONLY:-md-cache io-cache read-ahead readdir-ahead} " == *" $1 "* ]]; }
 if only md-cache; then compare md-cache stat; compare md-cache lsl; fi
