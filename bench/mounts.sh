@@ -62,6 +62,8 @@ mount_xlstack_net() {
   node "$XL" brick "$W/brick.vol" 2>"$W/brick.log" &
   BRICK_PID=$!
   for i in $(seq "$MOUNT_WAIT_TENTHS"); do grep -q ' up (pid' "$W/brick.log" && break; sleep 0.1; done
+  # A brick that did not start (its port in use, say) must not leave the client to another's.
+  grep -q ' up (pid' "$W/brick.log" || { echo "bench: the brick did not start on port $port:" >&2; tail -20 "$W/brick.log" >&2; return 1; }
   node "$XL" mount "$W/client.vol" "$W/xlstack_net" 2>"$W/xlstack_net.log" &
   PIDS+=($!)
   wait_mounted "$W/xlstack_net" "$W/xlstack_net.log" || { tail -20 "$W/brick.log" >&2; return 1; }

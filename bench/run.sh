@@ -4,12 +4,16 @@
 # volfiles/client.vol), bindfs, bindfs -o big_writes and libfuse3's C low-level passthrough,
 # measured in alternation (bench/measure/compare.sh: A B C ... A B C ...); then the ratios
 # against bindfs, bindfs -o big_writes and passthrough_ll, the issue's targets, and a held fd
-# doing I/O while the kernel-transport mount switches graphs K times (graph-switch-stall.sh).
+# doing I/O while the kernel-transport mount switches graphs K times (graph-switch-stall.sh);
+# the client/server stack (every cache on) beside GlusterFS 10.3's figures (bench/glusterfs.py);
+# then what each cache buys over the network stack, with and without it (bench/caches.sh).
 # Env: BENCH_SCRIPTS (default bench/measure); BENCH_TARGETS (the
 # labels to mount, default all but xlstack_dist: see bench/mounts.sh); K (graph switches, default 20; 0: none);
 # OUTDIR (raw results, default in the scratch directory, removed at the end); plus
-# compare.sh's knobs (ROUNDS, BENCH_SIZE, BENCH_META_N, QUIET_MAX_BUSY, ...).
-# Quick look: ROUNDS=1 BENCH_SIZE=64M BENCH_META_N=500 BENCH_RR_SECS=1 BENCH_RRD_SECS=1 K=4.
+# compare.sh's knobs (ROUNDS, BENCH_SIZE, BENCH_META_N, QUIET_MAX_BUSY, ...); BENCH_CACHES=0
+# skips bench/caches.sh (CACHES_QUICK=1: its quick sizes).
+# Quick look: ROUNDS=1 BENCH_SIZE=64M BENCH_META_N=500 BENCH_RR_SECS=1 BENCH_RRD_SECS=1 K=4
+# CACHES_QUICK=1.
 # Needs root, fio, bindfs, python3, and gcc with libfuse3-dev for passthrough_ll (`make bench`
 # installs them).
 set -euo pipefail
@@ -54,6 +58,11 @@ done
 echo
 echo "## targets"
 python3 "$ROOT/bench/ratios.py" "$OUTDIR" --targets
+if [[ " ${TARGETS[*]} " == *" xlstack_net "* ]]; then
+  echo
+  echo "## the client/server stack (volfiles/client.vol, every cache on) beside GlusterFS 10.3"
+  python3 "$ROOT/bench/glusterfs.py" "$OUTDIR" xlstack_net
+fi
 
 # Graph switches under a held fd: the volfile alternates between two topologies (a
 # delay-gen layer that delays nothing is added on top and removed) and SIGHUP switches
@@ -70,3 +79,12 @@ fi
 echo
 echo "## xlstack logs (warnings and errors)"
 grep -E ' (WARN|ERROR) ' "$W"/*.log /dev/null || echo "(none)"
+
+# What each cache buys, with and without it in one run, on a brick and mounts of its own
+# (the mounts above are down by then: unmount them first so they share no CPU with it).
+if [ "${BENCH_CACHES:-1}" != 0 ]; then
+  unmount_all
+  echo
+  echo "## what each cache buys over the network stack (with / without it, same run)"
+  env -u BENCH_BRICK_PORT "$ROOT/bench/caches.sh"
+fi

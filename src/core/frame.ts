@@ -17,6 +17,11 @@ export interface FrameInit {
    * for lk, flush and release. '' when the request has none.
    */
   readonly lkOwner?: string;
+  /**
+   * Which client of a server the request came from (its identity, the same across its
+   * connections); '' for a request of this process's own.
+   */
+  readonly client?: string;
 }
 
 /**
@@ -28,6 +33,7 @@ export class Frame {
   readonly started = Date.now();
   readonly caller: Caller;
   readonly lkOwner: string;
+  readonly client: string;
   private finished = false;
   private interruptedFlag = false;
   private listeners?: Set<() => void>;
@@ -40,6 +46,7 @@ export class Frame {
     const i = 'caller' in init ? init : { caller: init };
     this.caller = i.caller;
     this.lkOwner = i.lkOwner ?? '';
+    this.client = i.client ?? '';
     owner.frameStarted(this);
   }
 

@@ -5,6 +5,7 @@ import { Frame, FrameInit } from './frame';
 import { Inode, InodeTable } from './inode';
 import type { Logger } from './log';
 import { Caller, ROOT_CALLER } from './types';
+import type { Upcall } from './upcall';
 import type { Volfile } from './volfile';
 import type { Xlator, XlatorHost } from './xlator';
 
@@ -57,6 +58,8 @@ export class Graph implements XlatorHost {
   private readonly downHandled$ = new Subject<void>();
   /** Fires when nothing is in flight on the graph any more (no frames, no fds). */
   readonly idle$ = new Subject<void>();
+  /** Upcalls that reached the top: what changed behind the graph's back (the bridge tells the kernel). */
+  readonly upcall$ = new Subject<Upcall>();
 
   constructor(opts: GraphOptions) {
     this.id = opts.id;
@@ -218,6 +221,7 @@ export class Graph implements XlatorHost {
     this.status$.complete();
     this.idle$.complete();
     this.downHandled$.complete();
+    this.upcall$.complete();
   }
 
   topEvent(event: XlEvent, from: Xlator): void {
@@ -225,6 +229,11 @@ export class Graph implements XlatorHost {
     if (event === XlEvent.CHILD_UP) this.status$.next('up');
     else if (event === XlEvent.CHILD_DOWN) this.status$.next('down');
     else if (event === XlEvent.PARENT_DOWN_HANDLED) this.downHandled$.next();
+  }
+
+  topUpcall(upcall: Upcall, from: Xlator): void {
+    if (this.log.enabled('debug')) this.log.debug(`graph ${this.id}: upcall from ${from.name}: ${JSON.stringify(upcall)}`);
+    this.upcall$.next(upcall);
   }
 
   get isIdle(): boolean {

@@ -19,6 +19,8 @@ export { defineTranslator } from './registry';
 export { Expired, sleep, systemClock, withDeadline } from './time';
 export type { Clock, Timer } from './time';
 export * from './types';
+export { UPCALL_ALL } from './upcall';
+export type { Upcall, UpcallEntry } from './upcall';
 export { Xlator } from './xlator';
 export type { XlatorHost, XlatorInit } from './xlator';
 

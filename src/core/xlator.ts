@@ -6,6 +6,7 @@ import type { Frame, FrameInit } from './frame';
 import type { Inode, InodeTable } from './inode';
 import type { Logger } from './log';
 import type { Caller } from './types';
+import type { Upcall } from './upcall';
 
 /** What a translator may ask of the graph it belongs to. */
 export interface XlatorHost {
@@ -15,6 +16,8 @@ export interface XlatorHost {
   readonly itable: InodeTable;
   /** An event reached a translator without parents: the graph handles it. */
   topEvent(event: XlEvent, from: Xlator): void;
+  /** An upcall reached a translator without parents: the graph passes it on (to the bridge). */
+  topUpcall?(upcall: Upcall, from: Xlator): void;
   /** A frame counted on this graph: for background work, or for a request from a remote caller. */
   frame(op: string, who?: Caller | FrameInit): Frame;
   /** A new fd on an inode of this graph (a server opening files for its clients). */
@@ -32,17 +35,17 @@ export interface XlatorInit<V> {
 // A graph may be a chain of any depth (a volfile of 10,000 volumes is valid), so neither an
 // event nor a fop may need a stack frame per level.
 
-/** Events waiting to be delivered, in the order they were sent (see deliver()). */
-const events: { to: Xlator; event: XlEvent; from?: Xlator }[] = [];
+/** Events (and upcalls) waiting to be delivered, in the order they were sent (see deliver()). */
+const events: { to: Xlator; event: XlEvent | Upcall; from?: Xlator }[] = [];
 let delivering = false;
 
 /**
- * Hands `event` to `to`. Delivery is iterative: an event sent while another is being
- * delivered waits in line and goes out when that one returns, so propagating through a
- * chain of any depth takes no stack per level. Everything sent is delivered before the
- * outermost send returns.
+ * Hands `event` (or an upcall) to `to`. Delivery is iterative: an event sent while another
+ * is being delivered waits in line and goes out when that one returns, so propagating
+ * through a chain of any depth takes no stack per level. Everything sent is delivered
+ * before the outermost send returns.
  */
-function deliver(to: Xlator, event: XlEvent, from?: Xlator): void {
+function deliver(to: Xlator, event: XlEvent | Upcall, from?: Xlator): void {
   events.push({ to, event, from });
   if (delivering) return;
   delivering = true;
@@ -50,10 +53,12 @@ function deliver(to: Xlator, event: XlEvent, from?: Xlator): void {
     for (let i = 0; i < events.length; i++) {
       const e = events[i];
       try {
-        e.to.notify(e.event, e.from);
+        if (typeof e.event === 'string') e.to.notify(e.event, e.from);
+        else e.to.upcall(e.event, e.from);
       } catch (err) {
         // One translator's bug must not stop the event reaching the others.
-        e.to.log.error(`handling ${e.event}${e.from ? ` from ${e.from.name}` : ''} failed: ${(err as Error).message}`);
+        const what = typeof e.event === 'string' ? e.event : 'an upcall';
+        e.to.log.error(`handling ${what}${e.from ? ` from ${e.from.name}` : ''} failed: ${(err as Error).message}`);
       }
     }
   } finally {
@@ -161,6 +166,20 @@ export class Xlator<V = unknown> {
   protected up(event: XlEvent): void {
     if (this.parents.length === 0) this.host.topEvent(event, this);
     for (const p of this.parents) deliver(p, event, this);
+  }
+
+  /**
+   * Something changed behind the graph's back (see Upcall). The default passes it on
+   * towards the top; a cache drops what it holds about it first, then calls super.
+   */
+  upcall(upcall: Upcall, _from?: Xlator): void {
+    this.sendUpcall(upcall);
+  }
+
+  /** Sends an upcall towards the top (a translator that learns of a change starts one here). */
+  protected sendUpcall(upcall: Upcall): void {
+    if (this.parents.length === 0) this.host.topUpcall?.(upcall, this);
+    for (const p of this.parents) deliver(p, upcall, this);
   }
 
   /** Passes a fop, unchanged, to the first child. */

@@ -1,4 +1,5 @@
 import { constants } from 'fs';
+import { Subject } from 'rxjs';
 import { v4 as uuidv4 } from 'uuid';
 import { FopError, check } from '../core/errors';
 import type { Fd } from '../core/fd';
@@ -22,6 +23,7 @@ import {
   SetAttr,
   Statfs,
 } from '../core/types';
+import type { Upcall } from '../core/upcall';
 import { BaseFd, BaseFdTable, GraphFd } from './basefd';
 import { LocalLocks } from './locallocks';
 import { DEFAULT_MIGRATION_BOUNDS, MigrationBounds, Migrator, findByGfid } from './migrator';
@@ -89,6 +91,14 @@ export class BridgeCore {
   readonly migrator: Migrator;
   /** Locks of a graph without a lock translator: local to this mount, as on a local disk. */
   readonly localLocks: LocalLocks;
+  /**
+   * What changed behind the mount's back: upcalls that reached the top of a graph (another
+   * client's change, told by its brick; a lost connection). A transport that can makes the
+   * kernel drop what it caches of them. Emitted from wherever the upcall came (a socket's
+   * event, never a request): a transport must not wait for the kernel where it gets them.
+   */
+  readonly invalidations$ = new Subject<Upcall>();
+  private readonly watched = new WeakSet<Graph>();
   private activeGraph: Graph;
   private sweepTimer?: NodeJS.Timeout;
   private readonly bounds: MigrationBounds;
@@ -104,6 +114,14 @@ export class BridgeCore {
     const make = opts.migrator ?? ((a, l, b) => new Migrator(a, l, b));
     this.migrator = make(() => this.activeGraph, log, this.bounds);
     this.localLocks = new LocalLocks(log);
+    this.watch(graph);
+  }
+
+  /** Passes on a graph's upcalls for as long as it lives (an older graph's connections are told too). */
+  private watch(g: Graph): void {
+    if (this.watched.has(g)) return;
+    this.watched.add(g);
+    g.upcall$.subscribe((u) => this.invalidations$.next(u));
   }
 
   get active(): Graph {
@@ -117,6 +135,7 @@ export class BridgeCore {
   activate(g: Graph): void {
     this.activeGraph = g;
     g.state = 'active';
+    this.watch(g);
     clearTimeout(this.sweepTimer);
     if (this.opts.sweepAfterMs) this.sweepTimer = setTimeout(() => void this.sweep(), this.opts.sweepAfterMs).unref();
   }

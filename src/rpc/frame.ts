@@ -38,6 +38,11 @@ export enum Kind {
   CHALLENGE = 8,
   /** client -> server: the caller of request `id` gave up (interrupted); no answer. */
   CANCEL = 9,
+  /**
+   * server -> client, only to a client that asked for them in its HELLO: something it may
+   * cache changed (a WireUpcall); no answer.
+   */
+  UPCALL = 10,
 }
 
 const KINDS = new Set<number>(Object.values(Kind).filter((v): v is number => typeof v === 'number'));

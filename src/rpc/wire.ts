@@ -3,7 +3,7 @@
 // the frames. Objects (inodes, fds, frames) never travel: GFIDs, names, fd numbers and
 // caller ids do.
 import type { FopName } from '../core/fops';
-import { Caller, Flock, Gfid, INTERNAL_XATTR_PREFIX, MAX_OFFSET, SetAttr, Timespec, isByteString } from '../core/types';
+import { Caller, Flock, Gfid, INTERNAL_XATTR_PREFIX, MAX_OFFSET, SetAttr, Timespec, isByteString, isGfid } from '../core/types';
 import type { Login } from './auth';
 
 /** A Loc on the wire: GFIDs and names only (the server finds its own inodes). */
@@ -139,6 +139,36 @@ export interface Hello {
   readonly process?: string;
   /** Its answer to the challenge, when it has credentials (username, password). */
   readonly login?: Login;
+  /** It takes UPCALL frames (a server sends none to a client that did not say so). */
+  readonly upcalls?: boolean;
+}
+
+/** An UPCALL frame's body: what changed (see the engine's Upcall); GFIDs and byte-string names. */
+export interface WireUpcall {
+  readonly gfid?: Gfid;
+  readonly attrs?: boolean;
+  readonly data?: boolean;
+  readonly xattrs?: boolean;
+  readonly entries?: readonly { readonly parent: Gfid; readonly name: string }[];
+}
+
+/** The most entries one upcall names (a rename names two). */
+const MAX_UPCALL_ENTRIES = 64;
+
+/** The upcall a frame body describes, or undefined if it is malformed (a client trusts no more than a server does). */
+export function checkUpcall(v: unknown): WireUpcall | undefined {
+  if (!isObj(v)) return undefined;
+  const flag = (x: unknown) => x === undefined || typeof x === 'boolean';
+  if (!(v.gfid === undefined || isGfid(v.gfid)) || !flag(v.attrs) || !flag(v.data) || !flag(v.xattrs)) return undefined;
+  const e = v.entries;
+  if (e !== undefined && !(Array.isArray(e) && e.length <= MAX_UPCALL_ENTRIES && e.every((x) => isObj(x) && isGfid(x.parent) && isName(x.name)))) return undefined;
+  return {
+    gfid: v.gfid as Gfid | undefined,
+    attrs: v.attrs as boolean | undefined,
+    data: v.data as boolean | undefined,
+    xattrs: v.xattrs as boolean | undefined,
+    entries: (e as { parent: Gfid; name: string }[] | undefined)?.map((x) => ({ parent: x.parent, name: x.name })),
+  };
 }
 
 /** `proof`: the server's answer over the same exchange, when the client logged in. */

@@ -321,6 +321,6 @@ describe('the shipped volfiles', () => {
 
   it('stack features/locks: under the trace layer locally, under the server (above access control) on a brick', () => {
     expect(stack('default.vol')).toEqual(['debug/trace', 'features/locks', 'storage/posix']);
-    expect(stack('brick.vol')).toEqual(['protocol/server', 'features/locks', 'features/access-control', 'storage/posix']);
+    expect(stack('brick.vol')).toEqual(['protocol/server', 'features/locks', 'features/upcall', 'features/access-control', 'storage/posix']);
   });
 });

@@ -104,7 +104,7 @@ describe('decodeFrame refuses malformed frames', () => {
     ['another protocol version', body(rawFrame({ version: VERSION + 1 })), new RegExp(`protocol version ${VERSION + 1}`)],
     ['version 0', body(rawFrame({ version: 0 })), /protocol version 0/],
     ['kind 0', body(rawFrame({ kind: 0 })), /unknown frame kind 0/],
-    ['kind 10', body(rawFrame({ kind: 10 })), /unknown frame kind 10/],
+    ['kind 11', body(rawFrame({ kind: 11 })), /unknown frame kind 11/],
     ['kind 255', body(rawFrame({ kind: 255 })), /unknown frame kind 255/],
     ['a header length beyond the frame', body(rawFrame({ header: '{}', headerLength: 3 })), /header of 3 bytes in a frame of 12/],
     ['a header length of 2^32-1', body(rawFrame({ header: '{}', headerLength: 0xffffffff })), /header of 4294967295 bytes/],

@@ -1,13 +1,13 @@
 import { constants } from 'fs';
 import * as os from 'os';
-import { Fd, FdContext, FopError, FopName, Frame, Loc, ROOT_CALLER, Xlator, XlEvent, defineTranslator, isErrnoCode, opt, reopenFlags, withDeadline } from '../../src/core/index';
+import { Fd, FdContext, FopError, FopName, Frame, Loc, ROOT_CALLER, UPCALL_ALL, Xlator, XlEvent, defineTranslator, isErrnoCode, opt, reopenFlags, withDeadline } from '../../src/core/index';
 import type { Caller, Flock, OptionValues, XlatorInit } from '../../src/core/index';
 import { isNonce, login, loginKey, proofMatches, serverProof } from '../../src/rpc/auth';
 import { Connection, ConnectionOptions, Refused } from '../../src/rpc/connection';
 import { FrameError, Kind, VERSION } from '../../src/rpc/frame';
 import { CallTimeout, Disconnected, Peer } from '../../src/rpc/peer';
 import { TlsMaterial, dial, loadTls } from '../../src/rpc/transport';
-import { ArgKind, Challenge, FOP_WIRE, Hello, RELEASE, Reply, Welcome, WireLoc, WireNewFd } from '../../src/rpc/wire';
+import { ArgKind, Challenge, FOP_WIRE, Hello, RELEASE, Reply, Welcome, WireLoc, WireNewFd, checkUpcall } from '../../src/rpc/wire';
 import { randomUUID } from 'crypto';
 
 /** This process, to every brick it connects to (Hello.process). */
@@ -91,9 +91,19 @@ export class Client extends Xlator<Options> {
       target: this.target,
       dial: () => this.dial(),
       pingTimeoutMs: () => ms(this.options['ping-timeout']),
-      onChange: (up) => this.up(up ? XlEvent.CHILD_UP : XlEvent.CHILD_DOWN),
+      onChange: (up) => this.changed(up),
       ...this.deps,
     }));
+  }
+
+  /**
+   * The brick became reachable or not. Whatever changed there while this client was not
+   * connected was not told: caches above drop everything (an upcall for everything, before
+   * CHILD_UP lets fops through again), and so does the mount's kernel.
+   */
+  private changed(up: boolean): void {
+    if (!up || this.connection.epoch > 1) this.sendUpcall(UPCALL_ALL);
+    this.up(up ? XlEvent.CHILD_UP : XlEvent.CHILD_DOWN);
   }
 
   override async init(): Promise<void> {
@@ -135,7 +145,11 @@ export class Client extends Xlator<Options> {
     let handshaking = true;
     const peer = new Peer(socket, {
       log: this.log,
-      onFrame: (p, f) => (handshaking && f.kind === Kind.CHALLENGE ? challenged(f.body) : p.close(`unexpected frame kind ${f.kind}`)),
+      onFrame: (p, f) => {
+        if (handshaking && f.kind === Kind.CHALLENGE) return challenged(f.body);
+        if (!handshaking && f.kind === Kind.UPCALL) return this.received(p, f.body);
+        p.close(`unexpected frame kind ${f.kind}`);
+      },
     });
     try {
       const closed = peer.whenClosed.then((why) => Promise.reject(new Error(`the connection ended before the handshake: ${why}`)));
@@ -145,7 +159,7 @@ export class Client extends Xlator<Options> {
       const volume = this.options['remote-subvolume']!;
       const user = this.options.username;
       const answer = this.key && user !== undefined ? login(this.key, user, volume, c.nonce) : undefined;
-      const hello: Hello = { version: VERSION, volume, client: this.me, process: this.options['process-uuid'] ?? PROCESS_ID, login: answer?.login };
+      const hello: Hello = { version: VERSION, volume, client: this.me, process: this.options['process-uuid'] ?? PROCESS_ID, login: answer?.login, upcalls: true };
       const welcome = (await peer.call(Kind.HELLO, hello, timeout)) as Welcome | null;
       if (!welcome?.ok) throw new Refused(welcome?.reason ?? 'no welcome');
       // The brick proves it knows the password too: a look-alike cannot collect this client's data.
@@ -157,6 +171,13 @@ export class Client extends Xlator<Options> {
       peer.close(e instanceof Refused ? `refused: ${(e as Error).message}` : (e as Error).message);
       throw e;
     }
+  }
+
+  /** An UPCALL from the brick: up the graph it goes, to the caches and the mount. */
+  private received(peer: Peer, body: unknown): void {
+    const u = checkUpcall(body);
+    if (!u) return peer.close('a malformed upcall');
+    this.sendUpcall(u);
   }
 
   // --- fops -------------------------------------------------------------------------

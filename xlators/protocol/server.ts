@@ -1,12 +1,12 @@
 import { createHash } from 'crypto';
 import type * as net from 'net';
 import { Fd, FopError, FopName, Frame, Iatt, Loc, Xlator, defineTranslator, isGfid, opt } from '../../src/core/index';
-import type { Caller, DirentPlus, OptionValues } from '../../src/core/index';
+import type { Caller, DirentPlus, OptionValues, Upcall } from '../../src/core/index';
 import { Exchange, isNonce, loginKey, newNonce, proofMatches, clientProof, serverProof } from '../../src/rpc/auth';
 import { Frame as WireFrame, Kind, VERSION } from '../../src/rpc/frame';
 import { Peer } from '../../src/rpc/peer';
 import { TlsMaterial, listen, loadTls, peerCertName } from '../../src/rpc/transport';
-import { ArgKind, FOP_WIRE, Hello, MAX_IDENTITY, RELEASE, Reply, Request, WireLoc, WireNewFd, checkRequest } from '../../src/rpc/wire';
+import { ArgKind, FOP_WIRE, Hello, MAX_IDENTITY, RELEASE, Reply, Request, WireLoc, WireNewFd, WireUpcall, checkRequest } from '../../src/rpc/wire';
 
 const options = {
   'listen-port': opt.int({ description: 'TCP port to serve on', default: '24009', min: 1, max: 65535, aliases: ['transport.socket.listen-port'], reconfigurable: false }),
@@ -65,6 +65,8 @@ interface Client {
   nextFd: number;
   /** Frames of the requests being served, by request id (a CANCEL interrupts one). */
   readonly inFlight: Map<number, Frame>;
+  /** It takes UPCALL frames (said so in its HELLO). */
+  upcalls: boolean;
 }
 
 /** Who may log in to the volume, with their keys. */
@@ -262,7 +264,7 @@ export class Server extends Xlator<Options> {
     let client!: Client;
     const peer = new Peer(socket, { log: this.log, onFrame: (_p, f) => this.onFrame(client, f), onClose: () => this.leave(client) });
     const id = `c${this.nextClient++}`;
-    client = { id, identity: id, peer, nonce: newNonce(), welcomed: false, fds: new Map(), nextFd: 1, inFlight: new Map() };
+    client = { id, identity: id, peer, nonce: newNonce(), welcomed: false, fds: new Map(), nextFd: 1, inFlight: new Map(), upcalls: false };
     this.clients.add(client);
     if (this.draining) return peer.close('the server is shutting down');
     const address = plainAddress(socket.remoteAddress);
@@ -314,6 +316,7 @@ export class Server extends Xlator<Options> {
     client.user = login.user;
     const proc = typeof h.process === 'string' && h.process.length <= MAX_IDENTITY && /^[\w.:-]+$/.test(h.process) ? h.process : client.id;
     client.identity = `${login.user ?? ''}/${proc}`;
+    client.upcalls = h.upcalls === true;
     client.peer.send(Kind.WELCOME, f.id, { ok: true, proof: login.proof });
     this.log.info(`client ${client.name} connected from ${client.peer.address}${login.user ? ` as ${login.user}` : ''} (${client.id})`);
   }
@@ -379,7 +382,7 @@ export class Server extends Xlator<Options> {
     // A fop holds the fd it works on: a release or a departure meanwhile must not close it under it.
     const held: Fd[] = [];
     // Lock owners are the client's own: two clients' owners never meet.
-    const frame = this.host.frame(op, { caller: this.caller(req.caller), lkOwner: `${client.identity}:${req.lkOwner ?? ''}` });
+    const frame = this.host.frame(op, { caller: this.caller(req.caller), lkOwner: `${client.identity}:${req.lkOwner ?? ''}`, client: client.identity });
     client.inFlight.set(id, frame);
     let opened: Fd | undefined;
     try {
@@ -440,6 +443,23 @@ export class Server extends Xlator<Options> {
     for (const g of [w.gfid, w.parent]) if (g !== undefined && !isGfid(g)) throw new FopError('EINVAL', `bad GFID ${JSON.stringify(g)}`);
     const t = this.host.itable;
     return { path: w.path, gfid: w.gfid, inode: w.gfid ? t.get(w.gfid) : undefined, parent: w.parent ? t.get(w.parent) : undefined, name: w.name };
+  }
+
+  /**
+   * An upcall from below (features/upcall) for one client: sent over each of its connections
+   * that takes upcalls. The top of a brick's graph: it goes no further.
+   */
+  override upcall(u: Upcall): void {
+    if (u.client === undefined) return;
+    const body: WireUpcall = { gfid: u.gfid, attrs: u.attrs, data: u.data, xattrs: u.xattrs, entries: u.entries };
+    for (const c of this.clients) {
+      if (!c.welcomed || !c.upcalls || c.identity !== u.client || c.peer.closed) continue;
+      try {
+        c.peer.send(Kind.UPCALL, 0, body);
+      } catch (e) {
+        this.log.debug(`upcall to ${c.name}: ${(e as Error).message}`);
+      }
+    }
   }
 
   /** A client left (goodbye, a closed or dead connection): what it held goes, its locks with its fds. */

@@ -5,6 +5,7 @@ import { Caller, Flock, Iatt, nameBytes, nameFromBytes } from '../../core/types'
 import type { BridgeCore, Found, Req } from '../core';
 import type { BaseInode } from '../nodes';
 import type { Attr, ConnInfo, DirSink, Entry, KernelFs, LockIn, Opened, Request, SetattrIn } from './fs';
+import { KernelInvalidator, KernelNotifier } from './invalidator';
 
 export interface KernelAdapterOptions {
   /** How long the kernel may trust a name (entry-timeout), in ms. */
@@ -115,6 +116,7 @@ class KernelReq implements Req {
  */
 export class KernelAdapter implements KernelFs {
   private readonly groups: GroupCache;
+  private invalidator?: KernelInvalidator;
 
   constructor(
     private readonly core: BridgeCore,
@@ -126,6 +128,24 @@ export class KernelAdapter implements KernelFs {
 
   private get nodes() {
     return this.core.nodes;
+  }
+
+  /**
+   * Makes the kernel follow what changed behind the mount's back (the core's invalidations)
+   * through `kernel` (this adapter's session), off the request path. Returns the way to stop.
+   */
+  followInvalidations(kernel: KernelNotifier): () => void {
+    const inv = (this.invalidator = new KernelInvalidator(this.nodes, kernel, this.log));
+    const sub = this.core.invalidations$.subscribe((u) => inv.push(u));
+    return () => {
+      sub.unsubscribe();
+      inv.stop();
+    };
+  }
+
+  /** What was told to the kernel (for statedumps). */
+  dumpInvalidations(): Record<string, unknown> | undefined {
+    return this.invalidator?.dump();
   }
 
   // --- what every request needs -------------------------------------------------

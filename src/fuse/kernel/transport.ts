@@ -20,6 +20,7 @@ export async function mountKernelTransport(spec: MountSpec): Promise<Mounted> {
     groupsTimeoutMs: 1000,
   });
   const session = new KernelSession(mount.fd, adapter, { log: spec.log.child('fuse'), busyPollUs: spec.busyPollUs });
+  void session.closed.then(adapter.followInvalidations(session));
   try {
     session.start();
     await Promise.race([
@@ -37,7 +38,7 @@ export async function mountKernelTransport(spec: MountSpec): Promise<Mounted> {
     mountpoint: mount.mountpoint,
     ended: session.closed,
     unmount: (lazy) => mount.unmount(lazy),
-    dump: () => ({ transport: 'kernel', ...session.dump() }),
+    dump: () => ({ transport: 'kernel', ...session.dump(), invalidations: adapter.dumpInvalidations() }),
   };
 }
 
