@@ -58,6 +58,21 @@ async function idleShare(ms: number): Promise<number> {
   return d.idle / (d.idle + d.active);
 }
 
+/**
+ * Whether the loop slept through most of a 50 ms window, or spun through most of it. A loaded
+ * machine can take the CPU from the test for part of one window either way, so each is judged
+ * on the clearest of three windows.
+ */
+async function sleeping(): Promise<boolean> {
+  const shares = [await idleShare(50), await idleShare(50), await idleShare(50)];
+  return Math.max(...shares) > 0.5;
+}
+
+async function spinning(): Promise<boolean> {
+  const shares = [await idleShare(50), await idleShare(50), await idleShare(50)];
+  return Math.min(...shares) < 0.5;
+}
+
 async function untilEvents(p: { events: () => number }, n: number): Promise<void> {
   for (let i = 0; p.events() < n; i++) {
     if (i > 10_000) throw new Error('no readable event');
@@ -72,7 +87,7 @@ describe('busy polling after a request', () => {
     try {
       p.poke();
       await untilEvents(p, 1);
-      expect(await idleShare(50)).toBeLessThan(0.5);
+      expect(await spinning()).toBe(true);
       // A timer and a thread-pool read complete while the loop spins.
       const read = fs.promises.readFile(__filename);
       await new Promise((r) => setTimeout(r, 5));
@@ -90,7 +105,7 @@ describe('busy polling after a request', () => {
     try {
       p.poke();
       await untilEvents(p, 1);
-      expect(await idleShare(50)).toBeGreaterThan(0.5);
+      expect(await sleeping()).toBe(true);
     } finally {
       p.close();
     }
@@ -100,7 +115,7 @@ describe('busy polling after a request', () => {
     const p = pair(30_000_000);
     try {
       p.spin();
-      expect(await idleShare(50)).toBeLessThan(0.5);
+      expect(await spinning()).toBe(true);
     } finally {
       p.close();
     }
@@ -109,7 +124,7 @@ describe('busy polling after a request', () => {
     try {
       short.poke();
       await untilEvents(short, 1);
-      expect(await idleShare(50)).toBeGreaterThan(0.5);
+      expect(await sleeping()).toBe(true);
     } finally {
       short.close();
     }
@@ -121,7 +136,7 @@ describe('busy polling after a request', () => {
     await untilEvents(p, 1);
     p.close();
     await nextTurns(3);
-    expect(await idleShare(50)).toBeGreaterThan(0.5);
+    expect(await sleeping()).toBe(true);
   });
 
   test('a negative or missing spinUs is refused', () => {
