@@ -76,6 +76,12 @@ export interface Dirent {
 /** A directory entry with the attributes of what it names (undefined: it vanished meanwhile). */
 export interface DirentPlus extends Dirent {
   readonly iatt?: Iatt;
+  /**
+   * The names listxattr would give, when the layer below learns them with the entry at no
+   * extra round trip: a cache may then answer a getxattr of any other name with ENODATA
+   * (`ls -l` asks two absent xattrs of every file).
+   */
+  readonly xattrNames?: readonly Name[];
 }
 
 /** rename(2) flags (renameat2). */

@@ -91,6 +91,33 @@ describe('what md-cache answers itself', () => {
     for (const n of ['a', 'b', 'c']) expect((await s.lookup(n)).iatt.size).toBe(1);
     expect(s.calls('lookup')).toBe(looked);
   });
+  test('readdirp brings each file\'s xattr names: a getxattr of any other name is answered ENODATA here (ls -l asks two per file)', async () => {
+    const s = await stack();
+    const { inode } = await s.create('a', 'a');
+    await s.graph.top.setxattr(s.frame(), { inode }, 'user.present', Buffer.from('v'), 0);
+    const dir = await s.open(s.root);
+    const entries = await s.graph.top.readdirp(s.frame(), dir, 65536, 0);
+    await dir.unref();
+    expect(entries.find((e) => e.name === 'a')?.xattrNames).toEqual(['user.present']);
+    const get = (n: string) => s.graph.top.getxattr(s.frame(), { inode }, n);
+    const asked = s.calls('getxattr');
+    expect(await errCode(get('security.selinux'))).toBe('ENODATA');
+    expect(await errCode(get('system.posix_acl_access'))).toBe('ENODATA');
+    expect(s.calls('getxattr')).toBe(asked);
+    // A name the list holds is fetched; a change to the xattrs drops the list.
+    expect((await get('user.present')).toString()).toBe('v');
+    expect(s.calls('getxattr')).toBe(asked + 1);
+    await s.graph.top.setxattr(s.frame(), { inode }, 'user.new', Buffer.from('n'), 0);
+    expect((await get('user.new')).toString()).toBe('n');
+    // And the list expires with md-cache-timeout.
+    const dir2 = await s.open(s.root);
+    await s.graph.top.readdirp(s.frame(), dir2, 65536, 0);
+    await dir2.unref();
+    s.clock.advance(5000);
+    const before = s.calls('getxattr');
+    expect(await errCode(get('user.gone'))).toBe('ENODATA');
+    expect(s.calls('getxattr')).toBe(before + 1);
+  });
 });
 
 describe('changes through md-cache leave nothing stale', () => {

@@ -181,6 +181,7 @@ export class MdCache extends Xlator<Options> {
       if (!e.iatt || e.name === '.' || e.name === '..') continue;
       this.keepIatt(e.iatt.gfid, e.iatt, g0);
       this.keepName(fd.inode.gfid, e.name, e.iatt.gfid, g0);
+      if (e.xattrNames) this.keepList(e.iatt.gfid, e.xattrNames, g0);
     }
     return entries;
   }
@@ -194,11 +195,16 @@ export class MdCache extends Xlator<Options> {
   override async getxattr(frame: Frame, loc: Loc, name: string): Promise<Buffer> {
     const gfid = gfidOfLoc(loc);
     if (gfid === undefined || !this.cachesXattr(name)) return this.wind('getxattr', frame, loc, name);
-    const c = this.metas.get(gfid)?.xattrs?.get(name);
+    const meta = this.metas.get(gfid);
+    const c = meta?.xattrs?.get(name);
     if (this.fresh(c)) {
       this.stats.xattrHits++;
       if (c.value === null) throw new FopError('ENODATA', `${name} (cached: no such xattr)`);
       return c.value;
+    }
+    if (this.fresh(meta?.list) && !meta.list.value.includes(name)) {
+      this.stats.xattrHits++;
+      throw new FopError('ENODATA', `${name} (cached: not among the file's xattrs)`);
     }
     this.stats.xattrMisses++;
     const g0 = this.seq;
@@ -222,8 +228,12 @@ export class MdCache extends Xlator<Options> {
     }
     const g0 = this.seq;
     const names = await this.wind('listxattr', frame, loc);
-    if (cacheable && this.mayKeep(gfid, g0)) this.meta(gfid).list = { value: [...names], at: this.clock.now() };
+    if (cacheable) this.keepList(gfid, names, g0);
     return names;
+  }
+
+  private keepList(gfid: Gfid, names: readonly string[], g0: number): void {
+    if (this.caching && this.options['cache-xattrs'] && this.mayKeep(gfid, g0)) this.meta(gfid).list = { value: [...names], at: this.clock.now() };
   }
 
   override async setxattr(frame: Frame, loc: Loc, name: string, value: Buffer, flags: number): Promise<void> {

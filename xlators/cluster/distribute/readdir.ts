@@ -82,7 +82,7 @@ export class Listing {
         return;
       }
       this.c.place(this.c.host.itable.get(e.iatt.gfid), { kind: 'file', cached: i });
-      out.push({ ...base, iatt: withIno(e.iatt) });
+      out.push({ ...base, iatt: withIno(e.iatt), xattrNames: e.xattrNames });
     });
     return out;
   }

@@ -530,7 +530,8 @@ export class Posix extends Xlator<Options> {
     return entries.map((e) => {
       const name = nameFromBytes(e.name);
       const iatt = this.identifyListed(ctx.osfd, e.name, fd.inode.gfid, name);
-      return { name, offset: e.offset, ino: iatt?.ino ?? 0, type: e.type, iatt };
+      const xattrNames = iatt && this.xattrNamesListed(ctx.osfd, e.name);
+      return { name, offset: e.offset, ino: iatt?.ino ?? 0, type: e.type, iatt, xattrNames };
     });
   }
 
@@ -542,6 +543,16 @@ export class Posix extends Xlator<Options> {
     try {
       const found = identify(this.handles, this.log, { at, st, parent, name });
       return this.iatt(found.st, found.gfid);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** What listxattr would answer for a listed entry; undefined if it vanished meanwhile. */
+  private xattrNamesListed(dirfd: number, bytes: Buffer): Name[] | undefined {
+    try {
+      return sys.listxattrAt({ dirfd, name: bytes }).filter((n) => !RESERVED_XATTRS(n));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;
