@@ -6,7 +6,9 @@ import { Registry } from '../core/registry';
 import { readVolfile } from '../core/volfile';
 import { mountNativeTransport } from '../fuse/fuse-native';
 import { unmountKernel } from '../fuse/kernel/mount';
-import { mountKernelTransport } from '../fuse/kernel/transport';
+import { mountKernelTransport, serveSupervisedKernel } from '../fuse/kernel/transport';
+import { RecordWriter, Resume } from '../supervisor/record';
+import { Supervisor, WORKER_ENV, WORKER_FUSE_FD, WORKER_RECORD_FD } from '../supervisor/supervisor';
 import { MountSpec, Mounted, TRANSPORTS, TransportName } from '../fuse/mounted';
 import { GraphSwitcher } from '../fuse/switcher';
 import { ParsedArgs, UsageError, parseArgs } from './args';
@@ -70,7 +72,7 @@ export function cacheTimeouts(args: ParsedArgs): { entryTimeoutMs: number; attrT
 }
 
 const MOUNT_SPEC = {
-  flags: ['passthrough-unknown', 'background'],
+  flags: ['passthrough-unknown', 'background', 'supervised'],
   options: [...DAEMON_OPTIONS, 'transport', 'busy-poll-us', 'entry-timeout', 'attribute-timeout', 'negative-timeout'],
   positionals: ['volfile', 'mountpoint'],
   // What mount(8) and fstab pass along that means nothing here.
@@ -88,7 +90,10 @@ export async function mount(argv: string[]): Promise<number> {
   if (args.flags.has('background')) return runInBackground(argv, mountpoint);
   const { log, reopen } = logger(args);
   checkFuse(transport);
-  checkMountpoint(mountpoint);
+  const worker = process.env[WORKER_ENV] !== undefined;
+  if (args.flags.has('supervised') && !worker) return supervise(argv, transport, mountpoint, volfilePath, log);
+  // A worker's mountpoint is mounted already: its supervisor's.
+  if (!worker) checkMountpoint(mountpoint);
   const switcher = new GraphSwitcher({ ...lifecycleOptions(args, volfilePath, log), sweepAfterMs: SWEEP_AFTER_MS });
   const core = (await switcher.start()).core;
   // The kernel has already applied the caller's umask to every mode it sends.
@@ -96,7 +101,8 @@ export async function mount(argv: string[]): Promise<number> {
   const spec: MountSpec = { mountpoint, fsname: `xlstack:${core.active.top.name}`, core, log, busyPollUs, ...timeouts };
   let mounted: Mounted;
   try {
-    mounted = transport === 'kernel' ? await mountKernelTransport(spec) : await mountNativeTransport(spec, () => mountAt(mountpoint)?.fstype === 'fuse.xlstack');
+    if (worker) mounted = await serveSupervisedKernel(spec, { fd: WORKER_FUSE_FD, record: new RecordWriter(WORKER_RECORD_FD), resume: await resumeFromSupervisor() });
+    else mounted = transport === 'kernel' ? await mountKernelTransport(spec) : await mountNativeTransport(spec, () => mountAt(mountpoint)?.fstype === 'fuse.xlstack');
   } catch (e) {
     await switcher.stopAll();
     throw e;
@@ -107,6 +113,35 @@ export async function mount(argv: string[]): Promise<number> {
   tellParent({ ready: true });
   await daemon.done;
   return 0;
+}
+
+/** How long a worker waits for its supervisor's record. */
+const RESUME_TIMEOUT_MS = 10_000;
+
+/** In a worker: what its supervisor says it takes over (nothing for the first worker). */
+function resumeFromSupervisor(): Promise<Resume | undefined> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no word from the supervisor within ${RESUME_TIMEOUT_MS / 1000} s`)), RESUME_TIMEOUT_MS);
+    process.once('message', (m: { resume?: Resume | null }) => {
+      clearTimeout(timer);
+      resolve(m?.resume ?? undefined);
+    });
+  });
+}
+
+/**
+ * `xlstack mount --supervised`: this process becomes the mount's supervisor (it mounts and
+ * holds the /dev/fuse fd) and runs the same command as its worker, again whenever one dies.
+ */
+async function supervise(argv: string[], transport: TransportName, mountpoint: string, volfile: string, log: Logger): Promise<number> {
+  if (transport !== 'kernel') throw new UsageError('--supervised needs the kernel transport');
+  checkMountpoint(mountpoint);
+  const workerArgs = [...process.execArgv, process.argv[1], 'mount', ...argv.filter((a) => a !== '--supervised')];
+  const sup = new Supervisor({ mountpoint, fsname: `xlstack:${path.basename(volfile)}`, log: log.child('supervisor'), workerArgs });
+  await sup.start();
+  log.info(`supervising ${mountpoint} (pid ${process.pid})`);
+  tellParent({ ready: true });
+  return sup.done;
 }
 
 /** Asks the daemon known by `target` (a mountpoint, a brick's volfile); says plainly if none answers. */

@@ -1,7 +1,15 @@
 import { spawn } from 'child_process';
+import { FopError } from '../../core/errors';
+import { reopenFlags } from '../../core/fd';
+import type { Logger } from '../../core/log';
+import { RecordEvent, RecordWriter, Resume, fromWireConn, toWireConn } from '../../supervisor/record';
+import { BaseFd } from '../basefd';
+import type { BridgeCore } from '../core';
+import { findByGfid, inFrame } from '../migrator';
 import type { MountSpec, Mounted } from '../mounted';
 import { KernelAdapter } from './adapter';
-import { mountKernel } from './mount';
+import { mountKernel, unmountKernel } from './mount';
+import { withReplay } from './replay';
 import { KernelSession } from './session';
 
 /** How long the kernel may take to send INIT after the mount. */
@@ -54,4 +62,103 @@ function watchForDeath(mountpoint: string): void {
   child.unref();
   // Our end of its stdin stays open (and out of other children) until this process is gone.
   (child.stdin as unknown as { unref?: () => void }).unref?.();
+}
+
+/** What a worker under a supervisor is given: the device fd it inherited, its record, where it takes over. */
+export interface SupervisedIo {
+  /** The /dev/fuse fd (the supervisor's open file, inherited). */
+  readonly fd: number;
+  /** Where every nodeid and handle given to the kernel is written down, before the reply. */
+  readonly record: RecordWriter;
+  /** What the last worker left (undefined: the first worker, which answers INIT). */
+  readonly resume?: Resume;
+}
+
+/**
+ * Serves a mount a supervisor made and holds, as its worker: the first worker answers INIT
+ * and records what was negotiated; a later one takes over the nodeids and handles the
+ * kernel holds from the record (handles reopened by GFID with their flags and openId, as
+ * a graph switch would), then asks the kernel to send again what its predecessor read and
+ * did not answer.
+ */
+export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): Promise<Mounted> {
+  const log = spec.log.child('fuse');
+  const core = spec.core;
+  const adapter = new KernelAdapter(core, log, {
+    entryTimeoutMs: spec.entryTimeoutMs,
+    attrTimeoutMs: spec.attrTimeoutMs,
+    negativeTimeoutMs: spec.negativeTimeoutMs,
+    groupsTimeoutMs: 1000,
+  });
+  let recordFailed = false;
+  const write = (ev: RecordEvent) => {
+    try {
+      io.record.write(ev);
+    } catch (e) {
+      if (!recordFailed) log.error(`${(e as Error).message}: a new worker would not know what the kernel holds`);
+      recordFailed = true;
+    }
+  };
+  const restored = io.resume ? await restore(core, io.resume, log) : undefined;
+  core.nodes.observer = { looked: (id, gfid) => write({ e: 'look', id, gfid }), forgot: (id, n) => write({ e: 'forget', id, n }) };
+  core.basefds.observer = {
+    opened: (b) => write({ e: 'open', h: { fh: b.id, gfid: b.gfid, flags: b.flags, dir: b.isDir, openId: b.openId } }),
+    closed: (fh) => write({ e: 'close', fh }),
+  };
+  const intents = new Map(io.resume?.intents ?? []);
+  const fs = withReplay(adapter, {
+    intend: (u, gfid) => write({ e: 'intent', u, gfid }),
+    intended: (u) => intents.get(u),
+    gfidOf: (nodeid) => (core.nodes.withId(nodeid)?.gfid),
+    log,
+  });
+  const session = new KernelSession(io.fd, fs, { log, busyPollUs: spec.busyPollUs });
+  if (io.resume) {
+    session.resume(fromWireConn(io.resume.conn));
+  } else {
+    session.start();
+    try {
+      const conn = await Promise.race([
+        session.ready,
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the kernel sent no INIT within ${INIT_TIMEOUT_MS / 1000} s`)), INIT_TIMEOUT_MS).unref()),
+      ]);
+      write({ e: 'init', conn: toWireConn(conn) });
+    } catch (e) {
+      session.close('mount failed');
+      throw e;
+    }
+  }
+  return {
+    transport: 'kernel',
+    mountpoint: spec.mountpoint,
+    ended: session.closed,
+    unmount: (lazy) => unmountKernel(spec.mountpoint, lazy),
+    dump: () => ({ transport: 'kernel', supervisor: process.ppid, generation: io.resume?.generation ?? 1, restored, replayed: fs.replayed(), ...session.dump() }),
+  };
+}
+
+/** Takes over the nodeids and handles of the record; a handle whose file is gone answers EBADF. */
+async function restore(core: BridgeCore, r: Resume, log: Logger): Promise<Record<string, number>> {
+  core.nodes.restore(r.nodes, r.maxNodeid);
+  const g = core.active;
+  let lost = 0;
+  for (const h of r.handles) {
+    try {
+      const inode = await findByGfid(g, h.gfid);
+      if (!inode) throw new FopError('ESTALE', `GFID ${h.gfid} is gone`);
+      const fd = g.newFd(inode, reopenFlags(h.flags), h.dir, h.openId);
+      try {
+        await inFrame(g, 'open', (frame) => (h.dir ? g.top.opendir(frame, { inode }, fd) : g.top.open(frame, { inode }, fd)));
+      } catch (e) {
+        await fd.unref();
+        throw e;
+      }
+      core.basefds.restore(new BaseFd(h.fh, h.gfid, h.flags, h.dir, undefined, { graph: g, fd }));
+    } catch (e) {
+      lost++;
+      log.warn(`handle ${h.fh} (${h.gfid}) could not be reopened by the new worker (${FopError.from(e).code}): it answers EBADF`);
+    }
+  }
+  log.info(`worker generation ${r.generation}: took over ${r.nodes.length} nodeid(s) and ${r.handles.length - lost} of ${r.handles.length} handle(s)`);
+  return { nodeids: r.nodes.length, handles: r.handles.length - lost, lostHandles: lost };
 }
