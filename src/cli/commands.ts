@@ -172,6 +172,32 @@ export async function unmount(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** How long `xlstack upgrade` waits for the new worker to serve. */
+const UPGRADE_TIMEOUT_MS = 30_000;
+
+/**
+ * A live upgrade of a supervised mount: its worker stops serving and hands over to a new one
+ * (of the xlstack installed now), nothing unmounted; returns once the new one serves.
+ */
+export async function upgrade(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { positionals: ['mountpoint'] });
+  const target = args.positionals[0];
+  const { generation } = (await ask(target, 'upgrade')) as { generation: number };
+  const until = Date.now() + UPGRADE_TIMEOUT_MS;
+  for (;;) {
+    const now = await ask(target, 'statedump').then(
+      (d) => Number((d as { transport?: { generation?: number } }).transport?.generation ?? 0),
+      () => 0,
+    );
+    if (now > generation) {
+      process.stdout.write(`upgraded ${path.resolve(target)}: worker generation ${now}\n`);
+      return 0;
+    }
+    if (Date.now() > until) throw new Error(`no new worker serves ${path.resolve(target)} within ${UPGRADE_TIMEOUT_MS / 1000} s (see the mount's log)`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** Asks the daemon to re-read its volfile, and says what happened. */
 export async function reload(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { positionals: ['mountpoint'] });

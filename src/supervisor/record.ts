@@ -6,6 +6,9 @@ import * as fs from 'fs';
 import type { ConnInfo } from '../fuse/kernel/fs';
 import type { Gfid } from '../core/types';
 
+/** A worker's exit code when it retired for a live upgrade (EX_TEMPFAIL): not a failure. */
+export const RETIRED = 75;
+
 /** A handle as the kernel holds it. */
 export interface HandleRecord {
   readonly fh: number;

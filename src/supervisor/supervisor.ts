@@ -12,7 +12,7 @@ import type { Logger } from '../core/log';
 import type { KernelFs } from '../fuse/kernel/fs';
 import { mountKernel, unmountKernel } from '../fuse/kernel/mount';
 import { KernelSession } from '../fuse/kernel/session';
-import { MountRecord, fromWireConn } from './record';
+import { MountRecord, RETIRED, fromWireConn } from './record';
 
 /**
  * A worker that dies before it serves, or this soon after, failed fast (it may be a request
@@ -50,6 +50,7 @@ export class Supervisor {
   private generation = 0;
   private worker?: ChildProcess;
   private fastFailures = 0;
+  private upgrades = 0;
   private stopping = false;
   private gaveUp = false;
   private readonly record = new MountRecord();
@@ -80,7 +81,7 @@ export class Supervisor {
   }
 
   dump(): Record<string, unknown> {
-    return { pid: process.pid, generation: this.generation, worker: this.worker?.pid, fastFailures: this.fastFailures, gaveUp: this.gaveUp, record: this.record.dump() };
+    return { pid: process.pid, generation: this.generation, worker: this.worker?.pid, fastFailures: this.fastFailures, upgrades: this.upgrades, gaveUp: this.gaveUp, record: this.record.dump() };
   }
 
   private spawnWorker(): void {
@@ -113,6 +114,11 @@ export class Supervisor {
     this.record.end();
     if (this.worker === child) this.worker = undefined;
     const how = signal ? `signal ${signal}` : `exit code ${code}`;
+    if (code === RETIRED && !this.stopping) {
+      this.o.log.info(`worker ${generation} retired (an upgrade); starting worker ${generation + 1}`);
+      this.upgrades++;
+      return this.spawnWorker();
+    }
     // A worker ends by itself (0) once the kernel says the mount is gone.
     if (code === 0 || this.stopping) {
       this.o.log.info(`worker ${generation} ended (${how}); ${this.o.mountpoint} is no longer served`);

@@ -95,8 +95,11 @@ volume worker-posix
 end-volume
 `;
 
-test(`the worker is SIGKILLed ${KILLS} times under a reader, a pwrite writer and two namespace workloads: no error, every byte and name right`, async () => {
-  const rnd = new Rng(SEED);
+/** Kills the worker, or has it hand over to a new one (`xlstack upgrade`). */
+type Disruption = 'kill' | 'upgrade';
+
+async function underDisruption(how: Disruption): Promise<void> {
+  const rnd = new Rng(SEED + (how === 'kill' ? 0 : 1));
   const dir = scratchDir('xlstack-worker-crash-');
   const m = await startMount({ volfile: POSIX, args: ['--supervised'] });
   try {
@@ -117,19 +120,25 @@ test(`the worker is SIGKILLed ${KILLS} times under a reader, a pwrite writer and
       // A worker killed sooner after it began serving counts as failing at start (5 in a row: the supervisor gives up).
       await sleep(FAST_FAILURE_MS + 100);
       const before = total();
-      await waitFor(() => total() > before + 10, 20_000, `progress before kill ${k} (stuck at ${total()})`);
+      await waitFor(() => total() > before + 10, 20_000, `progress before ${how} ${k} (stuck at ${total()})`);
       await sleep(20 + rnd.int(400));
       const pid = workerOf(m);
       expect(pid).toBeDefined();
       const t = Date.now();
-      process.kill(pid!, 'SIGKILL');
-      await waitFor(() => serving(m) > k, 20_000, `a new worker after kill ${k}`);
+      if (how === 'kill') process.kill(pid!, 'SIGKILL');
+      else {
+        const r = await xlstack(['upgrade', m.mountpoint], { timeoutMs: 40_000 });
+        expect({ code: r.code, err: r.stderr }).toEqual({ code: 0, err: '' });
+        expect(r.stdout).toMatch(new RegExp(`worker generation ${k + 1}`));
+      }
+      await waitFor(() => serving(m) > k, 20_000, `a new worker after ${how} ${k}`);
+      expect(workerOf(m)).not.toBe(pid);
       pauses.push(Date.now() - t);
     }
     const last = total();
     await waitFor(() => total() > last + 20, 20_000, 'progress after the last kill');
     const [read, written, ...nsResults] = await Promise.all([reader.finish(), writer.finish(), ...ns.map((c) => c.finish())]);
-    process.stdout.write(`pause per kill (kill to the new worker serving): ${pauses.join(', ')} ms\n`);
+    process.stdout.write(`pause per ${how} (to the new worker serving): ${pauses.join(', ')} ms\n`);
     process.stdout.write(`reader: ${read.ops} reads, ${read.passes.length} passes; writer: ${written.ops} pwrites; namespace: ${nsResults.map((r) => `${r.ops} ops, longest ${r.longestMs} ms (${r.longest})`).join('; ')}\n`);
     const replayed = m.log().match(/sent again: found carried out .*/g) ?? [];
     process.stdout.write(`requests sent again and found carried out: ${replayed.length}\n`);
@@ -148,11 +157,16 @@ test(`the worker is SIGKILLed ${KILLS} times under a reader, a pwrite writer and
     const d = JSON.parse((await xlstack(['statedump', m.mountpoint], { timeoutMs: 10_000 })).stdout);
     expect(d.transport.supervisor).toBe(m.pid);
     expect(d.transport.generation).toBe(KILLS + 1);
+    if (how === 'upgrade') expect(m.log()).not.toMatch(/died/);
   } finally {
     await m.unmount();
   }
   expect(await within(m.exited, 15_000)).toBe(0);
-}, 175_000);
+}
+
+test(`the worker is SIGKILLed ${KILLS} times under a reader, a pwrite writer and two namespace workloads: no error, every byte and name right`, () => underDisruption('kill'), 175_000);
+
+test(`the same with a live upgrade (xlstack upgrade) instead of a kill, ${KILLS} times`, () => underDisruption('upgrade'), 175_000);
 
 test('workers that keep dying at start: after 5 fast failures the supervisor stops, the mount answers EIO, the log says why, unmount works', async () => {
   const m = await startMount({ volfile: POSIX, args: ['--supervised'] });

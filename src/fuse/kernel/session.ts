@@ -214,6 +214,20 @@ export class KernelSession {
     if (r < 0) this.log.warn(`FUSE_NOTIFY_RESEND failed (${FopError.fromErrno(r).code}): requests a dead worker read stay unanswered`);
   }
 
+  /**
+   * Hands the connection over to a successor (a live upgrade): reads nothing more, waits (at
+   * most `timeoutMs`) for every request taken to be answered, and leaves the fd open and the
+   * connection alive. Requests still unanswered then are the successor's (it has them resent).
+   */
+  async retire(timeoutMs: number): Promise<number> {
+    if (this.poll) this.dev.pollStop(this.poll);
+    this.poll = undefined;
+    const until = Date.now() + timeoutMs;
+    while (this.inFlight.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    if (this.inFlight.size > 0) this.log.warn(`retiring with ${this.inFlight.size} request(s) unanswered after ${timeoutMs} ms: the next worker serves them`);
+    return this.inFlight.size;
+  }
+
   /** Stops serving: the fd is closed (which aborts the connection if still mounted) and fs.destroy() runs. */
   close(reason = 'closed by the server'): void {
     this.end(`closed: ${reason}`);

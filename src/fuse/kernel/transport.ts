@@ -1,5 +1,6 @@
 import { spawn } from 'child_process';
 import { FopError } from '../../core/errors';
+import { withDeadline } from '../../core/time';
 import { reopenFlags } from '../../core/fd';
 import type { Logger } from '../../core/log';
 import { RecordEvent, RecordWriter, Resume, fromWireConn, toWireConn } from '../../supervisor/record';
@@ -12,6 +13,8 @@ import { mountKernel, unmountKernel } from './mount';
 import { withReplay } from './replay';
 import { KernelSession } from './session';
 
+/** How long a retiring worker waits for the requests it took to be answered, and for each flush. */
+const RETIRE_TIMEOUT_MS = 10_000;
 /** How long the kernel may take to send INIT after the mount. */
 const INIT_TIMEOUT_MS = 10_000;
 
@@ -133,6 +136,20 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
     mountpoint: spec.mountpoint,
     ended: session.closed,
     unmount: (lazy) => unmountKernel(spec.mountpoint, lazy),
+    retire: async () => {
+      await session.retire(RETIRE_TIMEOUT_MS);
+      // What the graph holds back (write-behind) reaches storage before a new worker reopens the files.
+      for (const base of [...core.basefds.all()]) {
+        if (base.isDir) continue;
+        const { graph, fd } = base.current;
+        await withDeadline(inFrame(graph, 'flush', (frame) => graph.top.flush(frame, fd)), RETIRE_TIMEOUT_MS, `flush of handle ${base.id}`).catch((e) =>
+          log.warn(`retiring: flush of handle ${base.id} failed: ${(e as Error).message}`),
+        );
+      }
+      // From here the record is the successor's: this worker's teardown must not touch it.
+      core.nodes.observer = undefined;
+      core.basefds.observer = undefined;
+    },
     dump: () => ({ transport: 'kernel', supervisor: process.ppid, generation: io.resume?.generation ?? 1, restored, replayed: fs.replayed(), ...session.dump() }),
   };
 }
