@@ -127,12 +127,31 @@ export class MountRecord {
 /** How long a record write may keep retrying a full pipe (the supervisor reads it as it comes). */
 const WRITE_BOUND_MS = 5000;
 
-/** The worker's side: each event, written at once (synchronously: it precedes the reply). */
+/**
+ * The worker's side. An event that must be on record before a fop is carried out (an
+ * intent) is written at once; the others (a nodeid or handle the kernel is about to be
+ * given) wait in a buffer that is written, in one write(2), before the next reply leaves.
+ */
 export class RecordWriter {
+  private pending = '';
+
   constructor(private readonly fd: number) {}
 
+  /** Before the next reply. */
+  add(ev: RecordEvent): void {
+    this.pending += JSON.stringify(ev) + '\n';
+  }
+
+  /** Now, with whatever waits. */
   write(ev: RecordEvent): void {
-    let buf = Buffer.from(JSON.stringify(ev) + '\n');
+    this.add(ev);
+    this.flush();
+  }
+
+  flush(): void {
+    if (!this.pending) return;
+    let buf = Buffer.from(this.pending);
+    this.pending = '';
     const until = Date.now() + WRITE_BOUND_MS;
     while (buf.length) {
       try {

@@ -89,6 +89,8 @@ export interface SessionOptions {
   readonly busyPollUs?: number;
   /** The system calls (default: the fuse_dev addon; tests play the kernel with their own). */
   readonly dev?: Dev;
+  /** Runs before each reply is written (a worker's record of what the reply hands the kernel). */
+  readonly beforeReply?: () => void;
 }
 
 /** What a statedump shows of a session. */
@@ -681,6 +683,7 @@ export class KernelSession {
 
   private writeReply(unique: number, opcode: number, len: number, extra?: Buffer, extraLen?: number): boolean {
     if (this.endedReason !== undefined) return false;
+    this.opts.beforeReply?.();
     const r = this.dev.write(this.fd, this.out, len, extra, extraLen);
     if (r >= 0) return true;
     this.replyFailures++;

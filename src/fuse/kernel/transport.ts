@@ -94,9 +94,10 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
     groupsTimeoutMs: 1000,
   });
   let recordFailed = false;
-  const write = (ev: RecordEvent) => {
+  const write = (ev: RecordEvent, now = false) => {
     try {
-      io.record.write(ev);
+      if (now) io.record.write(ev);
+      else io.record.add(ev);
     } catch (e) {
       if (!recordFailed) log.error(`${(e as Error).message}: a new worker would not know what the kernel holds`);
       recordFailed = true;
@@ -110,12 +111,21 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
   };
   const intents = new Map(io.resume?.intents ?? []);
   const fs = withReplay(adapter, {
-    intend: (u, gfid) => write({ e: 'intent', u, gfid }),
+    // Before the object is made: a worker dying right after must leave its GFID on record.
+    intend: (u, gfid) => write({ e: 'intent', u, gfid }, true),
     intended: (u) => intents.get(u),
     gfidOf: (nodeid) => (core.nodes.withId(nodeid)?.gfid),
     log,
   });
-  const session = new KernelSession(io.fd, fs, { log, busyPollUs: spec.busyPollUs });
+  const flush = () => {
+    try {
+      io.record.flush();
+    } catch (e) {
+      if (!recordFailed) log.error(`${(e as Error).message}: a new worker would not know what the kernel holds`);
+      recordFailed = true;
+    }
+  };
+  const session = new KernelSession(io.fd, fs, { log, busyPollUs: spec.busyPollUs, beforeReply: flush });
   if (io.resume) {
     session.resume(fromWireConn(io.resume.conn));
   } else {
@@ -125,7 +135,7 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
         session.ready,
         new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the kernel sent no INIT within ${INIT_TIMEOUT_MS / 1000} s`)), INIT_TIMEOUT_MS).unref()),
       ]);
-      write({ e: 'init', conn: toWireConn(conn) });
+      write({ e: 'init', conn: toWireConn(conn) }, true);
     } catch (e) {
       session.close('mount failed');
       throw e;
@@ -147,6 +157,7 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
         );
       }
       // From here the record is the successor's: this worker's teardown must not touch it.
+      flush();
       core.nodes.observer = undefined;
       core.basefds.observer = undefined;
     },
