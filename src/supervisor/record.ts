@@ -4,7 +4,7 @@
 // synchronously to a pipe the supervisor reads, before the reply that hands it to the kernel.
 import * as fs from 'fs';
 import type { ConnInfo } from '../fuse/kernel/fs';
-import type { Gfid } from '../core/types';
+import type { Flock, Gfid } from '../core/types';
 
 /** A worker's exit code when it retired for a live upgrade (EX_TEMPFAIL): not a failure. */
 export const RETIRED = 75;
@@ -16,6 +16,16 @@ export interface HandleRecord {
   readonly flags: number;
   readonly dir: boolean;
   readonly openId: string;
+}
+
+/** A lock taken (or given back) through a handle, as the kernel asked for it. */
+export interface LockRecord {
+  readonly fh: number;
+  readonly gfid: Gfid;
+  /** The kernel's lock owner, in hex (Req.lkOwner). */
+  readonly owner: string;
+  readonly flock: boolean;
+  readonly lock: Flock;
 }
 
 /** ConnInfo as it travels (its flags are a bigint). */
@@ -33,7 +43,9 @@ export type RecordEvent =
   | { readonly e: 'forget'; readonly id: number; readonly n: number }
   | { readonly e: 'open'; readonly h: HandleRecord }
   | { readonly e: 'close'; readonly fh: number }
-  | { readonly e: 'intent'; readonly u: number; readonly gfid: Gfid };
+  | { readonly e: 'intent'; readonly u: number; readonly gfid: Gfid }
+  | { readonly e: 'lk'; readonly l: LockRecord }
+  | { readonly e: 'flush'; readonly gfid: Gfid; readonly owner: string };
 
 /** What a new worker is given to go on from. */
 export interface Resume {
@@ -45,7 +57,12 @@ export interface Resume {
   readonly maxNodeid: number;
   /** The GFIDs chosen for the latest requests that make objects, by unique. */
   readonly intents: [number, Gfid][];
+  /** The lock requests that made the locks held now, in order: a new worker takes them again. */
+  readonly locks: LockRecord[];
 }
+
+/** Lock requests kept at most (a process locking and unlocking a file it keeps open adds to them). */
+export const LOCKS_KEPT = 65536;
 
 /** How many intents are kept: a request sent again was in flight when its worker died, so recent. */
 export const INTENTS_KEPT = 4096;
@@ -60,6 +77,9 @@ export class MountRecord {
   private readonly handles = new Map<number, HandleRecord>();
   private maxNodeid = 1;
   private readonly intents = new Map<number, Gfid>();
+  private locks: LockRecord[] = [];
+  /** Lock requests forgotten past LOCKS_KEPT (a new worker would not hold their locks). */
+  private locksDropped = 0;
   private partial = '';
   /** Lines that could not be read (a worker killed in the middle of one). */
   bad = 0;
@@ -106,6 +126,16 @@ export class MountRecord {
         return;
       case 'close':
         this.handles.delete(ev.fh);
+        // Its flock locks went with it; its POSIX locks with the flush that came before.
+        this.locks = this.locks.filter((l) => l.fh !== ev.fh);
+        return;
+      case 'lk':
+        this.locks.push(ev.l);
+        if (this.locks.length > LOCKS_KEPT) (this.locks.shift(), this.locksDropped++);
+        return;
+      case 'flush':
+        // close(2) of any fd of the file: the owner's POSIX locks on it go.
+        this.locks = this.locks.filter((l) => l.flock || l.owner !== ev.owner || l.gfid !== ev.gfid);
         return;
       case 'intent':
         this.intents.set(ev.u, ev.gfid);
@@ -116,11 +146,11 @@ export class MountRecord {
 
   resume(generation: number): Resume | undefined {
     if (!this.conn) return undefined;
-    return { conn: this.conn, nodes: [...this.nodes].map(([id, r]) => [id, r.gfid, r.n]), handles: [...this.handles.values()], generation, maxNodeid: this.maxNodeid, intents: [...this.intents] };
+    return { conn: this.conn, nodes: [...this.nodes].map(([id, r]) => [id, r.gfid, r.n]), handles: [...this.handles.values()], generation, maxNodeid: this.maxNodeid, intents: [...this.intents], locks: [...this.locks] };
   }
 
   dump(): Record<string, unknown> {
-    return { init: !!this.conn, nodeids: this.nodes.size, handles: this.handles.size, intents: this.intents.size, unreadable: this.bad };
+    return { init: !!this.conn, nodeids: this.nodes.size, handles: this.handles.size, intents: this.intents.size, lockRequests: this.locks.length, locksDropped: this.locksDropped, unreadable: this.bad };
   }
 }
 

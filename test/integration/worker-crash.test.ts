@@ -4,8 +4,9 @@
 // offsets through another, and two processes run a namespace workload (mkdir, create+write,
 // rename, link, unlink, rmdir, chmod). Each new worker takes over the kernel's nodeids and
 // handles from the supervisor's record and serves again what the dead one read and never
-// answered (FUSE_NOTIFY_RESEND). Nothing the processes do may fail; every byte and name is
-// checked. And a worker that keeps dying at start: the supervisor gives up, the mount
+// answered (FUSE_NOTIFY_RESEND), and the POSIX lock one process holds and another waits for
+// (taken again from the record). Nothing the processes do may fail; every byte and name is
+// checked, and the waiter gets the lock only once it is given back. And a worker that keeps dying at start: the supervisor gives up, the mount
 // answers EIO (no hang), and it can be unmounted.
 //
 // The seed is printed; WORKER_CRASH_SEED=<n> repeats a run's schedule and data.
@@ -20,6 +21,7 @@ import { Rng } from '../helpers/rng';
 import { cleanupScratch, scratchDir, track, tracked } from '../helpers/scratch';
 import { FAST_FAILURE_MS } from '../../src/supervisor/supervisor';
 import { TestMount, startMount, waitFor, within, xlstack } from '../helpers/mount';
+import { python3 } from '../helpers/pytools';
 
 const IO_CHILD = path.join(__dirname, '../helpers/failover-child.js');
 const SEED = process.env.WORKER_CRASH_SEED ? Number(process.env.WORKER_CRASH_SEED) : Date.now() % 1_000_000;
@@ -88,6 +90,45 @@ function startIoChild(args: Spec<ChildArgs>, dir: string): IoChild {
   };
 }
 
+// The lock holder and waiter (python3: Node has no fcntl locks). The holder marks the
+// release on the local disk before it unlocks: a waiter granted before that mark was
+// granted a lock that was still held.
+const HOLDER = `
+import fcntl, os, sys, time
+f = open(sys.argv[1], 'r+')
+fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print('locked', flush=True)
+deadline = time.time() + 150
+while not os.path.exists(os.path.join(sys.argv[2], 'release')) and time.time() < deadline:
+    time.sleep(0.02)
+open(os.path.join(sys.argv[2], 'released'), 'w').close()
+fcntl.lockf(f, fcntl.LOCK_UN)
+print('unlocked', flush=True)
+`;
+const WAITER = `
+import fcntl, os, sys
+f = open(sys.argv[1], 'r+')
+print('waiting', flush=True)
+fcntl.lockf(f, fcntl.LOCK_EX)
+print('granted after release' if os.path.exists(os.path.join(sys.argv[2], 'released')) else 'granted while held', flush=True)
+`;
+
+function startPy(script: string, file: string, dir: string): { saw(what: string): Promise<void>; lines(): string[] } {
+  const child = track(spawn(python3(), ['-c', script, file, dir], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const lines = () => out.split('\n').filter(Boolean);
+  return {
+    lines,
+    async saw(what) {
+      await waitFor(() => lines().some((l) => l.startsWith(what)) || child.exitCode !== null, 30_000, `python to say ${what} (stderr: ${err})`);
+      if (!lines().some((l) => l.startsWith(what))) throw new Error(`python exited without saying ${what}: ${out} ${err}`);
+    },
+  };
+}
+
 const POSIX = `
 volume worker-posix
     type storage/posix
@@ -113,6 +154,12 @@ async function underDisruption(how: Disruption): Promise<void> {
       startNsChild({ root: m.mountpoint, name: `p${i}`, seed: SEED * 10 + i, modelFile: path.join(dir, `model-${i}`), maxMs: 120_000, noAppend: true }, dir),
     );
     await Promise.all([reader.ready(), writer.ready(), ...ns.map((c) => c.ready())]);
+    // A process holds a POSIX lock on a file; another waits for it (F_SETLKW) all along.
+    fs.writeFileSync(path.join(m.backing, 'locked'), 'x');
+    const holder = startPy(HOLDER, path.join(m.mountpoint, 'locked'), dir);
+    await holder.saw('locked');
+    const waiter = startPy(WAITER, path.join(m.mountpoint, 'locked'), dir);
+    await waiter.saw('waiting');
     const total = () => reader.progress() + writer.progress() + ns.reduce((s, c) => s + c.progress(), 0);
     const pauses: number[] = [];
     for (let k = 1; k <= KILLS; k++) {
@@ -137,6 +184,12 @@ async function underDisruption(how: Disruption): Promise<void> {
     }
     const last = total();
     await waitFor(() => total() > last + 20, 20_000, 'progress after the last kill');
+    // The waiter never got the lock while the holder held it; once given back, it does.
+    expect(waiter.lines()).toEqual(['waiting']);
+    fs.writeFileSync(path.join(dir, 'release'), '');
+    await holder.saw('unlocked');
+    await waiter.saw('granted');
+    expect(waiter.lines()).toEqual(['waiting', 'granted after release']);
     const [read, written, ...nsResults] = await Promise.all([reader.finish(), writer.finish(), ...ns.map((c) => c.finish())]);
     process.stdout.write(`pause per ${how} (to the new worker serving): ${pauses.join(', ')} ms\n`);
     process.stdout.write(`reader: ${read.ops} reads, ${read.passes.length} passes; writer: ${written.ops} pwrites; namespace: ${nsResults.map((r) => `${r.ops} ops, longest ${r.longestMs} ms (${r.longest})`).join('; ')}\n`);

@@ -30,6 +30,7 @@ describe('the supervisor record', () => {
       generation: 2,
       maxNodeid: 9,
       intents: [],
+      locks: [],
     });
   });
 
@@ -42,6 +43,17 @@ describe('the supervisor record', () => {
     r.push(line({ e: 'init', conn: { major: 7, minor: 45, maxWrite: 4096, maxRead: 0, flags: '0' } }));
     expect(r.resume(2)!.nodes).toEqual([[2, G1, 1]]);
     expect(r.dump()).toMatchObject({ unreadable: 1 });
+  });
+
+  test('locks: each granted request in order; a flush drops the owner\'s POSIX locks on the file, a close its handle\'s', () => {
+    const r = new MountRecord();
+    r.push(line({ e: 'init', conn: { major: 7, minor: 45, maxWrite: 4096, maxRead: 0, flags: '0' } }));
+    const lk = (fh: number, gfid: string, owner: string, flock: boolean, start = 0) => ({ fh, gfid, owner, flock, lock: { type: 'write' as const, start, end: start + 9, pid: 7 } });
+    for (const l of [lk(3, G1, 'a', false), lk(3, G1, 'a', false, 100), lk(4, G1, 'b', false), lk(5, G2, 'a', false), lk(6, G1, 'f6', true)]) r.push(line({ e: 'lk', l }));
+    r.push(line({ e: 'flush', gfid: G1, owner: 'a' }));
+    expect(r.resume(2)!.locks).toEqual([lk(4, G1, 'b', false), lk(5, G2, 'a', false), lk(6, G1, 'f6', true)]);
+    r.push(line({ e: 'close', fh: 6 }));
+    expect(r.resume(2)!.locks).toEqual([lk(4, G1, 'b', false), lk(5, G2, 'a', false)]);
   });
 
   test('intents are bounded: the oldest go first', () => {

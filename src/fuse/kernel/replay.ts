@@ -19,6 +19,7 @@ import { constants } from 'fs';
 import { v4 as uuidv4 } from 'uuid';
 import { FopError } from '../../core/errors';
 import type { Logger } from '../../core/log';
+import type { Flock } from '../../core/types';
 import type { Entry, KernelFs, Opened, Request } from './fs';
 import { isResent } from './session';
 
@@ -29,6 +30,10 @@ export interface ReplayOptions {
   readonly intended: (unique: number) => string | undefined;
   /** The GFID of a nodeid, if known. */
   readonly gfidOf: (nodeid: number) => string | undefined;
+  /** A lock request granted (or an unlock done): a new worker takes it again. */
+  readonly locked?: (fh: number, owner: bigint, flock: boolean, lock: Flock) => void;
+  /** A flush (close(2) of one fd) by `owner` went through: its POSIX locks on the file are gone. */
+  readonly flushed?: (fh: number, owner: bigint) => void;
   readonly log: Logger;
 }
 
@@ -63,6 +68,14 @@ export function withReplay(inner: KernelFs, o: ReplayOptions): KernelFs & { repl
   }
 
   const overrides: Partial<KernelFs> = {
+    setlk: async (r, nodeid, lk, wait) => {
+      await inner.setlk(r, nodeid, lk, wait);
+      o.locked?.(lk.fh, lk.owner, lk.flock, lk.lock);
+    },
+    flush: async (r, nodeid, fh, owner) => {
+      await inner.flush(r, nodeid, fh, owner);
+      o.flushed?.(fh, owner);
+    },
     mkdir: (r, parent, name, mode, umask) => making(r, parent, name, 'MKDIR', () => inner.mkdir(r, parent, name, mode, umask), async (e) => e),
     mknod: (r, parent, name, mode, rdev, umask) => making(r, parent, name, 'MKNOD', () => inner.mknod(r, parent, name, mode, rdev, umask), async (e) => e),
     symlink: (r, parent, name, target) => making(r, parent, name, 'SYMLINK', () => inner.symlink(r, parent, name, target), async (e) => e),

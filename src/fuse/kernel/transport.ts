@@ -114,7 +114,15 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
     // Before the object is made: a worker dying right after must leave its GFID on record.
     intend: (u, gfid) => write({ e: 'intent', u, gfid }, true),
     intended: (u) => intents.get(u),
-    gfidOf: (nodeid) => (core.nodes.withId(nodeid)?.gfid),
+    gfidOf: (nodeid) => core.nodes.withId(nodeid)?.gfid,
+    locked: (fh, owner, flock, lock) => {
+      const gfid = core.basefds.find(fh)?.gfid;
+      if (gfid) write({ e: 'lk', l: { fh, gfid, owner: owner.toString(16), flock, lock } });
+    },
+    flushed: (fh, owner) => {
+      const gfid = core.basefds.find(fh)?.gfid;
+      if (gfid && owner) write({ e: 'flush', gfid, owner: owner.toString(16) });
+    },
     log,
   });
   const flush = () => {
@@ -187,6 +195,17 @@ async function restore(core: BridgeCore, r: Resume, log: Logger): Promise<Record
       log.warn(`handle ${h.fh} (${h.gfid}) could not be reopened by the new worker (${FopError.from(e).code}): it answers EBADF`);
     }
   }
-  log.info(`worker generation ${r.generation}: took over ${r.nodes.length} nodeid(s) and ${r.handles.length - lost} of ${r.handles.length} handle(s)`);
-  return { nodeids: r.nodes.length, handles: r.handles.length - lost, lostHandles: lost };
+  // The locks held through those handles, taken again before anything else is served.
+  let relocked = 0;
+  for (const l of r.locks) {
+    if (!core.basefds.find(l.fh)) continue;
+    try {
+      await core.lk({ caller: { uid: 0, gid: 0, pid: l.lock.pid, groups: [] }, lkOwner: l.owner }, l.fh, 'set', l.lock, l.flock ? 'flock' : 'posix');
+      relocked++;
+    } catch (e) {
+      log.error(`handle ${l.fh}: the lock ${JSON.stringify(l.lock)} of owner ${l.owner} could not be taken again (${FopError.from(e).code})`);
+    }
+  }
+  log.info(`worker generation ${r.generation}: took over ${r.nodes.length} nodeid(s), ${r.handles.length - lost} of ${r.handles.length} handle(s), ${relocked} of ${r.locks.length} lock request(s)`);
+  return { nodeids: r.nodes.length, handles: r.handles.length - lost, lostHandles: lost, lockRequests: relocked };
 }
