@@ -44,6 +44,7 @@ export type RecordEvent =
   | { readonly e: 'open'; readonly h: HandleRecord }
   | { readonly e: 'close'; readonly fh: number }
   | { readonly e: 'intent'; readonly u: number; readonly gfid: Gfid }
+  | { readonly e: 'append'; readonly u: number; readonly size: number }
   | { readonly e: 'lk'; readonly l: LockRecord }
   | { readonly e: 'flush'; readonly gfid: Gfid; readonly owner: string };
 
@@ -57,6 +58,8 @@ export interface Resume {
   readonly maxNodeid: number;
   /** The GFIDs chosen for the latest requests that make objects, by unique. */
   readonly intents: [number, Gfid][];
+  /** The file sizes the latest appends saw before writing, by unique. */
+  readonly appends: [number, number][];
   /** The lock requests that made the locks held now, in order: a new worker takes them again. */
   readonly locks: LockRecord[];
 }
@@ -77,6 +80,7 @@ export class MountRecord {
   private readonly handles = new Map<number, HandleRecord>();
   private maxNodeid = 1;
   private readonly intents = new Map<number, Gfid>();
+  private readonly appends = new Map<number, number>();
   private locks: LockRecord[] = [];
   /** Lock requests forgotten past LOCKS_KEPT (a new worker would not hold their locks). */
   private locksDropped = 0;
@@ -129,6 +133,10 @@ export class MountRecord {
         // Its flock locks went with it; its POSIX locks with the flush that came before.
         this.locks = this.locks.filter((l) => l.fh !== ev.fh);
         return;
+      case 'append':
+        this.appends.set(ev.u, ev.size);
+        if (this.appends.size > INTENTS_KEPT) this.appends.delete(this.appends.keys().next().value!);
+        return;
       case 'lk':
         this.locks.push(ev.l);
         if (this.locks.length > LOCKS_KEPT) (this.locks.shift(), this.locksDropped++);
@@ -146,7 +154,7 @@ export class MountRecord {
 
   resume(generation: number): Resume | undefined {
     if (!this.conn) return undefined;
-    return { conn: this.conn, nodes: [...this.nodes].map(([id, r]) => [id, r.gfid, r.n]), handles: [...this.handles.values()], generation, maxNodeid: this.maxNodeid, intents: [...this.intents], locks: [...this.locks] };
+    return { conn: this.conn, nodes: [...this.nodes].map(([id, r]) => [id, r.gfid, r.n]), handles: [...this.handles.values()], generation, maxNodeid: this.maxNodeid, intents: [...this.intents], appends: [...this.appends], locks: [...this.locks] };
   }
 
   dump(): Record<string, unknown> {

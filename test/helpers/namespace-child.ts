@@ -24,8 +24,6 @@ export interface Args {
   readonly stopFile: string;
   readonly modelFile: string;
   readonly maxMs: number;
-  /** No appends (a worker crash may repeat one: see src/fuse/kernel/replay.ts). */
-  readonly noAppend?: boolean;
 }
 
 /** The tree as it must be: directories with their mode, names with their file (inode) id. */
@@ -113,7 +111,7 @@ async function main(a: Args): Promise<void> {
         names.set(p, n);
         files.set(n, { mode: 0o644, content });
       });
-    } else if (r < 44 && nameList.length && !a.noAppend) {
+    } else if (r < 44 && nameList.length) {
       const p = pick(nameList)!;
       const rec = `+${n}`;
       await run(`append ${p}`, () => fsp.appendFile(abs(p), rec), () => (files.get(names.get(p)!)!.content += rec));

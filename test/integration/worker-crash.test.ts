@@ -1,8 +1,9 @@
 // A mount that survives its own worker's death (`xlstack mount --supervised`): the supervisor
 // holds /dev/fuse and the mount; its worker is SIGKILLed 10 times at seeded moments while a
-// reader checksums a file through one fd held open (O_DIRECT), a writer pwrites at explicit
-// offsets through another, and two processes run a namespace workload (mkdir, create+write,
-// rename, link, unlink, rmdir, chmod). Each new worker takes over the kernel's nodeids and
+// reader checksums a 256 MiB file through one fd held open (O_DIRECT), a writer pwrites at
+// explicit offsets through another, `tar x` extracts a source tree again and again, and two
+// processes run a namespace workload (mkdir, create+write, append, rename, link, unlink,
+// rmdir, chmod). Each new worker takes over the kernel's nodeids and
 // handles from the supervisor's record and serves again what the dead one read and never
 // answered (FUSE_NOTIFY_RESEND), and the POSIX lock one process holds and another waits for
 // (taken again from the record). Nothing the processes do may fail; every byte and name is
@@ -144,15 +145,28 @@ async function underDisruption(how: Disruption): Promise<void> {
   const dir = scratchDir('xlstack-worker-crash-');
   const m = await startMount({ volfile: POSIX, args: ['--supervised'] });
   try {
-    const size = 32 * 2 ** 20;
+    const size = 256 * 2 ** 20;
     const data = seededBytes(SEED, 0, size);
     fs.writeFileSync(path.join(m.backing, 'big'), data);
     const reader = startIoChild({ mode: 'read', file: path.join(m.mountpoint, 'big'), chunk: 256 * 1024, pauseMs: 2, maxMs: 120_000 }, dir);
     const modelFile = path.join(dir, 'pwrite-model');
     const writer = startIoChild({ mode: 'write', file: path.join(m.mountpoint, 'pwrite'), size: 4 * 2 ** 20, seed: SEED, maxLen: 48 * 1024, pauseMs: 1, modelFile, maxMs: 120_000 }, dir);
     const ns: NsChild[] = [0, 1].map((i) =>
-      startNsChild({ root: m.mountpoint, name: `p${i}`, seed: SEED * 10 + i, modelFile: path.join(dir, `model-${i}`), maxMs: 120_000, noAppend: true }, dir),
+      startNsChild({ root: m.mountpoint, name: `p${i}`, seed: SEED * 10 + i, modelFile: path.join(dir, `model-${i}`), maxMs: 120_000 }, dir),
     );
+    // tar x of a source tree, again and again, each into a directory of its own.
+    const tarball = path.join(dir, 'src.tar');
+    expect(spawnSync('tar', ['cf', tarball, '-C', path.resolve(__dirname, '../../..'), 'src', 'xlators'], { timeout: 30_000 }).status).toBe(0);
+    const tar = track(
+      spawn('sh', ['-c', 'i=0; while [ ! -e "$1/stop-tar" ]; do mkdir "$2/tar$i" && tar xf "$3" -C "$2/tar$i" || exit 1; i=$((i+1)); echo $i; done', 'tar-loop', dir, m.mountpoint, tarball], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+    let tars = 0;
+    let tarErr = '';
+    tar.stdout!.setEncoding('utf8').on('data', (d: string) => (tars = Number(d.trim().split('\n').pop())));
+    tar.stderr!.setEncoding('utf8').on('data', (d: string) => (tarErr += d));
+    const tarDone = new Promise<number | null>((r) => tar.once('exit', r));
     await Promise.all([reader.ready(), writer.ready(), ...ns.map((c) => c.ready())]);
     // A process holds a POSIX lock on a file; another waits for it (F_SETLKW) all along.
     fs.writeFileSync(path.join(m.backing, 'locked'), 'x');
@@ -160,7 +174,7 @@ async function underDisruption(how: Disruption): Promise<void> {
     await holder.saw('locked');
     const waiter = startPy(WAITER, path.join(m.mountpoint, 'locked'), dir);
     await waiter.saw('waiting');
-    const total = () => reader.progress() + writer.progress() + ns.reduce((s, c) => s + c.progress(), 0);
+    const total = () => reader.progress() + writer.progress() + tars + ns.reduce((s, c) => s + c.progress(), 0);
     const pauses: number[] = [];
     for (let k = 1; k <= KILLS; k++) {
       await waitFor(() => serving(m) >= k, 20_000, `worker ${k} to serve`);
@@ -190,9 +204,21 @@ async function underDisruption(how: Disruption): Promise<void> {
     await holder.saw('unlocked');
     await waiter.saw('granted');
     expect(waiter.lines()).toEqual(['waiting', 'granted after release']);
+    fs.writeFileSync(path.join(dir, 'stop-tar'), '');
+    const tarCode = await within(tarDone, 60_000);
     const [read, written, ...nsResults] = await Promise.all([reader.finish(), writer.finish(), ...ns.map((c) => c.finish())]);
+    expect({ tarCode, tarErr }).toEqual({ tarCode: 0, tarErr: '' });
+    expect(tars).toBeGreaterThan(0);
+    const pristine = path.join(dir, 'pristine');
+    fs.mkdirSync(pristine);
+    expect(spawnSync('tar', ['xf', tarball, '-C', pristine], { timeout: 30_000 }).status).toBe(0);
+    // Every tree tar made equals the original (the loop stops between two).
+    for (let i = 0; i < tars; i++) {
+      const d = spawnSync('diff', ['-r', '--no-dereference', pristine, path.join(m.backing, `tar${i}`)], { encoding: 'utf8', timeout: 60_000 });
+      expect({ tree: i, diff: d.stdout.slice(0, 2000), status: d.status }).toEqual({ tree: i, diff: '', status: 0 });
+    }
     process.stdout.write(`pause per ${how} (to the new worker serving): ${pauses.join(', ')} ms\n`);
-    process.stdout.write(`reader: ${read.ops} reads, ${read.passes.length} passes; writer: ${written.ops} pwrites; namespace: ${nsResults.map((r) => `${r.ops} ops, longest ${r.longestMs} ms (${r.longest})`).join('; ')}\n`);
+    process.stdout.write(`tar x: ${tars} trees; reader: ${read.ops} reads, ${read.passes.length} passes; writer: ${written.ops} pwrites; namespace: ${nsResults.map((r) => `${r.ops} ops, longest ${r.longestMs} ms (${r.longest})`).join('; ')}\n`);
     const replayed = m.log().match(/sent again: found carried out .*/g) ?? [];
     process.stdout.write(`requests sent again and found carried out: ${replayed.length}\n`);
     const errors = [...read.errors, ...written.errors, ...written.mismatches, ...read.mismatches, ...nsResults.flatMap((r) => r.errors)];

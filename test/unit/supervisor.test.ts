@@ -30,6 +30,7 @@ describe('the supervisor record', () => {
       generation: 2,
       maxNodeid: 9,
       intents: [],
+      appends: [],
       locks: [],
     });
   });
@@ -178,6 +179,30 @@ describe('a request the kernel sends again after a worker died', () => {
     await expect(fs.unlink(req(30), 1, Buffer.from('gone'))).rejects.toMatchObject({ code: 'ENOENT' });
     expect((await fs.link(req(-32), 3, 1, Buffer.from('h'))).attr.gfid).toBe(G1);
     await expect(fs.link(req(-34), 4, 1, Buffer.from('h'))).rejects.toMatchObject({ code: 'EEXIST' });
+  });
+
+  test('an append writes down the size it saw first; sent again, its bytes found at that size: done, not written twice', async () => {
+    const sizes = new Map<number, number>();
+    let size = 10;
+    const file = Buffer.alloc(64);
+    const calls: string[] = [];
+    const inner = {
+      getattr: () => Promise.resolve({ attrMs: 0, attr: { size } }),
+      read: (_r: Request, _n: number, _fh: number, off: number, len: number) => Promise.resolve(file.subarray(off, off + len)),
+      write: (_r: Request, _n: number, _fh: number, _off: number, data: Buffer) => (calls.push('write'), data.copy(file, size), (size += data.length), Promise.resolve(data.length)),
+    } as unknown as KernelFs;
+    const fs = withReplay(inner, { ...opts(), appending: () => true, intendAppend: (u, s) => sizes.set(u, s), appendedAt: (u) => sizes.get(u) });
+    expect(await fs.write(req(40), 1, 2, 0, Buffer.from('rec1;'))).toBe(5);
+    expect(sizes.get(40)).toBe(10);
+    // The worker died after writing, before answering: the kernel sends it again.
+    expect(await fs.write(req(-40), 1, 2, 0, Buffer.from('rec1;'))).toBe(5);
+    expect(calls).toEqual(['write']);
+    expect(size).toBe(15);
+    // One that died before writing: written now.
+    sizes.set(42, 15);
+    expect(await fs.write(req(-42), 1, 2, 0, Buffer.from('rec2;'))).toBe(5);
+    expect(calls).toEqual(['write', 'write']);
+    expect(file.subarray(10, 20).toString()).toBe('rec1;rec2;');
   });
 
   test('everything else goes to the filesystem as it is', async () => {

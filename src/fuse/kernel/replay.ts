@@ -9,12 +9,13 @@
 //   LINK                     -                                  EEXIST: the name holds the source's GFID
 //   UNLINK RMDIR             -                                  ENOENT: done (the name is gone) *
 //   RENAME                   -                                  ENOENT: done if the new name exists *
-//   the rest                 -                                  carried out again (the same result), but a
-//                                                               write on an O_APPEND file: see below
+//   WRITE on an O_APPEND     the file's size is written down    its bytes are at that size (a write-only
+//   handle                   before the write                   handle: the file grew by exactly that): done
+//   SETLK SETLKW FLUSH       recorded once done (the locks a new worker takes again)
+//   the rest                 -                                  carried out again (the same result)
 //
 // (*) by what the volume shows, not by a record: an unlink sent again whose name another
-// process removed meanwhile is answered as done too. Not covered: an append the dead worker
-// wrote and did not answer is written again.
+// process removed meanwhile is answered as done too.
 import { constants } from 'fs';
 import { v4 as uuidv4 } from 'uuid';
 import { FopError } from '../../core/errors';
@@ -30,6 +31,12 @@ export interface ReplayOptions {
   readonly intended: (unique: number) => string | undefined;
   /** The GFID of a nodeid, if known. */
   readonly gfidOf: (nodeid: number) => string | undefined;
+  /** Whether a handle appends (O_APPEND). */
+  readonly appending?: (fh: number) => boolean;
+  /** Writes down the size a file had before an append (by its unique), before it is written. */
+  readonly intendAppend?: (unique: number, size: number) => void;
+  /** The size a dead worker saw before an append, if written down. */
+  readonly appendedAt?: (unique: number) => number | undefined;
   /** A lock request granted (or an unlock done): a new worker takes it again. */
   readonly locked?: (fh: number, owner: bigint, flock: boolean, lock: Flock) => void;
   /** A flush (close(2) of one fd) by `owner` went through: its POSIX locks on the file are gone. */
@@ -46,6 +53,16 @@ export function withReplay(inner: KernelFs, o: ReplayOptions): KernelFs & { repl
     replayed++;
     o.log.info(`${what} ${r.unique} sent again: found carried out by the worker that died`);
   };
+
+  /** Whether the bytes of an append are at `at` (on a handle it cannot read: the size alone says it). */
+  async function appended(r: Request, nodeid: number, fh: number, at: number, data: Buffer, size: number): Promise<boolean> {
+    try {
+      return (await inner.read(r, nodeid, fh, at, data.length)).equals(data);
+    } catch (e) {
+      if (codeOf(e) !== 'EBADF') throw e;
+      return size === at + data.length;
+    }
+  }
 
   /** Chooses (or takes the dead worker's) GFID, writes it down, runs `make`; EEXIST on a resend: the same create? */
   async function making<T>(r: Request, parent: number, name: Buffer, what: string, make: () => Promise<T>, same: (e: Entry) => Promise<T>): Promise<T> {
@@ -68,6 +85,18 @@ export function withReplay(inner: KernelFs, o: ReplayOptions): KernelFs & { repl
   }
 
   const overrides: Partial<KernelFs> = {
+    write: async (r, nodeid, fh, offset, data, owner) => {
+      if (!o.appending?.(fh)) return inner.write(r, nodeid, fh, offset, data, owner);
+      const key = Math.abs(r.unique);
+      const before = isResent(r.unique) ? o.appendedAt?.(key) : undefined;
+      const size = (await inner.getattr(r, nodeid, fh)).attr.size;
+      if (before !== undefined && size >= before + data.length && (await appended(r, nodeid, fh, before, data, size))) {
+        done(r, 'WRITE (append)');
+        return data.length;
+      }
+      o.intendAppend?.(key, size);
+      return inner.write(r, nodeid, fh, offset, data, owner);
+    },
     setlk: async (r, nodeid, lk, wait) => {
       await inner.setlk(r, nodeid, lk, wait);
       o.locked?.(lk.fh, lk.owner, lk.flock, lk.lock);

@@ -1,4 +1,5 @@
 import { spawn } from 'child_process';
+import { constants } from 'fs';
 import { FopError } from '../../core/errors';
 import { withDeadline } from '../../core/time';
 import { reopenFlags } from '../../core/fd';
@@ -12,6 +13,8 @@ import { KernelAdapter } from './adapter';
 import { mountKernel, unmountKernel } from './mount';
 import { withReplay } from './replay';
 import { KernelSession } from './session';
+
+const { O_APPEND } = constants;
 
 /** How long a retiring worker waits for the requests it took to be answered, and for each flush. */
 const RETIRE_TIMEOUT_MS = 10_000;
@@ -110,11 +113,16 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
     closed: (fh) => write({ e: 'close', fh }),
   };
   const intents = new Map(io.resume?.intents ?? []);
+  const appends = new Map(io.resume?.appends ?? []);
   const fs = withReplay(adapter, {
     // Before the object is made: a worker dying right after must leave its GFID on record.
     intend: (u, gfid) => write({ e: 'intent', u, gfid }, true),
     intended: (u) => intents.get(u),
     gfidOf: (nodeid) => core.nodes.withId(nodeid)?.gfid,
+    appending: (fh) => ((core.basefds.find(fh)?.flags ?? 0) & O_APPEND) !== 0,
+    // Before the write: a worker dying right after it must leave the size it saw on record.
+    intendAppend: (u, size) => write({ e: 'append', u, size }, true),
+    appendedAt: (u) => appends.get(u),
     locked: (fh, owner, flock, lock) => {
       const gfid = core.basefds.find(fh)?.gfid;
       if (gfid) write({ e: 'lk', l: { fh, gfid, owner: owner.toString(16), flock, lock } });
