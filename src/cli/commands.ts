@@ -91,6 +91,8 @@ export async function mount(argv: string[]): Promise<number> {
   const { log, reopen } = logger(args);
   checkFuse(transport);
   const worker = process.env[WORKER_ENV] !== undefined;
+  // Mounting again where a supervised xlstack serves: a live upgrade of its worker.
+  if (!worker && (await servedSupervised(mountpoint))) return upgrade([mountpoint]);
   if (args.flags.has('supervised') && !worker) return supervise(argv, transport, mountpoint, volfilePath, log);
   // A worker's mountpoint is mounted already: its supervisor's.
   if (!worker) checkMountpoint(mountpoint);
@@ -110,7 +112,9 @@ export async function mount(argv: string[]): Promise<number> {
   const daemon = new MountDaemon({ key: mountpoint, volfile: volfilePath, pidfile: args.options.get('pidfile'), switcher, mounted, log, reopenLog: reopen });
   await daemon.start();
   log.info(`serving ${volfilePath} on ${mountpoint} (graph ${core.active.id}, ${transport} transport, pid ${process.pid})`);
-  tellParent({ ready: true });
+  // A worker keeps its channel to the supervisor (an upgrade goes through it).
+  if (worker) process.send!({ ready: true });
+  else tellParent({ ready: true });
   await daemon.done;
   return 0;
 }
@@ -121,12 +125,28 @@ const RESUME_TIMEOUT_MS = 10_000;
 /** In a worker: what its supervisor says it takes over (nothing for the first worker). */
 function resumeFromSupervisor(): Promise<Resume | undefined> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no word from the supervisor within ${RESUME_TIMEOUT_MS / 1000} s`)), RESUME_TIMEOUT_MS);
-    process.once('message', (m: { resume?: Resume | null }) => {
+    // An upgrade's new worker waits until the one it replaces has retired.
+    const timer = setTimeout(() => (process.off('message', take), reject(new Error(`no record from the supervisor within ${RESUME_TIMEOUT_MS / 1000} s`))), RESUME_TIMEOUT_MS);
+    const take = (m: { resume?: Resume | null }) => {
+      if (!m || !('resume' in m)) return;
       clearTimeout(timer);
-      resolve(m?.resume ?? undefined);
-    });
+      process.off('message', take);
+      resolve(m.resume ?? undefined);
+    };
+    process.on('message', take);
+    process.send!({ standby: true });
   });
+}
+
+/** Whether a supervised xlstack mount is served on `mountpoint` (its worker answers). */
+async function servedSupervised(mountpoint: string): Promise<boolean> {
+  if (!mountAt(mountpoint)) return false;
+  try {
+    const d = (await callControl(controlSocket(mountpoint), { cmd: 'statedump' }, CONTROL_TIMEOUT_MS)) as { transport?: { supervisor?: number } };
+    return d.transport?.supervisor !== undefined;
+  } catch {
+    return false;
+  }
 }
 
 /**

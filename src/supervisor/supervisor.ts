@@ -40,6 +40,16 @@ export interface SupervisorOptions {
   readonly maxFastFailures?: number;
 }
 
+/** What a worker tells its supervisor. */
+interface WorkerMessage {
+  /** It built its graph and waits for its record. */
+  readonly standby?: boolean;
+  /** It serves. */
+  readonly ready?: boolean;
+  /** `xlstack upgrade` asked it to hand over to a new worker. */
+  readonly upgrade?: boolean;
+}
+
 /** Everything fails with EIO: what the mount answers once the supervisor gave up on workers. */
 const EIO_FS = new Proxy({} as KernelFs, {
   get: (_t, name) => (name === 'init' || name === 'forget' || name === 'destroy' ? () => undefined : () => Promise.reject(new FopError('EIO', 'no worker serves this mount'))),
@@ -84,10 +94,10 @@ export class Supervisor {
     return { pid: process.pid, generation: this.generation, worker: this.worker?.pid, fastFailures: this.fastFailures, upgrades: this.upgrades, gaveUp: this.gaveUp, record: this.record.dump() };
   }
 
+  /** Starts a worker. It builds its graph, says it waits (`standby`), and is given the record to take over from. */
   private spawnWorker(): void {
     const generation = ++this.generation;
     let served: number | undefined;
-    const resume = this.record.resume(generation);
     const child = spawn(process.execPath, [...this.o.workerArgs], {
       stdio: ['ignore', 'inherit', 'inherit', this.fd, 'pipe', 'ipc'],
       env: { ...process.env, [WORKER_ENV]: String(generation) },
@@ -97,7 +107,9 @@ export class Supervisor {
     pipe.setEncoding('utf8');
     pipe.on('data', (d: string) => this.record.push(d));
     child.on('error', (e) => this.o.log.error(`worker ${generation}: ${e.message}`));
-    child.on('message', (m: { ready?: boolean }) => {
+    child.on('message', (m: WorkerMessage) => {
+      if (m?.standby) return this.waiting(child, generation);
+      if (m?.upgrade) return this.upgrade(child);
       if (!m?.ready) return;
       served = Date.now();
       this.o.log.info(`worker ${generation} (pid ${child.pid}) serves ${this.o.mountpoint}`);
@@ -106,17 +118,36 @@ export class Supervisor {
     });
     // 'close': the record pipe is read to its end before a successor is given the record.
     child.on('close', (code, signal) => this.exited(generation, child, code, signal, served));
+  }
+
+  private waiting(child: ChildProcess, generation: number): void {
+    if (child === this.worker) this.handOver(child, generation);
+  }
+
+  private handOver(child: ChildProcess, generation: number): void {
+    const resume = this.record.resume(generation);
     child.send({ resume: resume ?? null }, (e) => e && this.o.log.warn(`worker ${generation}: its record could not be sent: ${e.message}`));
-    if (resume) this.o.log.info(`worker ${generation} (pid ${child.pid}) takes over ${resume.nodes.length} nodeid(s) and ${resume.handles.length} handle(s)`);
+    if (resume) this.o.log.info(`worker ${generation} (pid ${child.pid}) takes over ${resume.nodes.length} nodeid(s), ${resume.handles.length} handle(s), ${resume.locks.length} lock request(s)`);
+  }
+
+  /**
+   * `xlstack upgrade`: the serving worker retires, then a new one starts. Not side by side: a
+   * new graph's storage/posix starts by emptying the backing directory's tmp and unlinked
+   * folders, which the serving worker's storage still uses.
+   */
+  private upgrade(from: ChildProcess): void {
+    if (from !== this.worker) return;
+    this.o.log.info(`upgrade: worker ${this.generation} retires, then worker ${this.generation + 1} takes over`);
+    from.send({ retire: true });
   }
 
   private exited(generation: number, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, served: number | undefined): void {
+    const how = signal ? `signal ${signal}` : `exit code ${code}`;
     this.record.end();
     if (this.worker === child) this.worker = undefined;
-    const how = signal ? `signal ${signal}` : `exit code ${code}`;
     if (code === RETIRED && !this.stopping) {
-      this.o.log.info(`worker ${generation} retired (an upgrade); starting worker ${generation + 1}`);
       this.upgrades++;
+      this.o.log.info(`worker ${generation} retired (an upgrade); starting worker ${generation + 1}`);
       return this.spawnWorker();
     }
     // A worker ends by itself (0) once the kernel says the mount is gone.

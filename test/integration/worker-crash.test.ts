@@ -273,3 +273,37 @@ test('workers that keep dying at start: after 5 fast failures the supervisor sto
   }
   expect(await within(m.exited, 15_000)).toBe(1);
 }, 90_000);
+
+test('mounting again where a supervised mount serves upgrades its worker: nothing unmounted, an open file goes on', async () => {
+  const m = await startMount({ volfile: POSIX, args: ['--supervised'] });
+  try {
+    fs.writeFileSync(path.join(m.backing, 'f'), 'before');
+    const holder = startPy(
+      `
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+print('open', flush=True)
+import time
+deadline = time.time() + 50
+while not os.path.exists(os.path.join(sys.argv[2], 'go')) and time.time() < deadline:
+    time.sleep(0.02)
+os.pwrite(fd, b'after!', 0)
+print('wrote ' + os.pread(fd, 6, 0).decode(), flush=True)
+`,
+      path.join(m.mountpoint, 'f'),
+      m.dir,
+    );
+    await holder.saw('open');
+    const before = workerOf(m);
+    const r = await xlstack(['mount', '--supervised', m.volfile, m.mountpoint], { timeoutMs: 40_000 });
+    expect({ code: r.code, out: r.stdout.trim(), err: r.stderr }).toEqual({ code: 0, out: `upgraded ${m.mountpoint}: worker generation 2`, err: '' });
+    expect(workerOf(m)).not.toBe(before);
+    fs.writeFileSync(path.join(m.dir, 'go'), '');
+    await holder.saw('wrote');
+    expect(holder.lines()).toEqual(['open', 'wrote after!']);
+    expect(fs.readFileSync(path.join(m.backing, 'f'), 'utf8')).toBe('after!');
+  } finally {
+    await m.unmount();
+  }
+  expect(await within(m.exited, 15_000)).toBe(0);
+}, 60_000);

@@ -163,6 +163,7 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
     ended: session.closed,
     unmount: (lazy) => unmountKernel(spec.mountpoint, lazy),
     retire: async () => {
+      await successorWaits();
       await session.retire(RETIRE_TIMEOUT_MS);
       // What the graph holds back (write-behind) reaches storage before a new worker reopens the files.
       for (const base of [...core.basefds.all()]) {
@@ -179,6 +180,26 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
     },
     dump: () => ({ transport: 'kernel', supervisor: process.ppid, generation: io.resume?.generation ?? 1, restored, replayed: fs.replayed(), ...session.dump() }),
   };
+}
+
+/** How long an upgrade waits for the supervisor's word. */
+const SUCCESSOR_TIMEOUT_MS = 10_000;
+
+/** Tells the supervisor this worker retires for an upgrade, and waits for its go. */
+function successorWaits(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!process.send) return reject(new Error('no supervisor to hand over to'));
+    const timer = setTimeout(() => (process.off('message', take), reject(new Error(`no answer from the supervisor within ${SUCCESSOR_TIMEOUT_MS / 1000} s; this worker serves on`))), SUCCESSOR_TIMEOUT_MS);
+    const take = (m: { retire?: boolean }) => {
+      if (!m || !('retire' in m)) return;
+      clearTimeout(timer);
+      process.off('message', take);
+      if (m.retire) resolve();
+      else reject(new Error('the supervisor refused the upgrade; this worker serves on'));
+    };
+    process.on('message', take);
+    process.send({ upgrade: true });
+  });
 }
 
 /** Takes over the nodeids and handles of the record; a handle whose file is gone answers EBADF. */
