@@ -6,7 +6,9 @@ import { Registry } from '../core/registry';
 import { readVolfile } from '../core/volfile';
 import { mountNativeTransport } from '../fuse/fuse-native';
 import { unmountKernel } from '../fuse/kernel/mount';
-import { mountKernelTransport } from '../fuse/kernel/transport';
+import { mountKernelTransport, serveSupervisedKernel } from '../fuse/kernel/transport';
+import { RecordWriter, Resume } from '../supervisor/record';
+import { Supervisor, WORKER_ENV, WORKER_FUSE_FD, WORKER_RECORD_FD } from '../supervisor/supervisor';
 import { MountSpec, Mounted, TRANSPORTS, TransportName } from '../fuse/mounted';
 import { GraphSwitcher } from '../fuse/switcher';
 import { ParsedArgs, UsageError, parseArgs } from './args';
@@ -71,7 +73,7 @@ export function cacheTimeouts(args: ParsedArgs): { entryTimeoutMs: number; attrT
 }
 
 const MOUNT_SPEC = {
-  flags: ['passthrough-unknown', 'background'],
+  flags: ['passthrough-unknown', 'background', 'supervised'],
   options: [...DAEMON_OPTIONS, 'transport', 'busy-poll-us', 'entry-timeout', 'attribute-timeout', 'negative-timeout'],
   positionals: ['volfile', 'mountpoint'],
   // What mount(8) and fstab pass along that means nothing here.
@@ -89,7 +91,12 @@ export async function mount(argv: string[]): Promise<number> {
   if (args.flags.has('background')) return runInBackground(argv, mountpoint);
   const { log, reopen } = logger(args);
   checkFuse(transport);
-  checkMountpoint(mountpoint);
+  const worker = process.env[WORKER_ENV] !== undefined;
+  // Mounting again where a supervised xlstack serves: a live upgrade of its worker.
+  if (!worker && (await servedSupervised(mountpoint))) return upgrade([mountpoint]);
+  if (args.flags.has('supervised') && !worker) return supervise(argv, transport, mountpoint, volfilePath, log);
+  // A worker's mountpoint is mounted already: its supervisor's.
+  if (!worker) checkMountpoint(mountpoint);
   const switcher = new GraphSwitcher({ ...lifecycleOptions(args, volfilePath, log), sweepAfterMs: SWEEP_AFTER_MS });
   const core = (await switcher.start()).core;
   // The kernel has already applied the caller's umask to every mode it sends.
@@ -97,7 +104,8 @@ export async function mount(argv: string[]): Promise<number> {
   const spec: MountSpec = { mountpoint, fsname: `xlstack:${core.active.top.name}`, core, log, busyPollUs, ...timeouts };
   let mounted: Mounted;
   try {
-    mounted = transport === 'kernel' ? await mountKernelTransport(spec) : await mountNativeTransport(spec, () => mountAt(mountpoint)?.fstype === 'fuse.xlstack');
+    if (worker) mounted = await serveSupervisedKernel(spec, { fd: WORKER_FUSE_FD, record: new RecordWriter(WORKER_RECORD_FD), resume: await resumeFromSupervisor() });
+    else mounted = transport === 'kernel' ? await mountKernelTransport(spec) : await mountNativeTransport(spec, () => mountAt(mountpoint)?.fstype === 'fuse.xlstack');
   } catch (e) {
     await switcher.stopAll();
     throw e;
@@ -105,9 +113,56 @@ export async function mount(argv: string[]): Promise<number> {
   const daemon = new MountDaemon({ key: mountpoint, volfile: volfilePath, pidfile: args.options.get('pidfile'), switcher, mounted, log, reopenLog: reopen });
   await daemon.start();
   log.info(`serving ${volfilePath} on ${mountpoint} (graph ${core.active.id}, ${transport} transport, pid ${process.pid})`);
-  tellParent({ ready: true });
+  // A worker keeps its channel to the supervisor (an upgrade goes through it).
+  if (worker) process.send!({ ready: true });
+  else tellParent({ ready: true });
   await daemon.done;
   return 0;
+}
+
+/** How long a worker waits for its supervisor's record. */
+const RESUME_TIMEOUT_MS = 10_000;
+
+/** In a worker: what its supervisor says it takes over (nothing for the first worker). */
+function resumeFromSupervisor(): Promise<Resume | undefined> {
+  return new Promise((resolve, reject) => {
+    // An upgrade's new worker waits until the one it replaces has retired.
+    const timer = setTimeout(() => (process.off('message', take), reject(new Error(`no record from the supervisor within ${RESUME_TIMEOUT_MS / 1000} s`))), RESUME_TIMEOUT_MS);
+    const take = (m: { resume?: Resume | null }) => {
+      if (!m || !('resume' in m)) return;
+      clearTimeout(timer);
+      process.off('message', take);
+      resolve(m.resume ?? undefined);
+    };
+    process.on('message', take);
+    process.send!({ standby: true });
+  });
+}
+
+/** Whether a supervised xlstack mount is served on `mountpoint` (its worker answers). */
+async function servedSupervised(mountpoint: string): Promise<boolean> {
+  if (!mountAt(mountpoint)) return false;
+  try {
+    const d = (await callControl(controlSocket(mountpoint), { cmd: 'statedump' }, CONTROL_TIMEOUT_MS)) as { transport?: { supervisor?: number } };
+    return d.transport?.supervisor !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `xlstack mount --supervised`: this process becomes the mount's supervisor (it mounts and
+ * holds the /dev/fuse fd) and runs the same command as its worker, again whenever one dies.
+ */
+async function supervise(argv: string[], transport: TransportName, mountpoint: string, volfile: string, log: Logger): Promise<number> {
+  if (transport !== 'kernel') throw new UsageError('--supervised needs the kernel transport');
+  checkMountpoint(mountpoint);
+  const workerArgs = [...process.execArgv, process.argv[1], 'mount', ...argv.filter((a) => a !== '--supervised')];
+  const sup = new Supervisor({ mountpoint, fsname: `xlstack:${path.basename(volfile)}`, log: log.child('supervisor'), workerArgs });
+  await sup.start();
+  log.info(`supervising ${mountpoint} (pid ${process.pid})`);
+  tellParent({ ready: true });
+  return sup.done;
 }
 
 /** Asks the daemon known by `target` (a mountpoint, a brick's volfile); says plainly if none answers. */
@@ -136,6 +191,32 @@ export async function unmount(argv: string[]): Promise<number> {
   }
   process.stdout.write(`unmounted ${mountpoint}\n`);
   return 0;
+}
+
+/** How long `xlstack upgrade` waits for the new worker to serve. */
+const UPGRADE_TIMEOUT_MS = 30_000;
+
+/**
+ * A live upgrade of a supervised mount: its worker stops serving and hands over to a new one
+ * (of the xlstack installed now), nothing unmounted; returns once the new one serves.
+ */
+export async function upgrade(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { positionals: ['mountpoint'] });
+  const target = args.positionals[0];
+  const { generation } = (await ask(target, 'upgrade')) as { generation: number };
+  const until = Date.now() + UPGRADE_TIMEOUT_MS;
+  for (;;) {
+    const now = await ask(target, 'statedump').then(
+      (d) => Number((d as { transport?: { generation?: number } }).transport?.generation ?? 0),
+      () => 0,
+    );
+    if (now > generation) {
+      process.stdout.write(`upgraded ${path.resolve(target)}: worker generation ${now}\n`);
+      return 0;
+    }
+    if (Date.now() > until) throw new Error(`no new worker serves ${path.resolve(target)} within ${UPGRADE_TIMEOUT_MS / 1000} s (see the mount's log)`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Asks the daemon to re-read its volfile, and says what happened. */

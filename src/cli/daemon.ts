@@ -7,9 +7,12 @@ import type { GraphSwitcher, ReloadResult } from '../fuse/switcher';
 import { ControlRequest, serveControl } from './control';
 import { rebalanceGraph, removeOf } from './rebalance';
 import { controlSocket, ensureRuntimeDir } from './runtime';
+import { RETIRED } from '../supervisor/record';
 
 /** How long a daemon that is going waits for the answers it is sending on its control socket. */
 const CONTROL_DRAIN_MS = 5000;
+/** A retired worker exits this long after answering `xlstack upgrade` (the answer leaves first). */
+const RETIRE_EXIT_DELAY_MS = 100;
 
 /** What every xlstack daemon (a mount, a brick) shares: its pidfile, control socket, signals and statedumps. */
 export interface DaemonBase {
@@ -145,6 +148,7 @@ export class MountDaemon extends Daemon {
     if (req.cmd === 'unmount') return this.unmount(false);
     if (req.cmd === 'unmount-lazy') return this.unmount(true);
     if (req.cmd === 'rebalance') return rebalanceGraph(this.opts.switcher.bridge.active, { remove: removeOf(req), log: this.log });
+    if (req.cmd === 'upgrade') return this.retire();
     return undefined;
   }
 
@@ -179,6 +183,21 @@ export class MountDaemon extends Daemon {
     const attempt = this.stopping;
     attempt.catch(() => (this.stopping = undefined));
     return attempt;
+  }
+
+  /**
+   * A live upgrade: this worker stops serving and exits with RETIRED; its supervisor starts
+   * a new one (of whatever xlstack is installed now) that takes over the mount.
+   */
+  private async retire(): Promise<{ generation: number }> {
+    const { mounted } = this.opts;
+    if (!mounted.retire) throw new Error(`${this.mountpoint} is not served under a supervisor (mount it with --supervised)`);
+    const generation = Number((mounted.dump() as { generation?: number }).generation ?? 1);
+    await mounted.retire();
+    this.log.info(`worker generation ${generation} retired for an upgrade`);
+    // Once this answer is on its way.
+    setTimeout(() => process.exit(RETIRED), RETIRE_EXIT_DELAY_MS);
+    return { generation };
   }
 
   private get mountpoint(): string {

@@ -20,7 +20,7 @@ const USAGE = `usage:
   xlstack mount VOLFILE MOUNTPOINT [--transport kernel|fuse-native] [--background]
                 [--pidfile FILE] [--log-file FILE] [--log-level LEVEL] [--passthrough-unknown]
                 [--entry-timeout S] [--attribute-timeout S] [--negative-timeout S]
-                [--busy-poll-us N] [-o OPTION,...]
+                [--busy-poll-us N] [--supervised] [-o OPTION,...]
       serve VOLFILE on MOUNTPOINT (in the foreground, logging to stderr, unless --background);
       SIGTERM/SIGINT unmount (a busy mount is detached and served until released).
       --transport: kernel (default: the kernel's FUSE protocol on /dev/fuse) or fuse-native
@@ -28,6 +28,10 @@ const USAGE = `usage:
                     return once serving (what mount -t xlstack and fstab use)
       -o: the same options as a comma list (mount(8) style: -o transport=kernel,log-level=debug)
       --busy-poll-us: after each request keep polling N µs for the next (default 1000; 0: off)
+      --supervised: a supervisor holds the mount and restarts the worker that serves it when
+                    it dies (kernel transport); what was in flight is served again
+  xlstack upgrade MOUNTPOINT
+      a supervised mount's worker hands over to a new one (of the xlstack installed now)
   xlstack reload MOUNTPOINT|BRICK-VOLFILE
       re-read the volfile (same as SIGHUP): options change in place, a new topology switches graphs
   xlstack unmount MOUNTPOINT [--lazy]
@@ -60,6 +64,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   brick: commands.brick,
   heal: commands.heal,
   rebalance: commands.rebalance,
+  upgrade: commands.upgrade,
   put: transfer.put,
   get: transfer.get,
 };

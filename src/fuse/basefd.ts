@@ -66,11 +66,18 @@ export class BaseFd {
 
 const NONE: ReadonlySet<BaseFd> = new Set();
 
+/** Told of every handle the kernel is given and every release (a record kept outside this process). */
+export interface HandleObserver {
+  opened(base: BaseFd): void;
+  closed(fh: number): void;
+}
+
 /** BaseFds by handle. Handles are uint32 and 0 means "none" to fuse-native: they start at 1. */
 export class BaseFdTable {
   private readonly map = new Map<number, BaseFd>();
   private readonly byGfid = new Map<Gfid, Set<BaseFd>>();
   private next = 1;
+  observer?: HandleObserver;
 
   get size(): number {
     return this.map.size;
@@ -84,7 +91,18 @@ export class BaseFdTable {
     if (!same) this.byGfid.set(base.gfid, (same = new Set()));
     same.add(base);
     this.advance();
+    this.observer?.opened(base);
     return base;
+  }
+
+  /** A handle the kernel holds from a predecessor that died, under its number. */
+  restore(base: BaseFd): void {
+    if (this.map.has(base.id)) throw new Error(`handle ${base.id} is taken`);
+    this.map.set(base.id, base);
+    let same = this.byGfid.get(base.gfid);
+    if (!same) this.byGfid.set(base.gfid, (same = new Set()));
+    same.add(base);
+    if (base.id >= this.next) this.next = base.id >= 0xffffffff ? 1 : base.id + 1;
   }
 
   /** The open handles of one file or directory. */
@@ -108,6 +126,7 @@ export class BaseFdTable {
     const same = this.byGfid.get(base.gfid)!;
     same.delete(base);
     if (same.size === 0) this.byGfid.delete(base.gfid);
+    this.observer?.closed(fh);
     return base;
   }
 

@@ -42,6 +42,8 @@ export interface Req {
   /** The POSIX lock owner, for lk, flush and release ('' or absent: none). */
   readonly lkOwner?: string;
   onInterrupt?(fn: () => void): () => void;
+  /** The GFID what this request makes must get (a request served again: the one chosen the first time). */
+  readonly gfid?: Gfid;
 }
 
 /** An object a request found or made, on the graph that answered. */
@@ -421,7 +423,7 @@ export class BridgeCore {
   private makeEntry(req: Req, op: string, parent: Hint, name: Name, make: (g: Graph, frame: Frame, loc: Loc) => Promise<Iatt>): Promise<Found> {
     return this.onActive(req, op, async (g, frame, fresh) => {
       const at = await this.entry(g, frame, parent, name, fresh);
-      const inode = g.itable.get(uuidv4());
+      const inode = g.itable.get(req.gfid ?? uuidv4());
       try {
         const iatt = await make(g, frame, { ...at.loc, inode });
         return { graph: g, inode: g.itable.link(iatt, at.parent, name), iatt };
@@ -505,7 +507,7 @@ export class BridgeCore {
     return this.onActive(req, 'create', async (g, frame, fresh) => {
       const at = await this.entry(g, frame, parent, name, fresh);
       try {
-        const { fd, iatt } = await this.createOn(g, frame, at.loc, mode, flags | constants.O_CREAT);
+        const { fd, iatt } = await this.createOn(g, frame, at.loc, mode, flags | constants.O_CREAT, req.gfid);
         return { fh: this.addBase(g, fd, at.loc.path), found: { graph: g, inode: fd.inode, iatt } };
       } catch (e) {
         if (FopError.from(e).code !== 'EEXIST' || flags & constants.O_EXCL) throw e;
@@ -517,8 +519,8 @@ export class BridgeCore {
     });
   }
 
-  protected async createOn(g: Graph, frame: Frame, at: Loc, mode: number, flags: number): Promise<{ fd: Fd; iatt: Iatt }> {
-    const inode = g.itable.get(uuidv4());
+  protected async createOn(g: Graph, frame: Frame, at: Loc, mode: number, flags: number, gfid?: Gfid): Promise<{ fd: Fd; iatt: Iatt }> {
+    const inode = g.itable.get(gfid ?? uuidv4());
     const fd = g.newFd(inode, flags, false);
     try {
       const iatt = await g.top.create(frame, { ...at, inode }, mode, fd);

@@ -32,4 +32,6 @@ export interface Mounted {
   /** Unmounts; refused (EBUSY) while in use unless `lazy`, which detaches now and serves what is still open. */
   unmount(lazy: boolean): Promise<void>;
   dump(): Record<string, unknown>;
+  /** Under a supervisor: stop serving and leave the mount to a new worker (a live upgrade); absent otherwise. */
+  retire?(): Promise<void>;
 }

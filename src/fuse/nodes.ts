@@ -46,6 +46,12 @@ export class BaseInode {
 
 export const ROOT_NODEID = 1;
 
+/** Told of every lookup the kernel is given and every forget (a record kept outside this process). */
+export interface NodeObserver {
+  looked(nodeid: number, gfid: Gfid): void;
+  forgot(nodeid: number, n: number): void;
+}
+
 /**
  * The nodeids the kernel holds. One GFID has one nodeid (hard links share it, as they share
  * st_ino); a nodeid is never reused (EXPORT_SUPPORT asks that), so its generation is always 0.
@@ -55,6 +61,7 @@ export class NodeTable {
   private readonly byId = new Map<number, BaseInode>([[ROOT_NODEID, this.root]]);
   private readonly byGfid = new Map<Gfid, BaseInode>([[ROOT_GFID, this.root]]);
   private next = ROOT_NODEID + 1;
+  observer?: NodeObserver;
 
   get size(): number {
     return this.byId.size;
@@ -65,6 +72,11 @@ export class NodeTable {
     const b = this.byId.get(nodeid);
     if (!b) throw new FopError('ESTALE', `no nodeid ${nodeid}`);
     return b;
+  }
+
+  /** The record of a nodeid, if the kernel holds it. */
+  withId(nodeid: number): BaseInode | undefined {
+    return this.byId.get(nodeid);
   }
 
   withGfid(gfid: Gfid): BaseInode | undefined {
@@ -82,13 +94,31 @@ export class NodeTable {
     // The freshest inode serves: one on the graph that just answered.
     if (b.current?.graph !== graph || b.current.inode !== inode) b.serve(graph, inode);
     b.nlookup++;
+    this.observer?.looked(b.nodeid, b.gfid);
     return b;
+  }
+
+  /**
+   * Takes over what the kernel holds from a predecessor that died (its record): each nodeid
+   * with its GFID and lookup count, found on a graph by GFID on first use.
+   */
+  restore(entries: Iterable<readonly [number, Gfid, number]>, maxNodeid = ROOT_NODEID): void {
+    this.next = Math.max(this.next, maxNodeid + 1);
+    for (const [nodeid, gfid, nlookup] of entries) {
+      if (nodeid === ROOT_NODEID) continue;
+      const b = new BaseInode(nodeid, gfid);
+      b.nlookup = nlookup;
+      this.byId.set(nodeid, b);
+      this.byGfid.set(gfid, b);
+      this.next = Math.max(this.next, nodeid + 1);
+    }
   }
 
   /** The kernel dropped `n` lookups; the record goes with the last (the root never does). */
   forget(nodeid: number, n: number): void {
     const b = this.byId.get(nodeid);
     if (!b || b === this.root) return;
+    this.observer?.forgot(nodeid, n);
     b.nlookup -= n;
     if (b.nlookup > 0) return;
     this.byId.delete(nodeid);

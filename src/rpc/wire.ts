@@ -114,7 +114,17 @@ export interface Request {
   /** The caller's lock owner (frame.lkOwner); the server prefixes it with the client's identity. */
   readonly lkOwner?: string;
   readonly args: readonly unknown[];
+  /**
+   * A fop not safe to carry out twice: the client's id for it, the same each time it is
+   * sent (unique in the client process), by which the server recognises it when sent again.
+   */
+  readonly rid?: string;
+  /** The client sent this request before, on a connection that broke. */
+  readonly again?: boolean;
 }
+
+/** The longest request id. */
+export const MAX_RID = 64;
 
 /** The longest lock owner a request may carry (the kernel's are 64-bit numbers). */
 export const MAX_LK_OWNER = 128;
@@ -235,6 +245,8 @@ export function checkRequest(req: unknown): string | undefined {
   if (!isObj(c) || !isId(c.uid) || !isId(c.gid) || !isInt(c.pid) || !Array.isArray(c.groups) || !c.groups.every(isId) || c.groups.length > MAX_GROUPS) return 'bad caller';
   const o = req.lkOwner;
   if (o !== undefined && !(isName(o) && o.length <= MAX_LK_OWNER)) return 'bad lock owner';
+  if (req.rid !== undefined && !(typeof req.rid === 'string' && req.rid.length <= MAX_RID && /^[\w.:-]+$/.test(req.rid))) return 'bad request id';
+  if (req.again !== undefined && typeof req.again !== 'boolean') return 'bad again flag';
   const args = req.args as unknown[];
   if (req.op === RELEASE) return args.length === 1 && isInt(args[0]) ? undefined : 'bad release';
   const wire = Object.prototype.hasOwnProperty.call(FOP_WIRE, req.op) ? FOP_WIRE[req.op as FopName] : undefined;

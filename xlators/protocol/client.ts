@@ -1,4 +1,3 @@
-import { constants } from 'fs';
 import * as os from 'os';
 import { Fd, FdContext, FopError, FopName, Frame, Loc, ROOT_CALLER, UPCALL_ALL, Xlator, XlEvent, defineTranslator, isErrnoCode, opt, reopenFlags, withDeadline } from '../../src/core/index';
 import type { Caller, Flock, OptionValues, XlatorInit } from '../../src/core/index';
@@ -8,10 +7,18 @@ import { FrameError, Kind, VERSION } from '../../src/rpc/frame';
 import { CallTimeout, Disconnected, Peer } from '../../src/rpc/peer';
 import { TlsMaterial, dial, loadTls } from '../../src/rpc/transport';
 import { ArgKind, Challenge, FOP_WIRE, Hello, RELEASE, Reply, Welcome, WireLoc, WireNewFd, checkUpcall } from '../../src/rpc/wire';
-import { randomUUID } from 'crypto';
+import { randomBytes, randomUUID } from 'crypto';
+import { needsRequestId } from './replay';
 
 /** This process, to every brick it connects to (Hello.process). */
 const PROCESS_ID = randomUUID();
+/**
+ * Request ids: this run's prefix (a process-uuid may be given again to a later process, whose
+ * ids must not meet this one's in the brick's reply cache) and a counter shared by every graph.
+ */
+const RUN = randomBytes(8).toString('hex');
+let lastRid = 0;
+const nextRid = () => `${RUN}.${(++lastRid).toString(36)}`;
 
 const options = {
   'remote-host': opt.string({ description: 'the brick to connect to', default: '127.0.0.1', reconfigurable: false }),
@@ -52,7 +59,6 @@ interface FdCtx {
 export type ConnectionDeps = Pick<ConnectionOptions, 'backoff' | 'sleep'>;
 
 const ms = (seconds: number) => Math.round(seconds * 1000);
-const appending = (fd: Fd) => (fd.flags & constants.O_APPEND) !== 0;
 /** A caller as it travels: plain values (a transport may read the groups only when asked). */
 const wireCaller = (c: Caller): Caller => ({ uid: c.uid, gid: c.gid, pid: c.pid, groups: c.groups });
 
@@ -62,8 +68,10 @@ const wireCaller = (c: Caller): Caller => ({ uid: c.uid, gid: c.gid, pid: c.pid,
  * and reconnects with jittered backoff (CHILD_DOWN while the brick is away, CHILD_UP when
  * back). Each connection is an epoch: an fd opened under an older one is reopened by GFID on
  * its next use, once, with its opener's credentials, while its other fops wait. A fop whose
- * connection breaks is sent again on the next one when that is harmless (reads, stats,
- * lookups, writes at explicit offsets...), else fails with ENOTCONN; no fop waits longer than
+ * connection breaks is sent again on the next one: as it was when that is harmless (reads,
+ * stats, lookups, writes at explicit offsets...), with the same request id when it is not
+ * (create, unlink, rename, an append...: the brick answers it as it answered the first
+ * sending, see replay.ts); locks and xattrop fail with ENOTCONN. No fop waits longer than
  * frame-timeout, except a blocking lock, which waits while its connection lives (an
  * interrupt cancels it on the brick).
  */
@@ -190,18 +198,20 @@ export class Client extends Xlator<Options> {
   async call(op: FopName, args: unknown[], deadline = Date.now() + ms(this.options['frame-timeout'])): Promise<unknown> {
     const [frame, ...rest] = args as [Frame, ...unknown[]];
     const wire = FOP_WIRE[op];
-    const resend = wire.resend && !(op === 'write' && appending(rest[0] as Fd));
+    const rid = needsRequestId(op, op === 'write' ? (rest[0] as Fd) : undefined) ? nextRid() : undefined;
+    const resend = rid !== undefined || wire.resend;
     // A blocking lock waits as long as its connection lives (an interrupt cancels it on the
     // brick): given up on here by a deadline, a grant coming later would hold it for nobody.
     const blocking = (op === 'lk' && rest[1] === 'wait') || (op === 'inodelk' && rest[2] === 'wait') || (op === 'entrylk' && rest[3] === 'lock');
     const conn = this.connection;
-    for (;;) {
+    for (let again = false; ; again = true) {
       const peer = await conn.wait(deadline, op, frame);
       const epoch = conn.epoch;
       const wireArgs = await Promise.all(wire.args.map((kind, i) => this.toWire(kind, rest[i], deadline)));
       const left = deadline - Date.now();
       if (left <= 0) throw new FopError('ENOTCONN', `${op}: no answer from ${this.target} within frame-timeout`);
-      const sent = peer.start(Kind.REQUEST, { op, caller: wireCaller(frame.caller), lkOwner: frame.lkOwner || undefined, args: wireArgs }, blocking ? undefined : left);
+      if (again && rid !== undefined) this.log.info(`sending ${op} (request ${rid}) again, on connection ${epoch}`);
+      const sent = peer.start(Kind.REQUEST, { op, caller: wireCaller(frame.caller), lkOwner: frame.lkOwner || undefined, args: wireArgs, rid, again: again || undefined }, blocking ? undefined : left);
       const stopListening = frame.onInterrupt(() => {
         if (!peer.closed) peer.send(Kind.CANCEL, sent.id, null);
       });

@@ -1,12 +1,15 @@
 import { createHash } from 'crypto';
 import type * as net from 'net';
-import { Fd, FopError, FopName, Frame, Iatt, Loc, Xlator, defineTranslator, isGfid, opt } from '../../src/core/index';
+import * as path from 'path';
+import { Fd, FopError, FopName, Frame, Iatt, Loc, Xlator, defineTranslator, isGfid, opt, reopenFlags } from '../../src/core/index';
 import type { Caller, DirentPlus, OptionValues, Upcall } from '../../src/core/index';
 import { Exchange, isNonce, loginKey, newNonce, proofMatches, clientProof, serverProof } from '../../src/rpc/auth';
 import { Frame as WireFrame, Kind, VERSION } from '../../src/rpc/frame';
 import { Peer } from '../../src/rpc/peer';
 import { TlsMaterial, listen, loadTls, peerCertName } from '../../src/rpc/transport';
 import { ArgKind, FOP_WIRE, Hello, MAX_IDENTITY, RELEASE, Reply, Request, WireLoc, WireNewFd, WireUpcall, checkRequest } from '../../src/rpc/wire';
+import { ReplyCache } from './reply-cache';
+import { Replays } from './replay';
 
 const options = {
   'listen-port': opt.int({ description: 'TCP port to serve on', default: '24009', min: 1, max: 65535, aliases: ['transport.socket.listen-port'], reconfigurable: false }),
@@ -34,6 +37,11 @@ const options = {
   'root-squash': opt.bool({ description: "treat callers with uid or gid 0 as anonuid/anongid: a client's root is not the brick's root", default: 'off', aliases: ['server.root-squash'] }),
   anonuid: opt.int({ description: 'the uid root-squash maps uid 0 to', default: '65534', min: 0, max: 4294967294, aliases: ['server.anonuid'] }),
   anongid: opt.int({ description: 'the gid root-squash maps gid 0 to', default: '65534', min: 0, max: 4294967294, aliases: ['server.anongid'] }),
+  'reply-cache-directory': opt.path({
+    description:
+      "where the replies to requests not safe to carry out twice are kept, for clients that send them again after a crash (default: the .xlstack folder of the storage directory below, if there is one; else in memory)",
+    reconfigurable: false,
+  }),
 };
 
 type Options = OptionValues<typeof options>;
@@ -128,6 +136,7 @@ export class Server extends Xlator<Options> {
   /** Requests that came while shutting down, left for the client to send elsewhere. */
   private notTaken = 0;
   private idle?: () => void;
+  private replays?: Replays;
 
   private get volume(): string {
     return this.children[0].name;
@@ -139,7 +148,13 @@ export class Server extends Xlator<Options> {
       this.tls = loadTls({ ownCert: o['transport.socket.ssl-own-cert'], privateKey: o['transport.socket.ssl-private-key'], caList: o['transport.socket.ssl-ca-list'] });
     }
     await this.applyAuth(o);
-    await this.takeListener();
+    this.replays = new Replays(ReplyCache.acquire(this.replyCacheFile(), this.log), this.log);
+    try {
+      await this.takeListener();
+    } catch (e) {
+      this.replays.cache.release();
+      throw e;
+    }
     const { 'listen-port': port, 'transport.address': host } = o;
     const how = [this.tls && 'TLS', this.logins.size && `logins for ${[...this.logins.keys()].join(', ')}`].filter(Boolean).join(' and ') || 'no authentication';
     this.log.info(`serving '${this.volume}' on ${host}:${port} (${how})`);
@@ -226,6 +241,21 @@ export class Server extends Xlator<Options> {
 
   override async fini(): Promise<void> {
     await this.stopServing();
+    this.replays?.cache.release();
+    this.replays = undefined;
+  }
+
+  /**
+   * Where the reply cache lives: the option, or the .xlstack folder of the directory the leaf
+   * below serves (storage/posix's `directory`), so a restarted brick finds it.
+   */
+  private replyCacheFile(): string | undefined {
+    let leaf: Xlator = this.children[0];
+    while (leaf.children.length) leaf = leaf.children[0];
+    const storage = (leaf.options as { directory?: unknown }).directory;
+    const dir = this.options['reply-cache-directory'] ?? (typeof storage === 'string' ? path.join(storage, '.xlstack', 'replies') : undefined);
+    if (!dir) this.log.info('no reply-cache-directory and no storage directory below: replies to resent requests are kept in memory only');
+    return dir && path.join(dir, `${this.volume}.log`);
   }
 
   protected override async drain(): Promise<void> {
@@ -240,6 +270,7 @@ export class Server extends Xlator<Options> {
       draining: this.draining,
       inFlight: this.inFlight,
       notTaken: this.notTaken,
+      replies: this.replays?.dump(),
       clients: [...this.clients].map((c) => ({ id: c.id, address: c.peer.address, name: c.name, user: c.user, fds: c.fds.size, inFlight: c.inFlight.size })),
     };
   }
@@ -386,9 +417,12 @@ export class Server extends Xlator<Options> {
     client.inFlight.set(id, frame);
     let opened: Fd | undefined;
     try {
-      const args = kinds.map((kind, i) => this.fromWire(client, kind, req.args[i], op, req.args[0], held));
+      const args = kinds.map((kind, i) => this.fromWire(client, kind, req.args[i], op, req.args[0], held, req.again));
       opened = kinds.includes('newfd') ? (args[kinds.indexOf('newfd')] as Fd) : undefined;
-      const value = await (this.children[0][op] as (...a: unknown[]) => Promise<unknown>).apply(this.children[0], [frame, ...args]);
+      const child = this.children[0];
+      const exec = () => (child[op] as (...a: unknown[]) => Promise<unknown>).apply(child, [frame, ...args]);
+      // Not safe twice: carried out once whatever the number of sendings (replay.ts).
+      const value = req.rid === undefined ? await exec() : await this.replays!.run({ key: `${client.identity} ${req.rid}`, again: !!req.again, op, args, frame, child }, exec);
       if (LEARNS.has(op)) this.learn(value as Iatt, args[kinds.lastIndexOf('loc')] as Loc);
       if (op === 'readdirp') this.learnEntries(value as DirentPlus[], args[0] as Fd);
       if (!opened) return { ok: true, value };
@@ -415,7 +449,7 @@ export class Server extends Xlator<Options> {
     for (const e of entries) if (e.iatt && e.name !== '.' && e.name !== '..') this.host.itable.link(e.iatt, dir.inode, e.name);
   }
 
-  private fromWire(client: Client, kind: ArgKind, v: unknown, op: FopName, first: unknown, held: Fd[]): unknown {
+  private fromWire(client: Client, kind: ArgKind, v: unknown, op: FopName, first: unknown, held: Fd[], again?: boolean): unknown {
     switch (kind) {
       case 'loc':
         return this.loc(v as WireLoc);
@@ -431,7 +465,9 @@ export class Server extends Xlator<Options> {
         const loc = this.loc(first as WireLoc);
         if (!loc.inode) throw new FopError('EINVAL', `${op} needs the GFID of what it opens`);
         const nf = v as WireNewFd;
-        return this.host.newFd(loc.inode, nf.flags, op === 'opendir', nf.openId === undefined ? undefined : `${client.identity}:${nf.openId}`);
+        // A create sent again may find its file made by the first sending: then it opens it as it is.
+        const flags = op === 'create' && again ? reopenFlags(nf.flags) : nf.flags;
+        return this.host.newFd(loc.inode, flags, op === 'opendir', nf.openId === undefined ? undefined : `${client.identity}:${nf.openId}`);
       }
       default:
         return v;

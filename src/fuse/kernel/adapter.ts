@@ -94,6 +94,7 @@ class KernelCaller implements Caller {
 class KernelReq implements Req {
   readonly caller: KernelCaller;
   readonly lkOwner?: string;
+  readonly gfid?: string;
 
   constructor(
     private readonly r: Request,
@@ -102,6 +103,7 @@ class KernelReq implements Req {
   ) {
     this.caller = new KernelCaller(r.uid, r.gid, r.pid, groups);
     this.lkOwner = lockOwner ? lockOwner.toString(16) : undefined;
+    this.gfid = r.gfid;
   }
 
   onInterrupt(fn: () => void): () => void {

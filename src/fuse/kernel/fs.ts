@@ -17,6 +17,8 @@ export interface Request {
   readonly interrupted: boolean;
   /** Calls `fn` (once) if the kernel interrupts the request; returns the way to stop listening. */
   onInterrupt(fn: () => void): () => void;
+  /** The GFID what this request makes gets (a request sent again: the one chosen the first time); default: a new one. */
+  gfid?: string;
 }
 
 /** How long the kernel may trust what a reply says (milliseconds; 0: ask again each time). */

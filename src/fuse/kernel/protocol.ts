@@ -321,6 +321,25 @@ export function readU64(b: Buffer, off: number): number {
   return hi > MAX_HI ? -1 : hi * TWO32 + b.readUInt32LE(off);
 }
 
+/**
+ * A request's unique. After FUSE_NOTIFY_RESEND the kernel sends the requests a dead server
+ * read again with bit 63 set (FUSE_UNIQUE_RESEND), and expects it back in the reply: such a
+ * unique is represented as the negative of the rest (see writeUnique).
+ */
+export function readUnique(b: Buffer, off: number): number {
+  const hi = b.readUInt32LE(off + 4);
+  const resent = hi >= 0x80000000;
+  const rest = (hi & 0x7fffffff) * TWO32 + b.readUInt32LE(off);
+  if (!Number.isSafeInteger(rest)) throw new FopError('EIO', 'unique above 2^53');
+  return resent ? -rest : rest;
+}
+
+export function writeUnique(b: Buffer, off: number, unique: number): void {
+  if (unique >= 0) return writeU64(b, off, unique);
+  writeU64(b, off, -unique);
+  b.writeUInt32LE((b.readUInt32LE(off + 4) | 0x80000000) >>> 0, off + 4);
+}
+
 /** A u64 the kernel echoes from us (nodeid, fh): ours are all <= MAX_OFFSET. */
 function readId(b: Buffer, off: number, what: string): number {
   const v = readU64(b, off);
@@ -394,7 +413,7 @@ export function decodeInHeader(b: Buffer, n: number): InHeader {
   return {
     len,
     opcode: b.readUInt32LE(4),
-    unique: readId(b, 8, 'unique'),
+    unique: readUnique(b, 8),
     nodeid: readId(b, 16, 'nodeid'),
     uid: b.readUInt32LE(24),
     gid: b.readUInt32LE(28),
@@ -407,7 +426,7 @@ export function decodeInHeader(b: Buffer, n: number): InHeader {
 export function encodeOutHeader(b: Buffer, len: number, error: number, unique: number): void {
   b.writeUInt32LE(len, 0);
   b.writeInt32LE(error, 4);
-  writeU64(b, 8, unique);
+  writeUnique(b, 8, unique);
 }
 
 // ---- request bodies ----------------------------------------------------------------------
@@ -686,7 +705,7 @@ export function decodeAccess(b: Buffer, off: number, end: number): number {
 
 export function decodeInterrupt(b: Buffer, off: number, end: number): number {
   need(end, off, SIZE.interrupt_in, 'INTERRUPT');
-  return readU64(b, off);
+  return readUnique(b, off);
 }
 
 export function decodeFallocate(b: Buffer, off: number, end: number): { fh: number; offset: number; length: number; mode: number } {

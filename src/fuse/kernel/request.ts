@@ -9,6 +9,7 @@ export class Req implements Request {
   interrupted = false;
   /** READ/READDIR/xattr: the caller's buffer size. */
   size = 0;
+  gfid?: string;
   private listeners?: (() => void)[];
 
   constructor(

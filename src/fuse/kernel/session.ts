@@ -89,6 +89,8 @@ export interface SessionOptions {
   readonly busyPollUs?: number;
   /** The system calls (default: the fuse_dev addon; tests play the kernel with their own). */
   readonly dev?: Dev;
+  /** Runs before each reply is written (a worker's record of what the reply hands the kernel). */
+  readonly beforeReply?: () => void;
 }
 
 /** What a statedump shows of a session. */
@@ -101,6 +103,7 @@ export interface SessionDump {
   readonly requests: Record<string, number>;
   readonly inFlight: { unique: number; op: string; ageMs: number; interrupted: boolean }[];
   readonly replyFailures: number;
+  readonly resent: number;
   readonly readBuffers: { lent: number; free: number };
 }
 
@@ -124,6 +127,11 @@ const REPLY_SCRATCH = 256;
 const U32_COPY_MAX = 0xfffff000;
 
 const noop = (): void => undefined;
+/** The notification code that makes the kernel requeue the requests read and not answered (kernel 6.9+). */
+const NOTIFY_RESEND = 7;
+
+/** Whether a request is one the kernel sent again (its first reader died without answering): see readUnique. */
+export const isResent = (unique: number): boolean => unique < 0;
 
 export class KernelSession {
   /** Resolves once, with why the session ended ('unmounted', 'aborted', 'closed: ...'). */
@@ -142,6 +150,8 @@ export class KernelSession {
   private readonly inFlight = new Map<number, Req>();
   private readonly counts = new Map<number, number>();
   private replyFailures = 0;
+  /** Requests the kernel sent again (read by a predecessor that died without answering). */
+  private resent = 0;
   private poll?: PollHandle;
   private notifier?: NotifierHandle;
   private conn?: ConnInfo;
@@ -182,6 +192,44 @@ export class KernelSession {
       throw new Error(`cannot poll the FUSE device: libuv error ${p}`);
     }
     this.poll = p;
+  }
+
+  /**
+   * Serves a connection whose INIT an earlier process answered (`conn`: what it negotiated):
+   * the kernel sends INIT once. Then asks the kernel to send again every request read from
+   * this device file and not yet answered (FUSE_NOTIFY_RESEND): those a dead predecessor
+   * took are served here. Resent requests carry bit 63 in their unique (see isResent).
+   */
+  resume(conn: ConnInfo): void {
+    if (this.conn) throw new Error('KernelSession.resume: already serving');
+    this.conn = conn;
+    this.setxattrExt = (conn.flags & Init.SETXATTR_EXT) !== 0n;
+    try {
+      this.fs.init(conn);
+    } catch (e) {
+      this.log.error(`fs.init threw: ${(e as Error).stack ?? e}`);
+    }
+    this.settleReady[0](conn);
+    this.start();
+    encodeOutHeader(this.out, OUT_HEADER_SIZE, NOTIFY_RESEND, 0);
+    const r = this.dev.write(this.fd, this.out, OUT_HEADER_SIZE);
+    if (r < 0) this.log.warn(`FUSE_NOTIFY_RESEND failed (${FopError.fromErrno(r).code}): requests a dead worker read stay unanswered`);
+  }
+
+  /**
+   * Hands the connection over to a successor (a live upgrade): reads nothing more, waits (at
+   * most `timeoutMs`) for every request taken to be answered, and leaves the fd open and the
+   * connection alive. Requests still unanswered then are the successor's (it has them resent).
+   */
+  async retire(timeoutMs: number): Promise<number> {
+    if (this.poll) this.dev.pollStop(this.poll);
+    this.poll = undefined;
+    // A lock request waiting for its lock may wait long: the successor takes it over (resent).
+    const answering = () => [...this.inFlight.values()].filter((r) => r.opcode !== Op.SETLKW).length;
+    const until = Date.now() + timeoutMs;
+    while (answering() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    if (answering() > 0) this.log.warn(`retiring with ${answering()} request(s) unanswered after ${timeoutMs} ms: the next worker serves them`);
+    return this.inFlight.size;
   }
 
   /** Stops serving: the fd is closed (which aborts the connection if still mounted) and fs.destroy() runs. */
@@ -227,6 +275,7 @@ export class KernelSession {
     }
     const op = h.opcode;
     this.counts.set(op, (this.counts.get(op) ?? 0) + 1);
+    if (h.unique < 0) this.resent++;
     const off = IN_HEADER_SIZE;
     const end = h.len - h.extLen;
     const silent = op === Op.FORGET || op === Op.BATCH_FORGET || op === Op.INTERRUPT || op === Op.NOTIFY_REPLY;
@@ -636,6 +685,7 @@ export class KernelSession {
 
   private writeReply(unique: number, opcode: number, len: number, extra?: Buffer, extraLen?: number): boolean {
     if (this.endedReason !== undefined) return false;
+    this.opts.beforeReply?.();
     const r = this.dev.write(this.fd, this.out, len, extra, extraLen);
     if (r >= 0) return true;
     this.replyFailures++;
@@ -739,6 +789,7 @@ export class KernelSession {
       requests,
       inFlight: [...this.inFlight.values()].map((r) => ({ unique: r.unique, op: opName(r.opcode), ageMs: now - r.started, interrupted: r.interrupted })),
       replyFailures: this.replyFailures,
+      resent: this.resent,
       readBuffers: { lent: this.lentBufs, free: this.freeBufs.length },
     };
   }

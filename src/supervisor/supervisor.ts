@@ -1,0 +1,204 @@
+// The supervisor of a mount: a small process that owns the /dev/fuse fd and the mount and
+// does almost nothing else. A worker process (the same command, XLSTACK_WORKER set) serves
+// the graph on an inherited copy of the same open file, and writes down, on a pipe the
+// supervisor reads, what the kernel holds (the INIT it negotiated, nodeids, handles). When
+// a worker dies the supervisor starts another with that record: it takes over what the
+// kernel holds and serves again what the dead one read and never answered. A worker that
+// keeps dying right after it starts is not restarted forever: the mount then answers EIO.
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import { FopError } from '../core/errors';
+import type { Logger } from '../core/log';
+import type { KernelFs } from '../fuse/kernel/fs';
+import { mountKernel, unmountKernel } from '../fuse/kernel/mount';
+import { KernelSession } from '../fuse/kernel/session';
+import { MountRecord, RETIRED, fromWireConn } from './record';
+
+/**
+ * A worker that dies before it serves, or this soon after, failed fast (it may be a request
+ * sent again that kills every worker that serves it).
+ */
+export const FAST_FAILURE_MS = 1000;
+/** This many fast failures in a row, and the supervisor stops restarting. */
+export const MAX_FAST_FAILURES = 5;
+/** How long the first worker may take to serve. */
+const FIRST_READY_MS = 60_000;
+
+/** Set in a worker's environment: its generation (1 for the first). */
+export const WORKER_ENV = 'XLSTACK_WORKER';
+/** In a worker: the inherited /dev/fuse fd and the record pipe. */
+export const WORKER_FUSE_FD = 3;
+export const WORKER_RECORD_FD = 4;
+
+export interface SupervisorOptions {
+  readonly mountpoint: string;
+  readonly fsname: string;
+  readonly log: Logger;
+  /** The worker's command line after node (the mount command, without --supervised). */
+  readonly workerArgs: readonly string[];
+  readonly fastFailureMs?: number;
+  readonly maxFastFailures?: number;
+}
+
+/** What a worker tells its supervisor. */
+interface WorkerMessage {
+  /** It built its graph and waits for its record. */
+  readonly standby?: boolean;
+  /** It serves. */
+  readonly ready?: boolean;
+  /** `xlstack upgrade` asked it to hand over to a new worker. */
+  readonly upgrade?: boolean;
+}
+
+/** Everything fails with EIO: what the mount answers once the supervisor gave up on workers. */
+const EIO_FS = new Proxy({} as KernelFs, {
+  get: (_t, name) => (name === 'init' || name === 'forget' || name === 'destroy' ? () => undefined : () => Promise.reject(new FopError('EIO', 'no worker serves this mount'))),
+});
+
+export class Supervisor {
+  private fd = -1;
+  private generation = 0;
+  private worker?: ChildProcess;
+  private fastFailures = 0;
+  private upgrades = 0;
+  private stopping = false;
+  private gaveUp = false;
+  private readonly record = new MountRecord();
+  private resolveDone!: (code: number) => void;
+  /** Settles with the exit code once the mount is gone. */
+  readonly done = new Promise<number>((r) => (this.resolveDone = r));
+  private firstReady?: (ok: boolean) => void;
+
+  constructor(private readonly o: SupervisorOptions) {}
+
+  /** Mounts and starts the first worker; resolves once it serves. */
+  async start(): Promise<void> {
+    const m = await mountKernel(this.o.mountpoint, { fsname: this.o.fsname, allowOther: true, defaultPermissions: true });
+    this.fd = m.fd;
+    const ready = new Promise<boolean>((r) => (this.firstReady = r));
+    this.spawnWorker();
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([ready, new Promise<boolean>((r) => (timer = setTimeout(() => r(false), FIRST_READY_MS)))]);
+    clearTimeout(timer);
+    if (!ok) {
+      this.stopping = true;
+      this.worker?.kill('SIGKILL');
+      await unmountKernel(this.o.mountpoint, true).catch(() => undefined);
+      this.closeFd();
+      throw new Error(`the first worker did not serve ${this.o.mountpoint} (within ${FIRST_READY_MS / 1000} s, or it died: see its log)`);
+    }
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => this.stop(sig));
+  }
+
+  dump(): Record<string, unknown> {
+    return { pid: process.pid, generation: this.generation, worker: this.worker?.pid, fastFailures: this.fastFailures, upgrades: this.upgrades, gaveUp: this.gaveUp, record: this.record.dump() };
+  }
+
+  /** Starts a worker. It builds its graph, says it waits (`standby`), and is given the record to take over from. */
+  private spawnWorker(): void {
+    const generation = ++this.generation;
+    let served: number | undefined;
+    const child = spawn(process.execPath, [...this.o.workerArgs], {
+      stdio: ['ignore', 'inherit', 'inherit', this.fd, 'pipe', 'ipc'],
+      env: { ...process.env, [WORKER_ENV]: String(generation) },
+    });
+    this.worker = child;
+    const pipe = child.stdio[WORKER_RECORD_FD] as NodeJS.ReadableStream;
+    pipe.setEncoding('utf8');
+    pipe.on('data', (d: string) => this.record.push(d));
+    child.on('error', (e) => this.o.log.error(`worker ${generation}: ${e.message}`));
+    child.on('message', (m: WorkerMessage) => {
+      if (m?.standby) return this.waiting(child, generation);
+      if (m?.upgrade) return this.upgrade(child);
+      if (!m?.ready) return;
+      served = Date.now();
+      this.o.log.info(`worker ${generation} (pid ${child.pid}) serves ${this.o.mountpoint}`);
+      this.firstReady?.(true);
+      this.firstReady = undefined;
+    });
+    // 'close': the record pipe is read to its end before a successor is given the record.
+    child.on('close', (code, signal) => this.exited(generation, child, code, signal, served));
+  }
+
+  private waiting(child: ChildProcess, generation: number): void {
+    if (child === this.worker) this.handOver(child, generation);
+  }
+
+  private handOver(child: ChildProcess, generation: number): void {
+    const resume = this.record.resume(generation);
+    child.send({ resume: resume ?? null }, (e) => e && this.o.log.warn(`worker ${generation}: its record could not be sent: ${e.message}`));
+    if (resume) this.o.log.info(`worker ${generation} (pid ${child.pid}) takes over ${resume.nodes.length} nodeid(s), ${resume.handles.length} handle(s), ${resume.locks.length} lock request(s)`);
+  }
+
+  /**
+   * `xlstack upgrade`: the serving worker retires, then a new one starts. Not side by side: a
+   * new graph's storage/posix starts by emptying the backing directory's tmp and unlinked
+   * folders, which the serving worker's storage still uses.
+   */
+  private upgrade(from: ChildProcess): void {
+    if (from !== this.worker) return;
+    this.o.log.info(`upgrade: worker ${this.generation} retires, then worker ${this.generation + 1} takes over`);
+    from.send({ retire: true });
+  }
+
+  private exited(generation: number, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, served: number | undefined): void {
+    const how = signal ? `signal ${signal}` : `exit code ${code}`;
+    this.record.end();
+    if (this.worker === child) this.worker = undefined;
+    if (code === RETIRED && !this.stopping) {
+      this.upgrades++;
+      this.o.log.info(`worker ${generation} retired (an upgrade); starting worker ${generation + 1}`);
+      return this.spawnWorker();
+    }
+    // A worker ends by itself (0) once the kernel says the mount is gone.
+    if (code === 0 || this.stopping) {
+      this.o.log.info(`worker ${generation} ended (${how}); ${this.o.mountpoint} is no longer served`);
+      return this.finish(code === 0 ? 0 : 1);
+    }
+    const lived = served === undefined ? undefined : Date.now() - served;
+    this.fastFailures = lived === undefined || lived < (this.o.fastFailureMs ?? FAST_FAILURE_MS) ? this.fastFailures + 1 : 0;
+    const max = this.o.maxFastFailures ?? MAX_FAST_FAILURES;
+    if (!this.record.conn) {
+      this.o.log.error(`worker ${generation} died (${how}) before INIT was answered; unmounting ${this.o.mountpoint}`);
+      this.firstReady?.(false);
+      return void unmountKernel(this.o.mountpoint, true)
+        .catch(() => undefined)
+        .then(() => this.finish(1));
+    }
+    if (this.fastFailures >= max) return this.giveUp(how);
+    this.o.log.warn(`worker ${generation} (pid ${child.pid}) died (${how}) ${lived === undefined ? 'before serving' : `${lived} ms after it began serving`}; starting worker ${generation + 1}`);
+    this.spawnWorker();
+  }
+
+  /** Workers keep dying at start: the mount answers EIO (never hangs) until it is unmounted. */
+  private giveUp(how: string): void {
+    this.gaveUp = true;
+    const fastMs = this.o.fastFailureMs ?? FAST_FAILURE_MS;
+    this.o.log.error(
+      `${this.fastFailures} workers in a row died before serving or within ${fastMs / 1000} s of it (the last: ${how}); not starting another: ` +
+        `${this.o.mountpoint} answers EIO until it is unmounted (xlstack unmount, or umount)`,
+    );
+    const session = new KernelSession(this.fd, EIO_FS, { log: this.o.log.child('eio') });
+    this.fd = -1; // the session closes it when it ends
+    session.resume(fromWireConn(this.record.conn!));
+    void session.closed.then(() => this.finish(1));
+  }
+
+  private stop(sig: string): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.o.log.info(`${sig}: stopping ${this.o.mountpoint}`);
+    if (this.worker) this.worker.kill('SIGTERM');
+    else void unmountKernel(this.o.mountpoint, true).catch((e) => this.o.log.error(`unmount: ${(e as Error).message}`));
+  }
+
+  private closeFd(): void {
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  private finish(code: number): void {
+    this.closeFd();
+    this.resolveDone(code);
+  }
+}
