@@ -1,7 +1,9 @@
 // Changes as transactions (GlusterFS's afr-transaction.c): lock the object on every copy
 // (in child order), mark it dirty there and record against the copies left out that they
 // miss this change (pre-op), make the change on each, record against those where it failed
-// (before the caller hears of it), then clear the dirty marks (post-op) and unlock.
+// (before the caller hears of it), then clear the dirty marks (post-op) and unlock. A rename
+// across directories is recorded as missed by a copy that was behind in either of them: the
+// name it moves may stand for another object there.
 //
 // Data changes share their lock and pre-op while they keep coming (eager locking with a
 // delayed post-op): a burst of writes to one file costs one lock, one pre-op and one post-op
@@ -13,8 +15,8 @@
 // (given back after ENTRY_IDLE_MS idle).
 import { FopError, Frame, ROOT_CALLER } from '../../../src/core/index';
 import type { Clock, Inode, Logger, Name, Timer, XlatorHost } from '../../../src/core/index';
-import { Changelog, Kind } from './changelog';
-import { Children, Quorum, firstError, isGone, quorumMet, succeeded } from './children';
+import { Changelog, CopyLog, Kind, judge } from './changelog';
+import { Children, Outcome, Quorum, firstError, isGone, quorumMet, succeeded } from './children';
 import { InodeStates } from './inode-state';
 import { HeldLocks, LockTarget, newOwner } from './locks';
 
@@ -87,6 +89,12 @@ class Session {
   readonly marked = new Set<number>();
   /** Children the pre-op recorded as behind (left out of the session). */
   premarked: readonly number[] = [];
+  /**
+   * Of a session over several directories (a rename across them): children whose copy of
+   * one of them was behind at pre-op, by its changelog. A name there may stand for another
+   * object on such a copy, so what the change does to the other directory may differ there.
+   */
+  stale: ReadonlySet<number> = new Set();
   /** A change of the session was made somewhere (else the pre-op's records are undone). */
   changed = false;
   users = 0;
@@ -197,6 +205,7 @@ export class Transactions {
         const r = await c.each(locked, (i) => Promise.all(s.dirs.map((dir) => c.call(i, f, 'xattrop', { inode: dir }, 'add', delta))));
         s.preOp = succeeded(r).filter((i) => c.isUp(i));
         if (s.preOp.length === 0) throw firstError(r);
+        if (s.dirs.length > 1) s.stale = this.behindAtPreOp(s, r);
       } finally {
         f.done();
       }
@@ -207,6 +216,26 @@ export class Transactions {
       await this.close(s);
       throw e;
     }
+  }
+
+  /** The children some directory's changelog, as the pre-op left it, accuses (a split brain names nobody). */
+  private behindAtPreOp(s: Session, r: ReadonlyMap<number, Outcome<Record<string, Buffer>[]>>): Set<number> {
+    const out = new Set<number>();
+    s.dirs.forEach((dir, d) => {
+      const logs = [...Array(this.d.children.n).keys()].map((i): CopyLog | undefined => {
+        const o = r.get(i);
+        if (!o?.ok || !s.preOp.includes(i)) return undefined;
+        try {
+          return this.d.changelog.parse(o.value[d]);
+        } catch (e) {
+          this.d.log.warn(`pre-op of ${s.key}: the changelog of ${dir.gfid} on ${this.d.children.names[i]} is malformed: ${(e as Error).message}`);
+          return undefined;
+        }
+      });
+      const v = judge(logs, s.kind);
+      if (!v.splitBrain) for (const i of v.sinks) out.add(i);
+    });
+    return out;
   }
 
   /** Post-op (clears the dirty marks where they were set and can be reached) and unlock. */
@@ -288,14 +317,19 @@ export class Transactions {
     // A session outlives children going down: quorum is judged for each change.
     this.checkQuorum(targets, what);
     const outcomes = await c.each(targets, run);
-    const ok = succeeded(outcomes);
-    if (ok.length === 0) throw firstError(outcomes);
+    const made = succeeded(outcomes);
+    if (made.length === 0) throw firstError(outcomes);
     s.changed = true;
+    // Where a directory of the change was behind, it is not known to have come out as on the
+    // current copies (the name moved may have stood for another object there): it is behind
+    // for every directory of the change, unless no current copy made it.
+    const ok = made.some((i) => !s.stale.has(i)) ? made.filter((i) => !s.stale.has(i)) : made;
     const behind = [...Array(c.n).keys()].filter((i) => !ok.includes(i));
     for (const [i, o] of outcomes) if (!o.ok) this.d.log.debug(`${what}: failed on ${c.names[i]}: ${o.error.message}`);
+    for (const i of made.filter((x) => !ok.includes(x))) this.d.log.debug(`${what}: made on ${c.names[i]}, whose copy of a directory of it is behind`);
     await this.mark(s, behind, ok);
     if (inode && behind.length > 0) this.d.states.missed(inode, s.kind, behind);
-    this.checkQuorum(ok, what);
+    this.checkQuorum(made, what);
     // A copy behind (a sink being healed) must not describe the object: answer from a current one.
     const from = answer ? this.d.states.answerFrom(answer, ok) : ok[0];
     return { value: (outcomes.get(from) as { value: T }).value, on: ok };
