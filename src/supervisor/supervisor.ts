@@ -88,6 +88,9 @@ export class Supervisor {
       throw new Error(`the first worker did not serve ${this.o.mountpoint} (within ${FIRST_READY_MS / 1000} s, or it died: see its log)`);
     }
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => this.stop(sig));
+    // The daemon's signals (reload, statedump, log reopen) are the worker's to act on: sent to
+    // the mount's process, they reach it, and never end the supervisor.
+    for (const sig of ['SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => void this.worker?.kill(sig));
   }
 
   dump(): Record<string, unknown> {

@@ -307,3 +307,33 @@ print('wrote ' + os.pread(fd, 6, 0).decode(), flush=True)
   }
   expect(await within(m.exited, 15_000)).toBe(0);
 }, 60_000);
+
+test('SIGHUP, SIGUSR1 and SIGUSR2 sent to the supervisor reach its worker (reload, statedump, log reopen), and the supervisor lives on', async () => {
+  const m = await startMount({ volfile: POSIX, args: ['--supervised'] });
+  try {
+    const worker = workerOf(m);
+    expect(worker).toBeDefined();
+    // A new topology: the reload a SIGHUP asks for builds graph 2.
+    fs.appendFileSync(m.volfile, '\nvolume extra\n    type debug/trace\n    subvolumes ' + topOf(m.volfile) + '\nend-volume\n');
+    process.kill(m.pid, 'SIGHUP');
+    await waitFor(() => /switched to graph 2/.test(m.log()), 20_000, 'the worker to switch graphs');
+    process.kill(m.pid, 'SIGUSR1');
+    await waitFor(() => /statedump written to/.test(m.log()), 20_000, 'the worker to write a statedump');
+    process.kill(m.pid, 'SIGUSR2');
+    // The supervisor is alive (signal 0 reaches it), its worker the same, and the mount serves.
+    expect(() => process.kill(m.pid, 0)).not.toThrow();
+    expect(workerOf(m)).toBe(worker);
+    const w = spawnSync(process.execPath, ['-e', `require('fs').writeFileSync(${JSON.stringify(path.join(m.mountpoint, 'still'))}, 'served')`], { timeout: 10_000 });
+    expect(w.status).toBe(0);
+    expect(fs.readFileSync(path.join(m.backing, 'still'), 'utf8')).toBe('served');
+  } finally {
+    await m.unmount();
+  }
+  expect(await within(m.exited, 15_000)).toBe(0);
+}, 60_000);
+
+/** The last volume a volfile defines (its top). */
+function topOf(volfile: string): string {
+  const names = [...fs.readFileSync(volfile, 'utf8').matchAll(/^volume (\S+)/gm)].map((x) => x[1]);
+  return names[names.length - 1];
+}
