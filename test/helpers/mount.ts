@@ -21,7 +21,8 @@ export interface RunResult {
 /** Runs the CLI to completion (bounded), as a separate process. */
 export function xlstack(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: opts.timeoutMs ?? 30_000, env: opts.env ?? process.env }, (err, stdout, stderr) => {
+    // A statedump of a busy daemon may pass execFile's default 1 MiB of output.
+    execFile(process.execPath, [CLI, ...args], { timeout: opts.timeoutMs ?? 30_000, env: opts.env ?? process.env, maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
       const code = err ? ((err as { code?: unknown }).code as number | null) ?? null : 0;
       resolve({ code: typeof code === 'number' ? code : null, stdout, stderr });
     });

@@ -54,7 +54,7 @@ type Scenario = { [key: string]: Json };
 /** The dump of the brick's translator of `type`, on its active graph. */
 async function brickXlator(brick: TestBrick, type: string): Promise<{ [key: string]: unknown }> {
   const r = await xlstack(['statedump', brick.volfile]);
-  if (r.code !== 0) throw new Error(`brick statedump failed: ${r.stderr}`);
+  if (r.code !== 0) throw new Error(`brick statedump failed (${r.code}): ${r.stderr} ${r.stdout.slice(0, 300)}`);
   const d = JSON.parse(r.stdout);
   const active = d.graphs.find((g: { state: string }) => g.state === 'active');
   return active.xlators.find((x: { type: string }) => x.type === type);
