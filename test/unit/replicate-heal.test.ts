@@ -193,6 +193,33 @@ describe('background heal when a child comes back', () => {
     expectSame(r);
     expect(fs.readFileSync(path.join(r.dirs[1], 'f'), 'utf8')).toBe('one two');
   });
+
+  test("internal xattrs of a translator above (distribute's linkto marks): set on a file made while a child was down, and changed on one it had; both healed", async () => {
+    const LINKTO = 'trusted.xlstack.dht.linkto';
+    const r = await startReplica({ n: 2 });
+    const b = newBridge(r.graph);
+    const mark = async (p: string, value: string) => {
+      const frame = r.graph.frame('xattrop', ROOT_CALLER);
+      try {
+        await within(r.afr.xattrop(frame, { gfid: (await b.getattr(p)).gfid }, 'set', { [LINKTO]: Buffer.from(value, 'latin1') }));
+      } finally {
+        frame.done();
+      }
+    };
+    await writeFile(b, '/had', '');
+    await mark('/had', 'pair0');
+    await r.afr.txns.settleAll();
+    r.switches[1].down();
+    await writeFile(b, '/made', '');
+    await mark('/made', 'pair1');
+    await mark('/had', 'pair2');
+    await r.afr.txns.settleAll();
+    r.switches[1].restore();
+    await quiet(r);
+    const backing = (rel: string) => execFileSync('getfattr', ['--absolute-names', '--only-values', '-n', LINKTO, path.join(r.dirs[1], rel)], { encoding: 'latin1' });
+    expect([backing('made'), backing('had')]).toEqual(['pair1', 'pair2']);
+    expectSame(r);
+  });
 });
 
 describe('heal on access', () => {
