@@ -45,6 +45,9 @@ const clientVolfile = (ports: number[]) =>
     .replace(/option username \S+/g, 'option username xlstack-test')
     .replace(/option password \S+/g, 'option password test-only-password');
 
+/** A log's warnings and errors (what explains a failure is rarely in its tail). */
+const warnings = (log: string) => log.split('\n').filter((l) => / (WARN|ERROR) /.test(l)).slice(-200).join('\n');
+
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 const isLinkto = (e: BrickEntry) => e.type === 'file' && (e.mode & 0o7777) === 0o1000;
 
@@ -101,7 +104,7 @@ test('distribute over two replica pairs: one brick of each SIGKILLed during the 
   const results: ChildResult[] = await Promise.all(kids.map((k) => k.finish()));
   process.stdout.write(`workloads: ${results.map((r) => `${r.ops} ops, ${r.verified} verified ${JSON.stringify(r.counts)}`).join('\n           ')}\n`);
   const problems = results.flatMap((r) => [...r.errors, ...r.mismatches]);
-  if (problems.length) process.stdout.write(`problems:\n${problems.join('\n')}\nmount log:\n${m.log().slice(-8000)}\n`);
+  if (problems.length) process.stdout.write(`problems:\n${problems.join('\n')}\nmount log warnings:\n${warnings(m.log())}\nmount log:\n${m.log().slice(-8000)}\n`);
   expect(problems).toEqual([]);
   expect(results.every((r) => r.verified > 10)).toBe(true);
   expect(m.log()).toMatch(/pair0-client-\d is down/);

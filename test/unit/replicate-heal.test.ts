@@ -222,6 +222,33 @@ describe('background heal when a child comes back', () => {
   });
 });
 
+describe('changes while a copy is behind', () => {
+  test('a change only the copy behind takes (a name it still has) fails as the current copy says, and accuses nobody', async () => {
+    const r = await startReplica({ n: 2, options: '  option self-heal-daemon off\n  option background-self-heal-count 0\n' });
+    const b = newBridge(r.graph);
+    await b.mkdir('/d', 0o755);
+    await writeFile(b, '/d/x', 'x');
+    await r.afr.txns.settleAll();
+    r.switches[1].down();
+    await b.unlink('/d/x');
+    await r.afr.txns.settleAll();
+    r.switches[1].restore();
+    // Not healed: client-1 still has the name client-0 lost.
+    expect(fs.existsSync(path.join(r.dirs[1], 'd', 'x'))).toBe(true);
+    const d = r.graph.itable.find((await b.getattr('/d')).gfid)!;
+    const frame = r.graph.frame('unlink', ROOT_CALLER);
+    try {
+      await expect(within(r.afr.unlink(frame, { parent: d, name: 'x' }))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      frame.done();
+    }
+    await r.afr.txns.settleAll();
+    // client-0 is still current for /d: changes to its names go on.
+    await writeFile(b, '/d/y', 'y');
+    expect(fs.readFileSync(path.join(r.dirs[0], 'd', 'y'), 'utf8')).toBe('y');
+  });
+});
+
 describe('heal on access', () => {
   test('with no background passes, a file read after its child came back is served from the current copy and healed', async () => {
     const r = await startReplica({ n: 2, options: '  option self-heal-daemon off\n' });
