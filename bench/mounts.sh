@@ -7,6 +7,7 @@
 #   xlstack_native  the same volfile over fuse-native (libfuse2's high-level API)
 #   xlstack_net     volfiles/brick.vol served by `xlstack brick`, mounted through volfiles/client.vol
 #   xlstack_dist    volfiles/distribute.vol over DIST_BRICKS (2 or 3, default 3) of its bricks
+#   replica2        volfiles/replica.vol cut to two children, over replica-brick1.vol and -2.vol
 #   bindfs          bindfs with its default options
 #   bindfs_bw       bindfs -o big_writes
 #   passthrough_ll  libfuse3's C low-level passthrough example (built by bench/passthrough_ll.sh)
@@ -103,6 +104,30 @@ mount_xlstack_dist() {
   wait_mounted "$W/xlstack_dist" "$W/xlstack_dist.log"
 }
 
+# Two bricks of the shipped replica, and the shipped client with its first two children
+# (ports BENCH_BRICK_PORT+1 and +2, default 24120 and 24121).
+mount_replica2() {
+  local port=$((${BENCH_BRICK_PORT:-24119} + 1)) i
+  mkdir -p "$W/replica2"
+  for i in 1 2; do
+    sed -e "s|/var/lib/xlstack/replica-$i|$W/replica-$i|g" -e "s|listen-port .*|listen-port $((port + i - 1))|" "$ROOT/volfiles/replica-brick$i.vol" >"$W/replica-brick$i.vol"
+    serve_brick "$W/replica-brick$i.vol" "$W/replica-brick$i.log" || return 1
+  done
+  python3 - "$ROOT/volfiles/replica.vol" "$port" >"$W/replica2.vol" <<'EOF'
+import re, sys
+text, port = open(sys.argv[1]).read(), int(sys.argv[2])
+text = re.sub(r'volume replica-client-2\n.*?end-volume\n\n', '', text, flags=re.S)
+text = text.replace('subvolumes replica-client-0 replica-client-1 replica-client-2', 'subvolumes replica-client-0 replica-client-1')
+for i in range(2):
+    text = text.replace(f'remote-port {24010 + i}', f'remote-port {port + i}')
+print(text, end='')
+EOF
+  chmod 600 "$W"/replica*.vol
+  node "$XL" mount "$W/replica2.vol" "$W/replica2" 2>"$W/replica2.log" &
+  PIDS+=($!)
+  wait_mounted "$W/replica2" "$W/replica2.log"
+}
+
 mount_bindfs() {
   mkdir -p "$W/bindfs-src" "$W/bindfs"
   bindfs "$W/bindfs-src" "$W/bindfs"
@@ -129,7 +154,7 @@ unmount_all() {
   for m in "${MOUNTED[@]}"; do
     mountpoint -q "$m" || continue
     case "$m" in
-      */xlstack | */xlstack_native | */xlstack_net | */xlstack_dist) node "$XL" unmount "$m" >/dev/null 2>&1 || fusermount -uz "$m" ;;
+      */xlstack | */xlstack_native | */xlstack_net | */xlstack_dist | */replica2) node "$XL" unmount "$m" >/dev/null 2>&1 || fusermount -uz "$m" ;;
       *) fusermount -u "$m" 2>/dev/null || fusermount -uz "$m" ;;
     esac
   done

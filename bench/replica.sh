@@ -17,39 +17,12 @@ for tool in fio python3 fusermount; do command -v "$tool" >/dev/null || { echo "
 W=$(mktemp -d /tmp/xlstack-bench-replica.XXXXXX)
 chmod 755 "$W"
 . "$ROOT/bench/mounts.sh"
-REPLICA_BRICKS=()
 cleanup() {
   set +e
   unmount_all
-  for pid in "${REPLICA_BRICKS[@]}"; do kill "$pid" 2>/dev/null; done
   rm -rf "$W"
 }
 trap cleanup EXIT
-
-# Two bricks of the shipped replica, and the shipped client with its first two children.
-mount_replica2() {
-  local port=$((${BENCH_BRICK_PORT:-24119} + 1)) i
-  mkdir -p "$W/replica2"
-  for i in 1 2; do
-    sed -e "s|/var/lib/xlstack/replica-$i|$W/replica-$i|g" -e "s|listen-port .*|listen-port $((port + i - 1))|" "$ROOT/volfiles/replica-brick$i.vol" >"$W/replica-brick$i.vol"
-    node "$XL" brick "$W/replica-brick$i.vol" 2>"$W/replica-brick$i.log" &
-    REPLICA_BRICKS+=($!)
-    for _ in $(seq "$MOUNT_WAIT_TENTHS"); do grep -q ' up (pid' "$W/replica-brick$i.log" && break; sleep 0.1; done
-  done
-  python3 - "$ROOT/volfiles/replica.vol" "$port" >"$W/replica2.vol" <<'EOF'
-import re, sys
-text, port = open(sys.argv[1]).read(), int(sys.argv[2])
-text = re.sub(r'volume replica-client-2\n.*?end-volume\n\n', '', text, flags=re.S)
-text = text.replace('subvolumes replica-client-0 replica-client-1 replica-client-2', 'subvolumes replica-client-0 replica-client-1')
-for i in range(2):
-    text = text.replace(f'remote-port {24010 + i}', f'remote-port {port + i}')
-print(text, end='')
-EOF
-  chmod 600 "$W"/replica*.vol
-  node "$XL" mount "$W/replica2.vol" "$W/replica2" 2>"$W/replica2.log" &
-  PIDS+=($!)
-  wait_mounted "$W/replica2" "$W/replica2.log"
-}
 
 mount_xlstack_net
 mount_replica2

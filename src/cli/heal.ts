@@ -1,14 +1,17 @@
 // `xlstack heal VOLFILE ...`: builds the client graph of a volfile (as a mount would, without
-// mounting), and drives its replicate translator through the virtual extended attributes it
-// answers (see xlators/cluster/replicate/virtual.ts): a heal pass, a full heal, heal info,
-// split-brain resolution. This process is one more client of the bricks: its heals take the
-// same locks as every mount's.
+// mounting), and drives every replicate translator in it through the virtual extended
+// attributes they answer (see xlators/cluster/replicate/virtual.ts): a heal pass, a full heal,
+// heal info, split-brain resolution. A replicate may be anywhere in the graph (the top of a
+// replica volume, or each replica set under a distribute): each is asked directly, not through
+// the translators above it (a distribute would send a directory's question to one set only).
+// This process is one more client of the bricks: its heals take the same locks as every mount's.
 import { constants } from 'fs';
 import * as path from 'path';
 import { buildGraph } from '../core/builder';
 import { FopError } from '../core/errors';
 import type { Graph } from '../core/graph';
 import type { Inode } from '../core/inode';
+import type { Xlator } from '../core/xlator';
 import { LOG_LEVELS, LogLevel, Logger, stderrSink } from '../core/log';
 import { Registry } from '../core/registry';
 import { ROOT_CALLER, isDir, nameFromUtf8, nameToUtf8 } from '../core/types';
@@ -107,52 +110,77 @@ async function startGraph(volfile: string, log: Logger): Promise<Graph> {
   return graph;
 }
 
-async function ask<T>(g: Graph, name: string): Promise<T> {
+/** The graph's replicate volumes, in volfile order. */
+function replicas(g: Graph): Xlator[] {
+  const found = [...g.xlators.values()].filter((xl) => xl.type === 'cluster/replicate');
+  if (found.length === 0) throw new Error(`the volfile's graph has no cluster/replicate to heal`);
+  return found;
+}
+
+async function ask<T>(g: Graph, afr: Xlator, name: string): Promise<T> {
   const frame = g.frame('heal', ROOT_CALLER);
   try {
-    return JSON.parse((await g.top.getxattr(frame, { inode: g.itable.root, path: '/' }, name)).toString()) as T;
-  } catch (e) {
-    if (e instanceof FopError && (e.code === 'ENODATA' || e.code === 'EOPNOTSUPP')) throw new Error(`the volfile's graph has no cluster/replicate at its top to heal (${e.message})`);
-    throw e;
+    return JSON.parse((await afr.getxattr(frame, { inode: g.itable.root, path: '/' }, name)).toString()) as T;
   } finally {
     frame.done();
   }
 }
 
+/** Each replicate's answer, asked of all at once. */
+const askAll = <T>(g: Graph, afrs: Xlator[], name: string): Promise<T[]> => Promise.all(afrs.map((afr) => ask<T>(g, afr, name)));
+
+/** `NAME: ` before what a replicate says, when the graph has more than one. */
+const label = (afrs: Xlator[], i: number): string => (afrs.length > 1 ? `${afrs[i].name}: ` : '');
+
 const down = (children: Child[]) => children.filter((c) => !c.up).map((c) => c.name);
 
-/** Heal passes until nothing is left that can be healed now, or the time is up. */
+/** Heal passes (of every replicate) until nothing is left that can be healed now, or the time is up. */
 async function runHeal(g: Graph, what: string, timeoutMs: number): Promise<number> {
+  const afrs = replicas(g);
   const end = Date.now() + timeoutMs;
-  let total = 0;
-  let s: Summary;
+  const total = afrs.map(() => 0);
+  const last: Summary[] = [];
+  // The replicates still healing; one that is done is not asked again.
+  let todo = afrs.map((_, i) => i);
   for (;;) {
-    s = await ask<Summary>(g, what);
-    total += s.healed;
-    if (s.remaining.length === 0 || Date.now() + RETRY_MS > end) break;
+    const got = await askAll<Summary>(g, todo.map((i) => afrs[i]), what);
+    todo.forEach((i, k) => ((last[i] = got[k]), (total[i] += got[k].healed)));
+    todo = todo.filter((i) => last[i].remaining.length > 0);
+    if (todo.length === 0 || Date.now() + RETRY_MS > end) break;
     await new Promise((r) => setTimeout(r, RETRY_MS));
     what = HEAL_INDEX;
   }
-  const out = [`healed ${total} object(s)`];
-  if (down(s.children).length) out.push(`down, not healed: ${down(s.children).join(', ')}`);
-  if (s.splitBrain.length) out.push(`in split brain (see 'xlstack heal VOLFILE info'; resolve with 'split-brain --source CHILD PATH'): ${s.splitBrain.length}`);
-  if (s.remaining.length) out.push(`still to heal after ${Math.round(timeoutMs / 1000)} s: ${s.remaining.length}`);
+  const out = [`healed ${total.reduce((a, b) => a + b, 0)} object(s)${afrs.length > 1 ? ` (${afrs.map((a, i) => `${a.name}: ${total[i]}`).join(', ')})` : ''}`];
+  let failed = false;
+  last.forEach((s, i) => {
+    const l = label(afrs, i);
+    if (down(s.children).length) out.push(`${l}down, not healed: ${down(s.children).join(', ')}`);
+    if (s.splitBrain.length) out.push(`${l}in split brain (see 'xlstack heal VOLFILE info'; resolve with 'split-brain --source CHILD PATH'): ${s.splitBrain.length}`);
+    if (s.remaining.length) out.push(`${l}still to heal after ${Math.round(timeoutMs / 1000)} s: ${s.remaining.length}`);
+    failed ||= s.splitBrain.length > 0 || s.remaining.length > 0 || down(s.children).length > 0;
+  });
   process.stdout.write(out.join('\n') + '\n');
-  return s.splitBrain.length || s.remaining.length || down(s.children).length ? 1 : 0;
+  return failed ? 1 : 0;
 }
 
 async function info(g: Graph): Promise<number> {
-  const r = await ask<{ children: Child[]; entries: InfoEntry[] }>(g, HEAL_INFO);
-  const paths = await pathsOf(g, new Set(r.entries.map((e) => e.gfid)));
-  const lines = [`children: ${r.children.map((c) => `${c.name} (${c.up ? 'up' : 'down'})`).join(', ')}`];
-  for (const e of r.entries) {
-    const what = Object.entries(e.pending)
-      .map(([kind, v]) => (v === 'split-brain' ? `${kind}: split brain` : `${kind}: behind on ${v.join(', ')}`))
-      .concat(e.inFlight ? ['a change in flight (or cut short)'] : []);
-    lines.push(`${paths.get(e.gfid) ?? `<gfid:${e.gfid}>`} (${e.type} ${e.gfid}): ${what.join('; ')}`);
-  }
-  const split = r.entries.filter((e) => Object.values(e.pending).includes('split-brain')).length;
-  lines.push(`${r.entries.length} object(s) need heal${split ? `, ${split} in split brain` : ''}`);
+  const afrs = replicas(g);
+  const rs = await askAll<{ children: Child[]; entries: InfoEntry[] }>(g, afrs, HEAL_INFO);
+  const all = rs.flatMap((r) => r.entries);
+  const paths = await pathsOf(g, new Set(all.map((e) => e.gfid)));
+  const lines: string[] = [];
+  rs.forEach((r, i) => {
+    const l = label(afrs, i);
+    lines.push(`${l}children: ${r.children.map((c) => `${c.name} (${c.up ? 'up' : 'down'})`).join(', ')}`);
+    for (const e of r.entries) {
+      const what = Object.entries(e.pending)
+        .map(([kind, v]) => (v === 'split-brain' ? `${kind}: split brain` : `${kind}: behind on ${v.join(', ')}`))
+        .concat(e.inFlight ? ['a change in flight (or cut short)'] : []);
+      lines.push(`${l}${paths.get(e.gfid) ?? `<gfid:${e.gfid}>`} (${e.type} ${e.gfid}): ${what.join('; ')}`);
+    }
+  });
+  const split = all.filter((e) => Object.values(e.pending).includes('split-brain')).length;
+  lines.push(`${all.length} object(s) need heal${split ? `, ${split} in split brain` : ''}`);
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }
@@ -219,6 +247,10 @@ async function walk(g: Graph, p: string): Promise<{ inode: Inode; rest: string[]
 }
 
 async function resolve(g: Graph, source: string, p: string, timeoutMs: number): Promise<number> {
+  const afrs = replicas(g);
+  // The replicate the source is a child of (with one replicate, it says what a wrong name is).
+  const afr = afrs.length === 1 ? afrs[0] : afrs.find((a) => a.children.some((c) => c.name === source));
+  if (!afr) throw new Error(`${source} is not a child of any replicate (${afrs.map((a) => `${a.name}: ${a.children.map((c) => c.name).join(', ')}`).join('; ')})`);
   const w = await walk(g, p);
   // A name whose copies are different objects cannot be looked up: its directory is resolved.
   const onDir = w.rest.length === 1 && w.error?.code === 'EIO';
@@ -227,7 +259,7 @@ async function resolve(g: Graph, source: string, p: string, timeoutMs: number): 
   for (;;) {
     const frame = g.frame('split-brain', ROOT_CALLER);
     try {
-      await g.top.setxattr(frame, { inode: w.inode }, SPLIT_BRAIN_SOURCE, Buffer.from(source, 'latin1'), 0);
+      await afr.setxattr(frame, { inode: w.inode }, SPLIT_BRAIN_SOURCE, Buffer.from(source, 'latin1'), 0);
       break;
     } catch (e) {
       // Another client is healing it right now: its turn ends soon.

@@ -120,6 +120,7 @@ export type EntryLockType = 'read' | 'write';
  * xattrop: atomic operations on a translator's internal xattrs (keys under
  * INTERNAL_XATTR_PREFIX, which users never see): read them, set them (an empty value removes
  * one), or add big-endian int32 arrays element-wise (a missing value counts as zeros).
+ * A 'get' of no keys reads every internal xattr the object has.
  */
 export type XattrOp = 'get' | 'set' | 'add';
 export type XattrMap = Readonly<Record<string, Buffer>>;

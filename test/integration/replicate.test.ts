@@ -8,14 +8,15 @@
 // names the file) and resolved with `xlstack heal VOLFILE split-brain`.
 //
 // The seed is printed; REPLICATE_SEED=<n> repeats a run's choices.
-import { execFileSync, spawn } from 'child_process';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { TestBrick, clientLogin, serverLogin, startBrick } from '../helpers/brick';
-import { TestMount, startMount, waitFor, within, xlstack } from '../helpers/mount';
-import type { ChildArgs, ChildResult } from '../helpers/replicate-child';
+import { TestMount, startMount, waitFor, xlstack } from '../helpers/mount';
+import type { ChildResult } from '../helpers/replicate-child';
+import { BrickEntry, brickTree, healAll, startWorkload } from '../helpers/replica-workload';
 import { Rng } from '../helpers/rng';
-import { cleanupScratch, scratchDir, track } from '../helpers/scratch';
+import { cleanupScratch, scratchDir } from '../helpers/scratch';
 
 const CHILD = path.join(__dirname, '../helpers/replicate-child.js');
 const VOLFILES = path.resolve(__dirname, '../../../volfiles');
@@ -89,108 +90,12 @@ const shippedClient = (ports: number[]) =>
     .replace(/option username \S+/g, 'option username xlstack-test')
     .replace(/option password \S+/g, 'option password test-only-password');
 
-interface Child {
-  ready(): Promise<void>;
-  progress(): number;
-  errors(): string[];
-  finish(): Promise<ChildResult>;
-}
-
-function startChild(args: Omit<ChildArgs, 'stopFile'>, scratch: string): Child {
-  const stopFile = path.join(scratch, `stop-${path.basename(args.dir)}`);
-  const child = track(spawn(process.execPath, [CHILD, JSON.stringify({ ...args, stopFile })], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  let progress = 0;
-  let ready = false;
-  let result: ChildResult | undefined;
-  const errors: string[] = [];
-  let partial = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    const lines = (partial + d).split('\n');
-    partial = lines.pop()!;
-    for (const l of lines) {
-      const msg = JSON.parse(l);
-      if (msg.type === 'ready') ready = true;
-      else if (msg.type === 'progress') progress = msg.n;
-      else if (msg.type === 'error') errors.push(msg.error);
-      else if (msg.type === 'result') result = msg;
-    }
-  });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  // 'close': after the last of stdout (the result line may be long).
-  const exited = new Promise((r) => child.once('close', r));
-  const gone = () => child.exitCode !== null || child.signalCode !== null;
-  return {
-    async ready() {
-      await waitFor(() => ready || gone(), 30_000, `workload ${args.dir} to be ready`);
-      if (!ready) throw new Error(`workload ${args.dir} exited before it was ready: ${errors.join('\n')}\n${err}`);
-    },
-    progress: () => progress,
-    errors: () => errors,
-    async finish() {
-      fs.writeFileSync(stopFile, '');
-      await within(exited, 90_000);
-      if (!gone()) child.kill('SIGKILL');
-      if (!result) throw new Error(`workload ${args.dir} ended without a result (${child.exitCode}/${child.signalCode}): ${errors.join('\n')}\n${err}`);
-      return result;
-    },
-  };
-}
-
-interface Entry {
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  sha?: string;
-  link?: string;
-  xattrs: string;
-  ino?: string;
-  mtime?: number;
-}
-
-/** A brick's tree as clients see it (no .xlstack, no internal xattrs), hard links by a shared key. */
-function brickTree(dir: string): Record<string, Entry> {
-  const out: Record<string, Entry> = {};
-  const inodes = new Map<number, string>();
-  const walk = (rel: string) => {
-    for (const name of fs.readdirSync(path.join(dir, rel)).sort()) {
-      if (rel === '' && name === '.xlstack') continue;
-      const r = path.join(rel, name);
-      const p = path.join(dir, r);
-      const st = fs.lstatSync(p);
-      const xattrs = execFileSync('getfattr', ['-h', '--absolute-names', '-d', '-m', '-', '-e', 'hex', p], { encoding: 'utf8' })
-        .split('\n')
-        .filter((l) => l.includes('=') && !l.startsWith('trusted.xlstack.'))
-        .sort()
-        .join(';');
-      if (st.isFile() && st.nlink > 1 && !inodes.has(st.ino)) inodes.set(st.ino, r);
-      out[r] = {
-        type: st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'link' : st.isFile() ? 'file' : 'other',
-        mode: st.mode,
-        uid: st.uid,
-        gid: st.gid,
-        size: st.isDirectory() ? 0 : st.size,
-        sha: st.isFile() ? require('crypto').createHash('sha256').update(fs.readFileSync(p)).digest('hex') : undefined,
-        link: st.isSymbolicLink() ? fs.readlinkSync(p) : undefined,
-        xattrs,
-        ino: st.isFile() && st.nlink > 1 ? inodes.get(st.ino) : undefined,
-        mtime: st.isFile() ? st.mtime.getTime() / 1000 : undefined,
-      };
-      if (st.isDirectory()) walk(r);
-    }
-  };
-  walk('');
-  return out;
-}
-
 /** The trees of the bricks, equal but for times nobody set (each brick stamps writes with its own clock). */
 function expectBricksAlike(bricks: TestBrick[], results: ChildResult[], workdirs: string[]): void {
   const explicit = new Set<string>();
   results.forEach((r, k) => r.files.filter((f) => f.mtime !== undefined).forEach((f) => f.names.forEach((n) => explicit.add(path.join(workdirs[k], n)))));
   const trees = bricks.map((b) => brickTree(b.dir));
-  const strip = (t: Record<string, Entry>) =>
+  const strip = (t: Record<string, BrickEntry>) =>
     Object.fromEntries(Object.entries(t).map(([k, e]) => [k, { ...e, mtime: explicit.has(k) ? e.mtime : undefined }]));
   for (const t of trees.slice(1)) expect(strip(t)).toEqual(strip(trees[0]));
   // And the bricks hold what the workloads say they wrote.
@@ -205,15 +110,6 @@ function expectBricksAlike(bricks: TestBrick[], results: ChildResult[], workdirs
   });
 }
 
-/** Heals with the command until nothing is left (bounded), and checks heal info says so. */
-async function healAll(volfile: string): Promise<void> {
-  let r = await xlstack(['heal', volfile, '--timeout', '60'], { timeoutMs: 90_000 });
-  for (let i = 0; i < 5 && r.code !== 0; i++) r = await xlstack(['heal', volfile, '--timeout', '60'], { timeoutMs: 90_000 });
-  expect([r.code, r.stdout, r.stderr]).toEqual([0, expect.stringContaining('healed'), '']);
-  const info = await xlstack(['heal', volfile, 'info'], { timeoutMs: 60_000 });
-  expect([info.code, info.stdout]).toEqual([0, expect.stringContaining('0 object(s) need heal')]);
-}
-
 async function outage(opts: { n: number; victim: number; brick: (i: number) => (dir: string, port: number) => string; client: (ports: number[]) => string; seed: number }): Promise<void> {
   const rnd = new Rng(opts.seed);
   const scratch = scratchDir('xlstack-replicate-');
@@ -225,7 +121,7 @@ async function outage(opts: { n: number; victim: number; brick: (i: number) => (
   fs.writeFileSync(volfile, opts.client(bricks.map((b) => b.port)));
   const workdirs = ['w0', 'w1', 'w2'];
   for (const w of workdirs) fs.mkdirSync(path.join(m.mountpoint, w));
-  const kids = workdirs.map((w, k) => startChild({ dir: path.join(m.mountpoint, w), seed: opts.seed * 10 + k, maxMs: 100_000 }, scratch));
+  const kids = workdirs.map((w, k) => startWorkload(CHILD, { dir: path.join(m.mountpoint, w), seed: opts.seed * 10 + k, maxMs: 100_000 }, scratch));
   await Promise.all(kids.map((k) => k.ready()));
   const moved = async (what: string, more: number) => {
     const at = kids.map((k) => k.progress());
@@ -277,7 +173,7 @@ test('graph switches (SIGHUP, new topologies) while the workload runs and a bric
   fs.writeFileSync(volfile, topologies[0]);
   const workdirs = ['w0', 'w1'];
   for (const w of workdirs) fs.mkdirSync(path.join(m.mountpoint, w));
-  const kids = workdirs.map((w, k) => startChild({ dir: path.join(m.mountpoint, w), seed: SEED * 7 + k, maxMs: 100_000 }, scratch));
+  const kids = workdirs.map((w, k) => startWorkload(CHILD, { dir: path.join(m.mountpoint, w), seed: SEED * 7 + k, maxMs: 100_000 }, scratch));
   await Promise.all(kids.map((k) => k.ready()));
   const moved = async (more: number) => {
     const at = kids.map((k) => k.progress());

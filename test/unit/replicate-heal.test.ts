@@ -193,6 +193,60 @@ describe('background heal when a child comes back', () => {
     expectSame(r);
     expect(fs.readFileSync(path.join(r.dirs[1], 'f'), 'utf8')).toBe('one two');
   });
+
+  test("internal xattrs of a translator above (distribute's linkto marks): set on a file made while a child was down, and changed on one it had; both healed", async () => {
+    const LINKTO = 'trusted.xlstack.dht.linkto';
+    const r = await startReplica({ n: 2 });
+    const b = newBridge(r.graph);
+    const mark = async (p: string, value: string) => {
+      const frame = r.graph.frame('xattrop', ROOT_CALLER);
+      try {
+        await within(r.afr.xattrop(frame, { gfid: (await b.getattr(p)).gfid }, 'set', { [LINKTO]: Buffer.from(value, 'latin1') }));
+      } finally {
+        frame.done();
+      }
+    };
+    await writeFile(b, '/had', '');
+    await mark('/had', 'pair0');
+    await r.afr.txns.settleAll();
+    r.switches[1].down();
+    await writeFile(b, '/made', '');
+    await mark('/made', 'pair1');
+    await mark('/had', 'pair2');
+    await r.afr.txns.settleAll();
+    r.switches[1].restore();
+    await quiet(r);
+    const backing = (rel: string) => execFileSync('getfattr', ['--absolute-names', '--only-values', '-n', LINKTO, path.join(r.dirs[1], rel)], { encoding: 'latin1' });
+    expect([backing('made'), backing('had')]).toEqual(['pair1', 'pair2']);
+    expectSame(r);
+  });
+});
+
+describe('changes while a copy is behind', () => {
+  test('a change only the copy behind takes (a name it still has) fails as the current copy says, and accuses nobody', async () => {
+    const r = await startReplica({ n: 2, options: '  option self-heal-daemon off\n  option background-self-heal-count 0\n' });
+    const b = newBridge(r.graph);
+    await b.mkdir('/d', 0o755);
+    await writeFile(b, '/d/x', 'x');
+    await r.afr.txns.settleAll();
+    r.switches[1].down();
+    await b.unlink('/d/x');
+    await r.afr.txns.settleAll();
+    r.switches[1].restore();
+    // Not healed: client-1 still has the name client-0 lost.
+    expect(fs.existsSync(path.join(r.dirs[1], 'd', 'x'))).toBe(true);
+    const d = r.graph.itable.find((await b.getattr('/d')).gfid)!;
+    const frame = r.graph.frame('unlink', ROOT_CALLER);
+    try {
+      await expect(within(r.afr.unlink(frame, { parent: d, name: 'x' }))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      frame.done();
+    }
+    await r.afr.txns.settleAll();
+    // client-0 is still current for /d: changes to its names go on.
+    await writeFile(b, '/d/y', 'y');
+    expect(fs.readFileSync(path.join(r.dirs[0], 'd', 'y'), 'utf8')).toBe('y');
+  });
 });
 
 describe('heal on access', () => {

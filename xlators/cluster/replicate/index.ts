@@ -573,13 +573,13 @@ export class Replicate extends Xlator<Options> implements Replica {
     return first as T;
   }
 
-  /** Internal xattrs of a translator above: kept on every copy that is up. */
+  /**
+   * Internal xattrs of a translator above (distribute's layouts and linkto marks): read from a
+   * current copy, changed as metadata like any xattr, so a copy that misses a change is healed.
+   */
   override async xattrop(frame: Frame, loc: Loc, op: XattrOp, xattrs: XattrMap): Promise<Record<string, Buffer>> {
     if (op === 'get') return readFrom(this, frame, this.inodeOf(loc), ['metadata'], 'xattrop', (i) => this.subvols.call(i, frame, 'xattrop', loc, op, xattrs));
-    const res = await this.subvols.each(this.subvols.upList(), (i) => this.subvols.call(i, frame, 'xattrop', loc, op, xattrs));
-    const ok = succeeded(res);
-    if (ok.length === 0) throw firstError(res);
-    return (res.get(ok[0]) as { value: Record<string, Buffer> }).value;
+    return this.change(frame, 'metadata', this.inodeOf(loc), 'xattrop', (i) => this.subvols.call(i, frame, 'xattrop', loc, op, xattrs));
   }
 }
 

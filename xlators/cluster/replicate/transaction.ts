@@ -319,6 +319,16 @@ export class Transactions {
     const outcomes = await c.each(targets, run);
     const made = succeeded(outcomes);
     if (made.length === 0) throw firstError(outcomes);
+    // Taken only by copies already behind (sinks not yet healed: the name they still have,
+    // the current copies lost while they were away) and refused by every current copy: the
+    // change failed, as the current copies say. Accusing them would leave no current copy.
+    // (A current copy gone mid-change is accused as ever: it did not refuse.)
+    const current = targets.filter((i) => !s.dirs.some((o) => this.d.states.peek(o)?.bad[s.kind].has(i)));
+    const refusals = current.flatMap((i) => {
+      const o = outcomes.get(i);
+      return o && !o.ok && !isGone(o.error) ? [o.error] : [];
+    });
+    if (refusals.length > 0 && !current.some((i) => made.includes(i))) throw refusals[0];
     s.changed = true;
     // Where a directory of the change was behind, it is not known to have come out as on the
     // current copies (the name moved may have stood for another object there): it is behind

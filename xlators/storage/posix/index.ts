@@ -620,6 +620,11 @@ export class Posix extends Xlator<Options> {
   override async xattrop(_frame: Frame, loc: Loc, op: XattrOp, xattrs: XattrMap): Promise<Record<string, Buffer>> {
     const at = this.objectAt(loc);
     const out: Record<string, Buffer> = {};
+    if (op === 'get' && Object.keys(xattrs).length === 0) {
+      // Every internal xattr the object has (a replicate's heal copies what translators above it keep).
+      for (const key of sys.listxattrAt(at)) if (key.startsWith(INTERNAL_XATTR_PREFIX)) out[key] = readInternal(at, key);
+      return out;
+    }
     for (const [key, value] of Object.entries(xattrs)) {
       checkXattrName(key);
       check(key.startsWith(INTERNAL_XATTR_PREFIX), 'EPERM', `xattrop is for ${INTERNAL_XATTR_PREFIX}* only, not ${key}`);
