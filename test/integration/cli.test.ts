@@ -345,3 +345,25 @@ test('the CLI prints usage', async () => {
   expect(r.code).toBe(0);
   expect(r.stdout).toContain('xlstack mount VOLFILE MOUNTPOINT');
 });
+
+describe('the mount as the kernel sees it', () => {
+  /** The read-ahead of the mount on `mnt` (its device's, in sysfs), found through mountinfo. */
+  const readAheadKb = (mnt: string, supervised = false): string => {
+    const line = fs
+      .readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' '))
+      .find((f) => f[4] === mnt);
+    if (!line) throw new Error(`${mnt} is not in mountinfo${supervised ? ' (supervised)' : ''}`);
+    return fs.readFileSync(`/sys/class/bdi/${line[2]}/read_ahead_kb`, 'utf8').trim();
+  };
+
+  test.each([[[] as string[]], [['--supervised']]])('the kernel reads ahead 1 MiB of a sequential reader, as far as one request reads (args %j)', async (args) => {
+    const m = await startMount({ args });
+    try {
+      expect(readAheadKb(m.mountpoint, args.length > 0)).toBe('1024');
+    } finally {
+      await m.unmount();
+    }
+  });
+});

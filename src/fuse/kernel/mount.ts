@@ -126,16 +126,49 @@ function statMountpoint(mnt: string): fs.Stats {
   }
 }
 
-/** Whether `mnt` is a mountpoint in this namespace (/proc/self/mountinfo escapes spaces and the like as \ooo). */
-function isMountpoint(mnt: string): boolean {
+/** The mountinfo lines of mounts on `mnt` in this namespace (mountinfo escapes spaces and the like as \ooo). */
+function mountinfoAt(mnt: string): string[][] {
   let info: string;
   try {
     info = fs.readFileSync('/proc/self/mountinfo', 'utf8');
   } catch {
-    return false;
+    return [];
   }
   const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return info.split('\n').some((l) => l && unescape(l.split(' ')[4] ?? '') === mnt);
+  return info
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f.length > 4 && unescape(f[4]) === mnt);
+}
+
+function isMountpoint(mnt: string): boolean {
+  return mountinfoAt(mnt).length > 0;
+}
+
+/**
+ * How far the kernel reads ahead of a sequential reader of the mount: as far as one request
+ * may read (max_pages 256). The kernel starts every FUSE mount at 128 KiB; one request at a
+ * time of that size is what held cold sequential reads back (measured: 0.6-0.8 GB/s at 128
+ * KiB, 1.0-1.2 GB/s at 1 MiB on a local volume).
+ */
+export const READ_AHEAD_KB = 1024;
+
+/**
+ * Sets the read-ahead of the mount on `mnt` (its backing device's, in sysfs), found from
+ * mountinfo, never by a stat that this process would have to answer. Only after INIT: the
+ * kernel's INIT handling would cap it again. Returns why not when it cannot (not root, no
+ * sysfs): a slower mount, not a failed one.
+ */
+export function setReadAhead(mnt: string, kib = READ_AHEAD_KB): string | undefined {
+  const lines = mountinfoAt(mnt);
+  const dev = lines[lines.length - 1]?.[2];
+  if (!dev || !/^\d+:\d+$/.test(dev)) return `no mount on ${mnt} in mountinfo`;
+  try {
+    fs.writeFileSync(`/sys/class/bdi/${dev}/read_ahead_kb`, `${kib}\n`);
+    return undefined;
+  } catch (e) {
+    return `read-ahead of ${mnt} left as it is: ${(e as Error).message}`;
+  }
 }
 
 function openDevice(): number {

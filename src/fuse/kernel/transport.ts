@@ -10,7 +10,7 @@ import type { BridgeCore } from '../core';
 import { findByGfid, inFrame } from '../migrator';
 import type { MountSpec, Mounted } from '../mounted';
 import { KernelAdapter } from './adapter';
-import { mountKernel, unmountKernel } from './mount';
+import { mountKernel, setReadAhead, unmountKernel } from './mount';
 import { withReplay } from './replay';
 import { KernelSession } from './session';
 
@@ -47,6 +47,8 @@ export async function mountKernelTransport(spec: MountSpec): Promise<Mounted> {
     throw e;
   }
   if (mount.via === 'mount') watchForDeath(mount.mountpoint);
+  const why = setReadAhead(mount.mountpoint);
+  if (why) spec.log.debug(why);
   return {
     transport: 'kernel',
     mountpoint: mount.mountpoint,
@@ -157,6 +159,8 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
       session.close('mount failed');
       throw e;
     }
+    const why = setReadAhead(spec.mountpoint);
+    if (why) log.debug(why);
   }
   return {
     transport: 'kernel',
