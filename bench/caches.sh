@@ -29,8 +29,8 @@ fi
 ROUNDS=${CACHES_ROUNDS:-${ROUNDS:-5}}
 [ -f "$ROOT/dist/src/cli/main.js" ] || (cd "$ROOT" && npm run build >/dev/null)
 
-W=$(mktemp -d /tmp/xlstack-bench-caches.XXXXXX)
-chmod 755 "$W"
+. "$ROOT/bench/scratch.sh"
+W=$(scratch_dir caches)
 PIDS=()
 VARIANTS=(full no-md-cache no-io-cache no-read-ahead no-readdir-ahead)
 

@@ -35,8 +35,8 @@ if pgrep -x glusterd >/dev/null; then
   exit 2
 fi
 
-W=$(mktemp -d /tmp/xlstack-bench-gluster.XXXXXX)
-chmod 755 "$W"
+. "$ROOT/bench/scratch.sh"
+W=$(scratch_dir gluster)
 . "$ROOT/bench/mounts.sh"
 GLUSTERD_PID=
 GLUSTER_PIDS=()

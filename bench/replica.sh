@@ -14,8 +14,8 @@ BENCH=${BENCH_SCRIPTS:-$ROOT/bench/measure}
 for tool in fio python3 fusermount; do command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 2; }; done
 [ -f "$ROOT/dist/src/cli/main.js" ] || (cd "$ROOT" && npm run build >/dev/null)
 
-W=$(mktemp -d /tmp/xlstack-bench-replica.XXXXXX)
-chmod 755 "$W"
+. "$ROOT/bench/scratch.sh"
+W=$(scratch_dir replica)
 . "$ROOT/bench/mounts.sh"
 cleanup() {
   set +e

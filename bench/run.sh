@@ -28,8 +28,8 @@ done
 [ -f "$ROOT/dist/src/cli/main.js" ] || (cd "$ROOT" && npm run build >/dev/null)
 
 TARGETS=(${BENCH_TARGETS:-xlstack xlstack_native xlstack_net bindfs bindfs_bw passthrough_ll})
-W=$(mktemp -d /tmp/xlstack-bench.XXXXXX)
-chmod 755 "$W"
+. "$ROOT/bench/scratch.sh"
+W=$(scratch_dir run)
 XL_PID=
 . "$ROOT/bench/mounts.sh"
 cleanup() {
