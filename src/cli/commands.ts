@@ -1,3 +1,4 @@
+import * as fs from 'fs';
 import * as path from 'path';
 import { buildGraph } from '../core/builder';
 import { GraphLifecycle, LifecycleOptions } from '../core/lifecycle';
@@ -8,14 +9,14 @@ import { mountNativeTransport } from '../fuse/fuse-native';
 import { unmountKernel } from '../fuse/kernel/mount';
 import { mountKernelTransport, serveSupervisedKernel } from '../fuse/kernel/transport';
 import { RecordWriter, Resume } from '../supervisor/record';
-import { Supervisor, WORKER_ENV, WORKER_FUSE_FD, WORKER_RECORD_FD } from '../supervisor/supervisor';
+import { Supervisor, WORKER_ENV, WORKER_FUSE_FD, WORKER_RECORD_FD, takeSupervisorIdentity } from '../supervisor/supervisor';
 import { MountSpec, Mounted, TRANSPORTS, TransportName } from '../fuse/mounted';
 import { GraphSwitcher } from '../fuse/switcher';
 import { ParsedArgs, UsageError, parseArgs } from './args';
 import { runInBackground, tellParent } from './background';
 import { NoDaemonError, callControl } from './control';
 import { BrickDaemon, BrickHost } from './brick';
-import { MountDaemon } from './daemon';
+import { MountDaemon, writePrivate } from './daemon';
 import { checkFuse, checkMountpoint, isDeadMount, mountAt } from './preflight';
 import { rebalance as runRebalance } from './rebalance';
 import { controlSocket } from './runtime';
@@ -73,7 +74,7 @@ export function cacheTimeouts(args: ParsedArgs): { entryTimeoutMs: number; attrT
 }
 
 const MOUNT_SPEC = {
-  flags: ['passthrough-unknown', 'background', 'supervised'],
+  flags: ['passthrough-unknown', 'background', 'single-process'],
   options: [...DAEMON_OPTIONS, 'transport', 'busy-poll-us', 'entry-timeout', 'attribute-timeout', 'negative-timeout'],
   positionals: ['volfile', 'mountpoint'],
   // What mount(8) and fstab pass along that means nothing here.
@@ -92,11 +93,12 @@ export async function mount(argv: string[]): Promise<number> {
   const { log, reopen } = logger(args);
   checkFuse(transport);
   const worker = process.env[WORKER_ENV] !== undefined;
-  // Mounting again where a supervised xlstack serves: a live upgrade of its worker.
-  if (!worker && (await servedSupervised(mountpoint))) return upgrade([mountpoint]);
-  if (args.flags.has('supervised') && !worker) return supervise(argv, transport, mountpoint, volfilePath, log);
+  // Mounting again where xlstack serves the same volfile: a live upgrade of its worker.
+  if (!worker && (await servedSupervised(mountpoint, volfilePath))) return upgrade([mountpoint]);
+  if (!worker && transport === 'kernel' && !args.flags.has('single-process')) return supervise(argv, args, mountpoint, volfilePath, log, reopen);
   // A worker's mountpoint is mounted already: its supervisor's.
-  if (!worker) checkMountpoint(mountpoint);
+  if (worker) takeSupervisorIdentity();
+  else checkMountpoint(mountpoint);
   const switcher = new GraphSwitcher({ ...lifecycleOptions(args, volfilePath, log), sweepAfterMs: SWEEP_AFTER_MS });
   const core = (await switcher.start()).core;
   // The kernel has already applied the caller's umask to every mode it sends.
@@ -110,12 +112,17 @@ export async function mount(argv: string[]): Promise<number> {
     await switcher.stopAll();
     throw e;
   }
-  const daemon = new MountDaemon({ key: mountpoint, volfile: volfilePath, pidfile: args.options.get('pidfile'), switcher, mounted, log, reopenLog: reopen });
+  // A worker's pidfile is its supervisor's (the process to signal).
+  const pidfile = worker ? undefined : args.options.get('pidfile');
+  const daemon = new MountDaemon({ key: mountpoint, volfile: volfilePath, pidfile, switcher, mounted, log, reopenLog: reopen });
   await daemon.start();
   log.info(`serving ${volfilePath} on ${mountpoint} (graph ${core.active.id}, ${transport} transport, pid ${process.pid})`);
-  // A worker keeps its channel to the supervisor (an upgrade goes through it).
-  if (worker) process.send!({ ready: true });
-  else tellParent({ ready: true });
+  // A worker keeps its channel to the supervisor (an upgrade goes through it); the channel
+  // closes when the supervisor is killed, and nothing would restart this worker then.
+  if (worker) {
+    process.send!({ ready: true });
+    process.once('disconnect', () => daemon.orphaned());
+  } else tellParent({ ready: true });
   await daemon.done;
   return 0;
 }
@@ -139,30 +146,42 @@ function resumeFromSupervisor(): Promise<Resume | undefined> {
   });
 }
 
-/** Whether a supervised xlstack mount is served on `mountpoint` (its worker answers). */
-async function servedSupervised(mountpoint: string): Promise<boolean> {
+/**
+ * Whether a supervised xlstack mount serves `volfile` on `mountpoint`: mounting it again there
+ * is then a live upgrade. Another volfile there is a busy mountpoint (checkMountpoint says so).
+ */
+async function servedSupervised(mountpoint: string, volfile: string): Promise<boolean> {
   if (!mountAt(mountpoint)) return false;
   try {
-    const d = (await callControl(controlSocket(mountpoint), { cmd: 'statedump' }, CONTROL_TIMEOUT_MS)) as { transport?: { supervisor?: number } };
-    return d.transport?.supervisor !== undefined;
+    const d = (await callControl(controlSocket(mountpoint), { cmd: 'statedump' }, CONTROL_TIMEOUT_MS)) as { volfile?: string; transport?: { supervisor?: number } };
+    return d.transport?.supervisor !== undefined && d.volfile === volfile;
   } catch {
     return false;
   }
 }
 
 /**
- * `xlstack mount --supervised`: this process becomes the mount's supervisor (it mounts and
- * holds the /dev/fuse fd) and runs the same command as its worker, again whenever one dies.
+ * `xlstack mount` on the kernel transport: this process becomes the mount's supervisor (it
+ * mounts and holds the /dev/fuse fd) and runs the same command as its worker, again
+ * whenever one dies. The volfile is checked first, as the worker will build it, so that a bad
+ * one mounts nothing.
  */
-async function supervise(argv: string[], transport: TransportName, mountpoint: string, volfile: string, log: Logger): Promise<number> {
-  if (transport !== 'kernel') throw new UsageError('--supervised needs the kernel transport');
+async function supervise(argv: string[], args: ParsedArgs, mountpoint: string, volfile: string, log: Logger, reopenLog?: () => void): Promise<number> {
   checkMountpoint(mountpoint);
-  const workerArgs = [...process.execArgv, process.argv[1], 'mount', ...argv.filter((a) => a !== '--supervised')];
-  const sup = new Supervisor({ mountpoint, fsname: `xlstack:${path.basename(volfile)}`, log: log.child('supervisor'), workerArgs });
-  await sup.start();
-  log.info(`supervising ${mountpoint} (pid ${process.pid})`);
-  tellParent({ ready: true });
-  return sup.done;
+  const quiet = Logger.create('error', () => undefined);
+  const top = buildGraph(readVolfile(volfile), { id: 0, registry: new Registry(), log: quiet, passthroughUnknown: args.flags.has('passthrough-unknown') }).top.name;
+  const workerArgs = [...process.execArgv, process.argv[1], 'mount', ...argv];
+  const sup = new Supervisor({ mountpoint, fsname: `xlstack:${top}`, log: log.child('supervisor'), reopenLog, workerArgs });
+  const pidfile = args.options.get('pidfile');
+  if (pidfile) writePrivate(pidfile, `${process.pid}\n`, 0o644);
+  try {
+    await sup.start();
+    log.info(`supervising ${mountpoint} (pid ${process.pid})`);
+    tellParent({ ready: true });
+    return await sup.done;
+  } finally {
+    if (pidfile) fs.rmSync(pidfile, { force: true });
+  }
 }
 
 /** Asks the daemon known by `target` (a mountpoint, a brick's volfile); says plainly if none answers. */

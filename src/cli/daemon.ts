@@ -44,6 +44,8 @@ export function writePrivate(file: string, text: string, mode: number): void {
  */
 export abstract class Daemon {
   private control?: Server;
+  /** The control socket's inode: a successor (a new worker) may have replaced the file. */
+  private controlIno?: number;
   private resolveDone!: () => void;
   /** Settles when the daemon has shut down. */
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
@@ -65,6 +67,7 @@ export abstract class Daemon {
     if (pidfile) writePrivate(pidfile, `${process.pid}\n`, 0o644);
     ensureRuntimeDir();
     this.control = await serveControl(controlSocket(key), (req) => this.dispatch(req));
+    this.controlIno = fs.statSync(controlSocket(key)).ino;
     process.on('SIGTERM', () => this.stop('SIGTERM'));
     process.on('SIGINT', () => this.stop('SIGINT'));
     // Also a terminal's hang-up: harmless, a reload of an unchanged volfile changes nothing.
@@ -109,7 +112,8 @@ export abstract class Daemon {
 
   /** The end: no more control requests (those being answered are, within a bound), no pidfile. */
   protected async finish(): Promise<void> {
-    fs.rmSync(controlSocket(this.base.key), { force: true });
+    const sock = controlSocket(this.base.key);
+    if (fs.statSync(sock, { throwIfNoEntry: false })?.ino === this.controlIno) fs.rmSync(sock, { force: true });
     if (this.base.pidfile) fs.rmSync(this.base.pidfile, { force: true });
     const control = this.control;
     if (control) await new Promise<void>((resolve) => {
@@ -176,6 +180,16 @@ export class MountDaemon extends Daemon {
     );
   }
 
+  /**
+   * A worker whose supervisor is gone (killed): no one would start a new worker if this one
+   * died, and no one holds the mount for it; the mount goes as on SIGKILL of a single process,
+   * lazily, so what is open there is served until it is released.
+   */
+  orphaned(): void {
+    this.log.error(`the supervisor is gone; detaching ${this.mountpoint} (what is open there is served until released)`);
+    this.unmount(true).catch((e) => this.log.error(`unmount failed: ${(e as Error).message}`));
+  }
+
   /** Unmounts (refused while busy, like umount, unless `lazy`); the teardown follows when the kernel lets go. */
   private unmount(lazy: boolean): Promise<void> {
     this.stopping ??= this.opts.mounted.unmount(lazy).then(() => this.log.info(`unmounted ${this.mountpoint}${lazy ? ' (lazily)' : ''}`));
@@ -191,7 +205,7 @@ export class MountDaemon extends Daemon {
    */
   private async retire(): Promise<{ generation: number }> {
     const { mounted } = this.opts;
-    if (!mounted.retire) throw new Error(`${this.mountpoint} is not served under a supervisor (mount it with --supervised)`);
+    if (!mounted.retire) throw new Error(`${this.mountpoint} is not served under a supervisor (it was mounted with --single-process)`);
     const generation = Number((mounted.dump() as { generation?: number }).generation ?? 1);
     await mounted.retire();
     this.log.info(`worker generation ${generation} retired for an upgrade`);

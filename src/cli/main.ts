@@ -20,7 +20,7 @@ const USAGE = `usage:
   xlstack mount VOLFILE MOUNTPOINT [--transport kernel|fuse-native] [--background]
                 [--pidfile FILE] [--log-file FILE] [--log-level LEVEL] [--passthrough-unknown]
                 [--entry-timeout S] [--attribute-timeout S] [--negative-timeout S]
-                [--busy-poll-us N] [--supervised] [-o OPTION,...]
+                [--busy-poll-us N] [--single-process] [-o OPTION,...]
       serve VOLFILE on MOUNTPOINT (in the foreground, logging to stderr, unless --background);
       SIGTERM/SIGINT unmount (a busy mount is detached and served until released).
       --transport: kernel (default: the kernel's FUSE protocol on /dev/fuse) or fuse-native
@@ -28,10 +28,11 @@ const USAGE = `usage:
                     return once serving (what mount -t xlstack and fstab use)
       -o: the same options as a comma list (mount(8) style: -o transport=kernel,log-level=debug)
       --busy-poll-us: after each request keep polling N µs for the next (default 1000; 0: off)
-      --supervised: a supervisor holds the mount and restarts the worker that serves it when
-                    it dies (kernel transport); what was in flight is served again
+      On the kernel transport a small supervisor process holds the mount and starts a new
+      worker (the process serving the graph) whenever one dies; what was in flight is
+      served again. --single-process: one process, whose death ends the mount.
   xlstack upgrade MOUNTPOINT
-      a supervised mount's worker hands over to a new one (of the xlstack installed now)
+      the mount's worker hands over to a new one (of the xlstack installed now)
   xlstack reload MOUNTPOINT|BRICK-VOLFILE
       re-read the volfile (same as SIGHUP): options change in place, a new topology switches graphs
   xlstack unmount MOUNTPOINT [--lazy]

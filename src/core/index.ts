@@ -8,6 +8,8 @@ export { FOP_NAMES, isFopName, locName } from './fops';
 export type { FopArgs, FopName, FopResult, Fops, Loc } from './fops';
 export { Frame } from './frame';
 export type { FrameInit } from './frame';
+export { processIdentity } from './identity';
+export type { ProcessIdentity } from './identity';
 export { Inode, InodeTable } from './inode';
 export { LockTable } from './locktable';
 export type { FdKey, LockOpts, LockOwner } from './locktable';

@@ -8,9 +8,10 @@
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import { FopError } from '../core/errors';
+import { ProcessIdentity, processIdentity, setProcessIdentity } from '../core/identity';
 import type { Logger } from '../core/log';
 import type { KernelFs } from '../fuse/kernel/fs';
-import { mountKernel, unmountKernel } from '../fuse/kernel/mount';
+import { detachWhenDead, mountKernel, unmountKernel } from '../fuse/kernel/mount';
 import { KernelSession } from '../fuse/kernel/session';
 import { MountRecord, RETIRED, fromWireConn } from './record';
 
@@ -26,6 +27,8 @@ const FIRST_READY_MS = 60_000;
 
 /** Set in a worker's environment: its generation (1 for the first). */
 export const WORKER_ENV = 'XLSTACK_WORKER';
+/** Set in a worker's environment: the supervisor's process identity (JSON), the same for every worker. */
+export const IDENTITY_ENV = 'XLSTACK_IDENTITY';
 /** In a worker: the inherited /dev/fuse fd and the record pipe. */
 export const WORKER_FUSE_FD = 3;
 export const WORKER_RECORD_FD = 4;
@@ -34,7 +37,9 @@ export interface SupervisorOptions {
   readonly mountpoint: string;
   readonly fsname: string;
   readonly log: Logger;
-  /** The worker's command line after node (the mount command, without --supervised). */
+  /** SIGUSR2: the log file was rotated (the supervisor's own log, and the worker's). */
+  readonly reopenLog?: () => void;
+  /** The worker's command line after node (the same mount command). */
   readonly workerArgs: readonly string[];
   readonly fastFailureMs?: number;
   readonly maxFastFailures?: number;
@@ -73,8 +78,16 @@ export class Supervisor {
 
   /** Mounts and starts the first worker; resolves once it serves. */
   async start(): Promise<void> {
+    // From the start: a terminal's hang-up while the first worker starts must not end us.
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => this.stop(sig));
+    // The daemon's signals (reload, statedump, log reopen) are the worker's to act on: sent to
+    // the mount's process, they reach it, and never end the supervisor.
+    for (const sig of ['SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => void this.worker?.kill(sig));
+    process.on('SIGUSR2', () => this.reopenLog());
     const m = await mountKernel(this.o.mountpoint, { fsname: this.o.fsname, allowOther: true, defaultPermissions: true });
     this.fd = m.fd;
+    // Killed with the worker (SIGKILL to both, the OOM killer), it leaves no dead mount behind.
+    if (m.via === 'mount') detachWhenDead(this.o.mountpoint);
     const ready = new Promise<boolean>((r) => (this.firstReady = r));
     this.spawnWorker();
     let timer: NodeJS.Timeout | undefined;
@@ -87,10 +100,14 @@ export class Supervisor {
       this.closeFd();
       throw new Error(`the first worker did not serve ${this.o.mountpoint} (within ${FIRST_READY_MS / 1000} s, or it died: see its log)`);
     }
-    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => this.stop(sig));
-    // The daemon's signals (reload, statedump, log reopen) are the worker's to act on: sent to
-    // the mount's process, they reach it, and never end the supervisor.
-    for (const sig of ['SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => void this.worker?.kill(sig));
+  }
+
+  private reopenLog(): void {
+    try {
+      this.o.reopenLog?.();
+    } catch (e) {
+      this.o.log.error(`reopening the log file failed (still writing to the old one): ${(e as Error).message}`);
+    }
   }
 
   dump(): Record<string, unknown> {
@@ -103,7 +120,9 @@ export class Supervisor {
     let served: number | undefined;
     const child = spawn(process.execPath, [...this.o.workerArgs], {
       stdio: ['ignore', 'inherit', 'inherit', this.fd, 'pipe', 'ipc'],
-      env: { ...process.env, [WORKER_ENV]: String(generation) },
+      // Every worker is the same client to the bricks: a new one takes over the open files and
+      // locks the last one held there (within the bricks' grace period).
+      env: { ...process.env, [WORKER_ENV]: String(generation), [IDENTITY_ENV]: JSON.stringify(processIdentity()) },
     });
     this.worker = child;
     const pipe = child.stdio[WORKER_RECORD_FD] as NodeJS.ReadableStream;
@@ -154,19 +173,18 @@ export class Supervisor {
       return this.spawnWorker();
     }
     // A worker ends by itself (0) once the kernel says the mount is gone.
-    if (code === 0 || this.stopping) {
+    if (code === 0) {
       this.o.log.info(`worker ${generation} ended (${how}); ${this.o.mountpoint} is no longer served`);
-      return this.finish(code === 0 ? 0 : 1);
+      return this.finish(0);
     }
+    // Stopping, and the worker died before it unmounted (or was not serving yet).
+    if (this.stopping) return this.unmountAndFinish(`worker ${generation} ended (${how}) while stopping`);
     const lived = served === undefined ? undefined : Date.now() - served;
     this.fastFailures = lived === undefined || lived < (this.o.fastFailureMs ?? FAST_FAILURE_MS) ? this.fastFailures + 1 : 0;
     const max = this.o.maxFastFailures ?? MAX_FAST_FAILURES;
     if (!this.record.conn) {
-      this.o.log.error(`worker ${generation} died (${how}) before INIT was answered; unmounting ${this.o.mountpoint}`);
       this.firstReady?.(false);
-      return void unmountKernel(this.o.mountpoint, true)
-        .catch(() => undefined)
-        .then(() => this.finish(1));
+      return this.unmountAndFinish(`worker ${generation} died (${how}) before INIT was answered`);
     }
     if (this.fastFailures >= max) return this.giveUp(how);
     this.o.log.warn(`worker ${generation} (pid ${child.pid}) died (${how}) ${lived === undefined ? 'before serving' : `${lived} ms after it began serving`}; starting worker ${generation + 1}`);
@@ -195,6 +213,13 @@ export class Supervisor {
     else void unmountKernel(this.o.mountpoint, true).catch((e) => this.o.log.error(`unmount: ${(e as Error).message}`));
   }
 
+  private unmountAndFinish(why: string): void {
+    this.o.log.error(`${why}; unmounting ${this.o.mountpoint}`);
+    void unmountKernel(this.o.mountpoint, true)
+      .catch((e) => this.o.log.error(`unmount: ${(e as Error).message}`))
+      .then(() => this.finish(1));
+  }
+
   private closeFd(): void {
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
@@ -204,4 +229,11 @@ export class Supervisor {
     this.closeFd();
     this.resolveDone(code);
   }
+}
+
+/** In a worker: it is its supervisor to the bricks (see IDENTITY_ENV). */
+export function takeSupervisorIdentity(): void {
+  const id = JSON.parse(process.env[IDENTITY_ENV] ?? 'null') as ProcessIdentity | null;
+  if (typeof id?.name !== 'string' || typeof id.uuid !== 'string') throw new Error(`a worker needs its supervisor's identity in ${IDENTITY_ENV}`);
+  setProcessIdentity(id);
 }

@@ -219,12 +219,38 @@ describe('shutting down', () => {
     await exitsCleanly(m2, pidfile);
   });
 
-  test('a daemon killed with SIGKILL leaves no mount behind', async () => {
-    const m = await startMount();
+  /** A supervisor's worker (its one node child; the other is its mount's watcher). */
+  const workerOf = (pid: number): number => {
+    const pids = spawnSync('pgrep', ['-P', String(pid), '-x', path.basename(process.execPath)], { encoding: 'utf8', timeout: 5000 }).stdout.split('\n').filter(Boolean).map(Number);
+    expect(pids).toHaveLength(1);
+    return pids[0];
+  };
+  const gone = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  };
+
+  // The supervisor alone: its worker finds its channel closed and detaches the mount. Both:
+  // the supervisor's watcher finds the mount dead and detaches it. --single-process: the
+  // daemon's own watcher does.
+  test.each([
+    ['the supervisor', [] as string[], false],
+    ['the supervisor and its worker', [] as string[], true],
+    ['a single-process daemon', ['--single-process'], false],
+  ])('%s killed with SIGKILL leave(s) no mount behind', async (_what, args, killWorker) => {
+    const m = await startMount({ args });
+    const worker = args.length ? undefined : workerOf(m.pid);
     process.kill(m.pid, 'SIGKILL');
+    if (killWorker) process.kill(worker!, 'SIGKILL');
     await within(m.exited, 10_000);
     await waitFor(() => !isMounted(m.mountpoint), 10_000, 'the mount to go after SIGKILL');
+    if (worker) await waitFor(() => gone(worker), 10_000, 'the worker to exit');
     expect(isMounted(m.mountpoint)).toBe(false);
+    if (!killWorker && worker) expect(m.log()).toContain('the supervisor is gone; detaching');
     // and the mountpoint is usable again (startMount fails unless it serves there)
     const again = await startMount({ mountpoint: m.mountpoint });
     expect(again.mountpoint).toBe(m.mountpoint);
@@ -322,7 +348,9 @@ describe('statedump', () => {
     await waitFor(() => /statedump written to (\S+)/.test(m.log()), 10_000, 'the statedump file');
     const file = /statedump written to (\S+)/.exec(m.log())![1];
     const dump = JSON.parse(fs.readFileSync(file, 'utf8'));
-    expect(dump.pid).toBe(m.pid);
+    // Written by the worker serving the mount, which names its supervisor (the mount's pid).
+    expect(dump.transport.supervisor).toBe(m.pid);
+    expect(file).toContain(`xlstack.${dump.pid}.dump.`);
     fs.rmSync(file);
   });
 
@@ -348,20 +376,20 @@ test('the CLI prints usage', async () => {
 
 describe('the mount as the kernel sees it', () => {
   /** The read-ahead of the mount on `mnt` (its device's, in sysfs), found through mountinfo. */
-  const readAheadKb = (mnt: string, supervised = false): string => {
+  const readAheadKb = (mnt: string): string => {
     const line = fs
       .readFileSync('/proc/self/mountinfo', 'utf8')
       .split('\n')
       .map((l) => l.split(' '))
       .find((f) => f[4] === mnt);
-    if (!line) throw new Error(`${mnt} is not in mountinfo${supervised ? ' (supervised)' : ''}`);
+    if (!line) throw new Error(`${mnt} is not in mountinfo`);
     return fs.readFileSync(`/sys/class/bdi/${line[2]}/read_ahead_kb`, 'utf8').trim();
   };
 
-  test.each([[[] as string[]], [['--supervised']]])('the kernel reads ahead 1 MiB of a sequential reader, as far as one request reads (args %j)', async (args) => {
+  test.each([[[] as string[]], [['--single-process']]])('the kernel reads ahead 1 MiB of a sequential reader, as far as one request reads (args %j)', async (args) => {
     const m = await startMount({ args });
     try {
-      expect(readAheadKb(m.mountpoint, args.length > 0)).toBe('1024');
+      expect(readAheadKb(m.mountpoint)).toBe('1024');
     } finally {
       await m.unmount();
     }

@@ -1,4 +1,4 @@
-// A mount that survives its own worker's death (`xlstack mount --supervised`): the supervisor
+// A mount that survives its own worker's death (`xlstack mount`): the supervisor
 // holds /dev/fuse and the mount; its worker is SIGKILLed 10 times at seeded moments while a
 // reader checksums a 256 MiB file through one fd held open (O_DIRECT), a writer pwrites at
 // explicit offsets through another, `tar x` extracts a source tree again and again, and two
@@ -33,9 +33,9 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 afterAll(cleanupScratch, 60_000);
 
-/** The supervisor's worker now (its one child process). */
+/** The supervisor's worker now (its one node child; the other is its mount's watcher). */
 function workerOf(m: TestMount): number | undefined {
-  const r = spawnSync('pgrep', ['-P', String(m.pid)], { encoding: 'utf8', timeout: 5000 });
+  const r = spawnSync('pgrep', ['-P', String(m.pid), '-x', path.basename(process.execPath)], { encoding: 'utf8', timeout: 5000 });
   const pids = r.stdout.split('\n').filter(Boolean).map(Number);
   return pids.length === 1 ? pids[0] : undefined;
 }
@@ -143,7 +143,7 @@ type Disruption = 'kill' | 'upgrade';
 async function underDisruption(how: Disruption): Promise<void> {
   const rnd = new Rng(SEED + (how === 'kill' ? 0 : 1));
   const dir = scratchDir('xlstack-worker-crash-');
-  const m = await startMount({ volfile: POSIX, args: ['--supervised'] });
+  const m = await startMount({ volfile: POSIX });
   try {
     const size = 256 * 2 ** 20;
     const data = seededBytes(SEED, 0, size);
@@ -248,7 +248,7 @@ test(`the worker is SIGKILLed ${KILLS} times under a reader, a pwrite writer and
 test(`the same with a live upgrade (xlstack upgrade) instead of a kill, ${KILLS} times`, () => underDisruption('upgrade'), 175_000);
 
 test('workers that keep dying at start: after 5 fast failures the supervisor stops, the mount answers EIO, the log says why, unmount works', async () => {
-  const m = await startMount({ volfile: POSIX, args: ['--supervised'] });
+  const m = await startMount({ volfile: POSIX });
   try {
     fs.writeFileSync(path.join(m.backing, 'f'), 'x');
     await sleep(FAST_FAILURE_MS + 100);
@@ -274,8 +274,8 @@ test('workers that keep dying at start: after 5 fast failures the supervisor sto
   expect(await within(m.exited, 15_000)).toBe(1);
 }, 90_000);
 
-test('mounting again where a supervised mount serves upgrades its worker: nothing unmounted, an open file goes on', async () => {
-  const m = await startMount({ volfile: POSIX, args: ['--supervised'] });
+test('mounting again where xlstack serves upgrades its worker: nothing unmounted, an open file goes on', async () => {
+  const m = await startMount({ volfile: POSIX });
   try {
     fs.writeFileSync(path.join(m.backing, 'f'), 'before');
     const holder = startPy(
@@ -295,7 +295,7 @@ print('wrote ' + os.pread(fd, 6, 0).decode(), flush=True)
     );
     await holder.saw('open');
     const before = workerOf(m);
-    const r = await xlstack(['mount', '--supervised', m.volfile, m.mountpoint], { timeoutMs: 40_000 });
+    const r = await xlstack(['mount', m.volfile, m.mountpoint], { timeoutMs: 40_000 });
     expect({ code: r.code, out: r.stdout.trim(), err: r.stderr }).toEqual({ code: 0, out: `upgraded ${m.mountpoint}: worker generation 2`, err: '' });
     expect(workerOf(m)).not.toBe(before);
     fs.writeFileSync(path.join(m.dir, 'go'), '');
@@ -309,7 +309,7 @@ print('wrote ' + os.pread(fd, 6, 0).decode(), flush=True)
 }, 60_000);
 
 test('SIGHUP, SIGUSR1 and SIGUSR2 sent to the supervisor reach its worker (reload, statedump, log reopen), and the supervisor lives on', async () => {
-  const m = await startMount({ volfile: POSIX, args: ['--supervised'] });
+  const m = await startMount({ volfile: POSIX });
   try {
     const worker = workerOf(m);
     expect(worker).toBeDefined();

@@ -1,5 +1,4 @@
-import * as os from 'os';
-import { Fd, FdContext, FopError, FopName, Frame, Loc, ROOT_CALLER, UPCALL_ALL, Xlator, XlEvent, defineTranslator, isErrnoCode, opt, reopenFlags, withDeadline } from '../../src/core/index';
+import { Fd, FdContext, FopError, FopName, Frame, Loc, ROOT_CALLER, processIdentity, UPCALL_ALL, Xlator, XlEvent, defineTranslator, isErrnoCode, opt, reopenFlags, withDeadline } from '../../src/core/index';
 import type { Caller, Flock, OptionValues, XlatorInit } from '../../src/core/index';
 import { isNonce, login, loginKey, proofMatches, serverProof } from '../../src/rpc/auth';
 import { Connection, ConnectionOptions, Refused } from '../../src/rpc/connection';
@@ -7,11 +6,9 @@ import { FrameError, Kind, VERSION } from '../../src/rpc/frame';
 import { CallTimeout, Disconnected, Peer } from '../../src/rpc/peer';
 import { TlsMaterial, dial, loadTls } from '../../src/rpc/transport';
 import { ArgKind, Challenge, FOP_WIRE, Hello, RELEASE, Reply, Welcome, WireLoc, WireNewFd, checkUpcall } from '../../src/rpc/wire';
-import { randomBytes, randomUUID } from 'crypto';
+import { randomBytes } from 'crypto';
 import { needsRequestId } from './replay';
 
-/** This process, to every brick it connects to (Hello.process). */
-const PROCESS_ID = randomUUID();
 /**
  * Request ids: this run's prefix (a process-uuid may be given again to a later process, whose
  * ids must not meet this one's in the brick's reply cache) and a counter shared by every graph.
@@ -80,7 +77,6 @@ export class Client extends Xlator<Options> {
   private key?: Buffer;
   private tls?: TlsMaterial;
   private readonly fds = new FdContext<FdCtx>(this);
-  private readonly me = `${os.hostname()}:${process.pid}`;
 
   constructor(
     init: XlatorInit<Options>,
@@ -167,7 +163,7 @@ export class Client extends Xlator<Options> {
       const volume = this.options['remote-subvolume']!;
       const user = this.options.username;
       const answer = this.key && user !== undefined ? login(this.key, user, volume, c.nonce) : undefined;
-      const hello: Hello = { version: VERSION, volume, client: this.me, process: this.options['process-uuid'] ?? PROCESS_ID, login: answer?.login, upcalls: true };
+      const hello: Hello = { version: VERSION, volume, client: processIdentity().name, process: this.options['process-uuid'] ?? processIdentity().uuid, login: answer?.login, upcalls: true };
       const welcome = (await peer.call(Kind.HELLO, hello, timeout)) as Welcome | null;
       if (!welcome?.ok) throw new Refused(welcome?.reason ?? 'no welcome');
       // The brick proves it knows the password too: a look-alike cannot collect this client's data.

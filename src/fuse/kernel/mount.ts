@@ -284,3 +284,18 @@ function run(bin: string, args: string[], ms: number, what: string): Promise<voi
     });
   });
 }
+
+/**
+ * A mount made with mount(2) outlives a server that dies: every access then fails with
+ * ENOTCONN until someone unmounts it. A small watcher outside this process (what
+ * fusermount3's auto_unmount does) waits for this process to go, and if the mount it leaves
+ * is dead, detaches it. A clean exit unmounts first, and the watcher finds a live directory.
+ */
+export function detachWhenDead(mountpoint: string): void {
+  const script = 'read _ ; stat -- "$1" >/dev/null 2>&1 || umount -l -- "$1"';
+  const child = spawn('/bin/sh', ['-c', script, 'xlstack-unmount-on-exit', mountpoint], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+  child.on('error', () => undefined);
+  child.unref();
+  // Our end of its stdin stays open (and out of other children) until this process is gone.
+  (child.stdin as unknown as { unref?: () => void }).unref?.();
+}

@@ -1,4 +1,3 @@
-import { spawn } from 'child_process';
 import { constants } from 'fs';
 import { FopError } from '../../core/errors';
 import { withDeadline } from '../../core/time';
@@ -10,7 +9,7 @@ import type { BridgeCore } from '../core';
 import { findByGfid, inFrame } from '../migrator';
 import type { MountSpec, Mounted } from '../mounted';
 import { KernelAdapter } from './adapter';
-import { mountKernel, setReadAhead, unmountKernel } from './mount';
+import { detachWhenDead, mountKernel, setReadAhead, unmountKernel } from './mount';
 import { withReplay } from './replay';
 import { KernelSession } from './session';
 
@@ -46,7 +45,7 @@ export async function mountKernelTransport(spec: MountSpec): Promise<Mounted> {
     await mount.unmount(true).catch(() => undefined);
     throw e;
   }
-  if (mount.via === 'mount') watchForDeath(mount.mountpoint);
+  if (mount.via === 'mount') detachWhenDead(mount.mountpoint);
   const why = setReadAhead(mount.mountpoint);
   if (why) spec.log.debug(why);
   return {
@@ -56,21 +55,6 @@ export async function mountKernelTransport(spec: MountSpec): Promise<Mounted> {
     unmount: (lazy) => mount.unmount(lazy),
     dump: () => ({ transport: 'kernel', ...session.dump(), invalidations: adapter.dumpInvalidations() }),
   };
-}
-
-/**
- * A mount made with mount(2) outlives a server that dies: every access then fails with
- * ENOTCONN until someone unmounts it. A small watcher outside this process (what
- * fusermount3's auto_unmount does) waits for this process to go, and if the mount it leaves
- * is dead, detaches it. A clean exit unmounts first, and the watcher finds a live directory.
- */
-function watchForDeath(mountpoint: string): void {
-  const script = 'read _ ; stat -- "$1" >/dev/null 2>&1 || umount -l -- "$1"';
-  const child = spawn('/bin/sh', ['-c', script, 'xlstack-unmount-on-exit', mountpoint], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
-  child.on('error', () => undefined);
-  child.unref();
-  // Our end of its stdin stays open (and out of other children) until this process is gone.
-  (child.stdin as unknown as { unref?: () => void }).unref?.();
 }
 
 /** What a worker under a supervisor is given: the device fd it inherited, its record, where it takes over. */
