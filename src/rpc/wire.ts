@@ -129,7 +129,10 @@ export const MAX_RID = 64;
 /** The longest lock owner a request may carry (the kernel's are 64-bit numbers). */
 export const MAX_LK_OWNER = 128;
 
-export type Reply = { readonly ok: true; readonly value?: unknown; readonly fd?: number } | { readonly ok: false; readonly errno: string; readonly message?: string };
+export type Reply =
+  /** `continued`: the new fd continues an open file the client's last connection left (its locks held). */
+  | { readonly ok: true; readonly value?: unknown; readonly fd?: number; readonly continued?: boolean }
+  | { readonly ok: false; readonly errno: string; readonly message?: string };
 
 export interface Challenge {
   readonly nonce: string;
@@ -198,8 +201,13 @@ const isTime = (v: unknown): v is Timespec | 'now' =>
 
 const isName = (v: unknown): v is string => typeof v === 'string' && isByteString(v);
 
+const LOC_KEYS = new Set(['path', 'gfid', 'parent', 'name']);
+
+/** A loc names something (a path, a GFID, or a parent), and has nothing else. */
 export function isWireLoc(v: unknown): v is WireLoc {
-  return isObj(v) && optStr(v.path) && optStr(v.gfid) && optStr(v.parent) && (v.name === undefined || isName(v.name));
+  if (!isObj(v) || !Object.keys(v).every((k) => LOC_KEYS.has(k))) return false;
+  const names = v.path !== undefined || v.gfid !== undefined || v.parent !== undefined;
+  return names && optStr(v.path) && optStr(v.gfid) && optStr(v.parent) && (v.name === undefined || isName(v.name));
 }
 
 function isSetAttr(v: unknown): v is SetAttr {

@@ -21,7 +21,8 @@ import { Child as NsChild, compare, startChild as startNsChild } from '../helper
 import { Rng } from '../helpers/rng';
 import { cleanupScratch, scratchDir, track, tracked } from '../helpers/scratch';
 import { FAST_FAILURE_MS } from '../../src/supervisor/supervisor';
-import { TestMount, startMount, waitFor, within, xlstack } from '../helpers/mount';
+import { CLI, TestMount, startMount, waitFor, within, xlstack } from '../helpers/mount';
+import { TestBrick, clientVolfile, serverLogin, startBrick, stopBricks } from '../helpers/brick';
 import { python3 } from '../helpers/pytools';
 
 const IO_CHILD = path.join(__dirname, '../helpers/failover-child.js');
@@ -31,7 +32,10 @@ process.stdout.write(`worker-crash.test: seed ${SEED} (WORKER_CRASH_SEED=${SEED}
 const KILLS = 10;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-afterAll(cleanupScratch, 60_000);
+afterAll(async () => {
+  await stopBricks();
+  await cleanupScratch();
+}, 60_000);
 
 /** The supervisor's worker now (its one node child; the other is its mount's watcher). */
 function workerOf(m: TestMount): number | undefined {
@@ -337,3 +341,62 @@ function topOf(volfile: string): string {
   const names = [...fs.readFileSync(volfile, 'utf8').matchAll(/^volume (\S+)/gm)].map((x) => x[1]);
   return names[names.length - 1];
 }
+
+// Over the network the brick holds the locks: a new worker is the same client to it (its
+// supervisor's identity), and the brick keeps a departed client's open files and their locks
+// for its grace period, so the new worker continues them instead of finding them gone.
+const LOCKING_BRICK = (dir: string, port: number) => `volume brick-posix
+    type storage/posix
+    option directory ${dir}
+end-volume
+volume brick-locks
+    type features/locks
+    subvolumes brick-posix
+end-volume
+volume brick-server
+    type protocol/server
+    option listen-port ${port}
+${serverLogin('brick-locks')}    subvolumes brick-locks
+end-volume
+`;
+
+test('over the network: a POSIX lock held through the mount survives its worker’s SIGKILL (the brick keeps it for the new worker), and the waiter gets it only once it is given back', async () => {
+  const b = await startBrick({ volfile: LOCKING_BRICK });
+  const m = await startMount({ volfile: clientVolfile(b.port).replace('remote-subvolume brick-posix', 'remote-subvolume brick-locks') });
+  try {
+    const file = path.join(m.mountpoint, 'locked');
+    expect(spawnSync(process.execPath, ['-e', `require('fs').writeFileSync(${JSON.stringify(file)}, 'x')`], { timeout: 10_000 }).status).toBe(0);
+    const holder = startPy(HOLDER, file, m.dir);
+    await holder.saw('locked');
+    const waiter = startPy(WAITER, file, m.dir);
+    await waiter.saw('waiting');
+    await waitFor(() => brickWaiting(b) > 0, 20_000, 'the waiter’s lock request to wait on the brick');
+
+    process.kill(workerOf(m)!, 'SIGKILL');
+    await waitFor(() => serving(m) >= 2, 20_000, 'a new worker to serve');
+    // The new worker continued the holder's open file (the brick says so), so its lock never went.
+    const departed = (brickXlator(b, 'protocol/server').departed ?? []) as { continued: number }[];
+    expect(departed.reduce((n, d) => n + d.continued, 0)).toBeGreaterThanOrEqual(1);
+    // The waiter's request, sent again to the new worker, waits on the brick again.
+    await waitFor(() => brickWaiting(b) > 0, 20_000, 'the waiter’s request to wait on the brick again');
+    expect(waiter.lines()).toEqual(['waiting']);
+
+    fs.writeFileSync(path.join(m.dir, 'release'), '');
+    await holder.saw('unlocked');
+    await waiter.saw('granted');
+    expect(waiter.lines()).toEqual(['waiting', 'granted after release']);
+  } finally {
+    await m.unmount();
+    await b.stop();
+  }
+}, 90_000);
+
+/** The dump of the brick's translator of `type`, on its active graph. */
+function brickXlator(b: TestBrick, type: string): Record<string, unknown> {
+  const r = spawnSync(process.execPath, [CLI, 'statedump', b.volfile], { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`brick statedump failed (${r.status}): ${r.stderr}`);
+  const active = JSON.parse(r.stdout).graphs.find((g: { state: string }) => g.state === 'active');
+  return active.xlators.find((x: { type: string }) => x.type === type);
+}
+
+const brickWaiting = (b: TestBrick): number => Number(brickXlator(b, 'features/locks').waiting ?? 0);

@@ -149,21 +149,21 @@ class Recorder extends Xlator {
 
 const recorderDef = defineTranslator({ type: 'test/recorder', description: 'records fops', options: {}, subvolumes: { min: 0, max: 0 }, create: (init) => new Recorder(init) });
 
-const recBrickText = (port: number) => `volume rec
+const recBrickText = (port: number, serverOptions = '') => `volume rec
     type test/recorder
 end-volume
 volume brick-server
     type protocol/server
     option listen-port ${port}
-${serverLogin('rec')}    subvolumes rec
+${serverLogin('rec')}${serverOptions}    subvolumes rec
 end-volume
 `;
 
-async function recBrick(port?: number): Promise<NetGraph & { rec: Recorder; port: number }> {
+async function recBrick(port?: number, serverOptions = ''): Promise<NetGraph & { rec: Recorder; port: number }> {
   const r = new Registry();
   r.register(recorderDef as unknown as TranslatorDef);
   const p = port ?? (await freePort());
-  const b = await startBrickGraph(recBrickText(p), r);
+  const b = await startBrickGraph(recBrickText(p, serverOptions), r);
   return { ...b, rec: b.graph.xlators.get('rec') as Recorder, port: p };
 }
 
@@ -324,8 +324,8 @@ describe('new fops on the wire', () => {
     await fd.unref();
   });
 
-  test("when a client's connection dies, the brick interrupts its blocked locks and releases its fds (the path features/locks drops locks on)", async () => {
-    const b = await recBrick();
+  test("when a client's connection dies, the brick interrupts its blocked locks and (grace-timeout 0) releases its fds (the path features/locks drops locks on)", async () => {
+    const b = await recBrick(undefined, '    option grace-timeout 0\n');
     const c = await recClient(b.port);
     const g = c.graph;
     const held = await openFile(g, O_RDWR, 'owner-3');

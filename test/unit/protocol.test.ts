@@ -910,8 +910,9 @@ describe("protocol: the server frees a client's state", () => {
     expect(b.logs.join('\n')).toMatch(/left; released 2 fd\(s\)/);
   });
 
-  test('a connection that just drops has its fds released', async () => {
-    const b = await newBrick();
+  // (With a grace period, the default, the brick keeps them for the client: protocol-grace.test.)
+  test('a connection that just drops has its fds released (grace-timeout 0)', async () => {
+    const b = await newBrick('    option grace-timeout 0\n');
     const raw = await Raw.connect(b.port);
     expect((await raw.hello()).ok).toBe(true);
     expect((await raw.request('opendir', [{ path: '/', gfid: ROOT_GFID }, { flags: O_RDONLY }])).ok).toBe(true);
@@ -922,8 +923,8 @@ describe("protocol: the server frees a client's state", () => {
     expect(serverDump(b).clients).toHaveLength(0);
   });
 
-  test("a protocol/client whose socket dies: the brick releases its fds, the client reconnects and reopens on use", async () => {
-    const b = await newBrick();
+  test("a protocol/client whose socket dies: the brick releases its fds (grace-timeout 0), the client reconnects and reopens on use", async () => {
+    const b = await newBrick('    option grace-timeout 0\n');
     const c = await connectClient(b.port);
     await put(c, '/f', 'abc');
     const fh = await c.bridge.open('/f', O_RDONLY);

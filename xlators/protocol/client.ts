@@ -48,8 +48,12 @@ interface FdCtx {
   caller: Caller;
   /** OPEN -> REOPENING -> OPEN: fops on an fd being reopened wait for this. */
   reopening?: Promise<number>;
-  /** Locks were taken through it: a new connection cannot give them back. */
+  /** Locks were taken through it: on a new connection it goes on only if the brick kept them. */
   locked?: boolean;
+  /** The brick kept its open file (and locks) for this client across the last connection change. */
+  continued?: boolean;
+  /** Its locks were lost with a connection: every fop on it fails with EIO. */
+  lost?: boolean;
 }
 
 /** What tests may replace in a client's connection: its backoff and how it waits. */
@@ -225,15 +229,15 @@ export class Client extends Xlator<Options> {
       }
       if (!reply.ok) throw new FopError(isErrnoCode(reply.errno) ? reply.errno : 'EIO', reply.message);
       if (op === 'lk' && rest[1] !== 'get' && (rest[2] as Flock).type !== 'unlock') this.fds.get(rest[0] as Fd)!.locked = true;
-      if (reply.fd !== undefined) this.opened(rest[wire.args.indexOf('newfd')] as Fd, reply.fd, epoch, frame.caller);
+      if (reply.fd !== undefined) this.opened(rest[wire.args.indexOf('newfd')] as Fd, reply.fd, epoch, frame.caller, reply.continued === true);
       return reply.value;
     }
   }
 
-  private opened(fd: Fd, remote: number, epoch: number, caller: Caller): void {
+  private opened(fd: Fd, remote: number, epoch: number, caller: Caller, continued: boolean): void {
     const ctx = this.fds.get(fd);
-    if (ctx) Object.assign(ctx, { remote, epoch });
-    else this.fds.set(fd, { remote, epoch, caller });
+    if (ctx) Object.assign(ctx, { remote, epoch, continued });
+    else this.fds.set(fd, { remote, epoch, caller, continued });
   }
 
   private async toWire(kind: ArgKind, v: unknown, deadline: number): Promise<unknown> {
@@ -259,10 +263,8 @@ export class Client extends Xlator<Options> {
   private async remoteFd(fd: Fd, deadline: number): Promise<number> {
     const ctx = this.fds.get(fd);
     if (!ctx) throw new FopError('EBADF', `fd ${fd.id} was never opened on ${this.target}`);
+    if (ctx.lost) throw this.locksLost(fd);
     if (ctx.epoch === this.connection.epoch) return ctx.remote;
-    // The brick dropped this open file's locks with the connection: reopening it silently
-    // would let the application believe it still holds them (GlusterFS fails such fds too).
-    if (ctx.locked) throw new FopError('EIO', `fd ${fd.id}: its locks were lost with the connection to ${this.target}; close and open the file again`);
     ctx.reopening ??= this.reopen(fd, ctx, deadline).finally(() => (ctx.reopening = undefined));
     // A reopen started by a fop with a later deadline must not hold this one past its own.
     try {
@@ -278,18 +280,33 @@ export class Client extends Xlator<Options> {
     const frame = this.host.frame('reopen', ctx.caller);
     try {
       await this.call(fd.isDir ? 'opendir' : 'open', [frame, { path: `<gfid:${gfid}>`, gfid, inode: fd.inode }, fd], deadline);
-      this.log.debug(`reopened fd ${fd.id} (${gfid}) on connection ${ctx.epoch}`);
+      this.log.debug(`reopened fd ${fd.id} (${gfid}) on connection ${ctx.epoch}${ctx.continued ? ' (the brick had kept it)' : ''}`);
+      // The brick let this open file's locks go (it restarted, or the grace period ended): going
+      // on would let the application believe it still holds them (GlusterFS fails such fds too).
+      if (ctx.locked && !ctx.continued) {
+        ctx.lost = true;
+        void this.releaseRemote(ctx);
+        throw this.locksLost(fd);
+      }
       return ctx.remote;
     } finally {
       frame.done();
     }
   }
 
+  private locksLost(fd: Fd): FopError {
+    return new FopError('EIO', `fd ${fd.id}: its locks were lost with the connection to ${this.target}; close and open the file again`);
+  }
+
   override async release(fd: Fd): Promise<void> {
     const ctx = this.fds.take(fd);
+    if (ctx) await this.releaseRemote(ctx);
+  }
+
+  private async releaseRemote(ctx: FdCtx): Promise<void> {
     const peer = this.conn?.current;
     // On another connection the server already let it go.
-    if (!ctx || ctx.epoch !== this.conn?.epoch || !peer) return;
+    if (ctx.epoch !== this.conn?.epoch || !peer) return;
     await peer.call(Kind.REQUEST, { op: RELEASE, caller: ROOT_CALLER, args: [ctx.remote] }, RELEASE_TIMEOUT_MS).catch(() => undefined);
   }
 }

@@ -1,8 +1,8 @@
 import { createHash } from 'crypto';
 import type * as net from 'net';
 import * as path from 'path';
-import { Fd, FopError, FopName, Frame, Iatt, Loc, Xlator, defineTranslator, isGfid, opt, reopenFlags } from '../../src/core/index';
-import type { Caller, DirentPlus, OptionValues, Upcall } from '../../src/core/index';
+import { Fd, FopError, FopName, Frame, Iatt, Loc, Xlator, defineTranslator, isGfid, opt, reopenFlags, systemClock } from '../../src/core/index';
+import type { Caller, Clock, DirentPlus, OptionValues, Timer, Upcall, XlatorInit } from '../../src/core/index';
 import { Exchange, isNonce, loginKey, newNonce, proofMatches, clientProof, serverProof } from '../../src/rpc/auth';
 import { Frame as WireFrame, Kind, VERSION } from '../../src/rpc/frame';
 import { Peer } from '../../src/rpc/peer';
@@ -37,6 +37,15 @@ const options = {
   'root-squash': opt.bool({ description: "treat callers with uid or gid 0 as anonuid/anongid: a client's root is not the brick's root", default: 'off', aliases: ['server.root-squash'] }),
   anonuid: opt.int({ description: 'the uid root-squash maps uid 0 to', default: '65534', min: 0, max: 4294967294, aliases: ['server.anonuid'] }),
   anongid: opt.int({ description: 'the gid root-squash maps gid 0 to', default: '65534', min: 0, max: 4294967294, aliases: ['server.anongid'] }),
+  'grace-timeout': opt.time({
+    description:
+      "how long the open files (and with them the POSIX and flock locks) of a client whose connection broke without a goodbye are kept for it: " +
+      'a client that comes back within it (reconnected, or a mount\'s new worker) continues them, and nobody else can take its locks meanwhile; 0: released at once',
+    default: '10',
+    min: 0,
+    max: 3600,
+    aliases: ['server.grace-timeout'],
+  }),
   'reply-cache-directory': opt.path({
     description:
       "where the replies to requests not safe to carry out twice are kept, for clients that send them again after a crash (default: the .xlstack folder of the storage directory below, if there is one; else in memory)",
@@ -75,6 +84,17 @@ interface Client {
   readonly inFlight: Map<number, Frame>;
   /** It takes UPCALL frames (said so in its HELLO). */
   upcalls: boolean;
+  /** It said goodbye: what it held goes at once. */
+  bye?: boolean;
+}
+
+/** What a client that left without a goodbye held, kept for it until the grace period ends. */
+interface Departed {
+  /** By the open file they continue (Fd.openId). */
+  readonly fds: Map<string, Fd>;
+  readonly timer: Timer;
+  /** Open files a returning client continued (told so in the open's reply). */
+  reclaimed: number;
 }
 
 /** Who may log in to the volume, with their keys. */
@@ -137,6 +157,15 @@ export class Server extends Xlator<Options> {
   private notTaken = 0;
   private idle?: () => void;
   private replays?: Replays;
+  /** Departed clients' open files, by client identity, during their grace period. */
+  private readonly departed = new Map<string, Departed>();
+
+  constructor(
+    init: XlatorInit<Options>,
+    private readonly clock: Clock = systemClock,
+  ) {
+    super(init);
+  }
 
   private get volume(): string {
     return this.children[0].name;
@@ -272,6 +301,7 @@ export class Server extends Xlator<Options> {
       notTaken: this.notTaken,
       replies: this.replays?.dump(),
       clients: [...this.clients].map((c) => ({ id: c.id, address: c.peer.address, name: c.name, user: c.user, fds: c.fds.size, inFlight: c.inFlight.size })),
+      departed: [...this.departed].map(([identity, d]) => ({ identity, fds: d.fds.size, continued: d.reclaimed })),
     };
   }
 
@@ -279,6 +309,7 @@ export class Server extends Xlator<Options> {
   private async stopServing(): Promise<void> {
     if (this.draining && !this.listening) return;
     this.draining = true;
+    this.releaseDeparted();
     this.releaseListener();
     if (this.inFlight > 0) {
       const drained = new Promise<boolean>((r) => (this.idle = () => r(true)));
@@ -326,6 +357,7 @@ export class Server extends Xlator<Options> {
       case Kind.PING:
         return peer.send(Kind.PONG, f.id, null);
       case Kind.BYE:
+        client.bye = true;
         return peer.close(`client ${client.name ?? '?'} said goodbye`);
       default:
         return peer.close(`unexpected frame kind ${f.kind}`);
@@ -429,7 +461,7 @@ export class Server extends Xlator<Options> {
       if (!this.clients.has(client)) throw new FopError('ENOTCONN', 'the client left while this was open');
       const n = client.nextFd++;
       client.fds.set(n, opened);
-      return { ok: true, value, fd: n };
+      return this.continues(client.identity, opened.openId) ? { ok: true, value, fd: n, continued: true } : { ok: true, value, fd: n };
     } catch (e) {
       await opened?.unref();
       throw e;
@@ -498,17 +530,60 @@ export class Server extends Xlator<Options> {
     }
   }
 
-  /** A client left (goodbye, a closed or dead connection): what it held goes, its locks with its fds. */
+  /**
+   * A client left (goodbye, a closed or dead connection). Its internal locks go at once; its
+   * open files (and the locks they carry) too after a goodbye, else at the end of the grace
+   * period, unless it comes back and continues them first.
+   */
   private leave(client: Client): void {
     this.clients.delete(client);
     // Nobody waits for these any more: a blocked lock stops waiting (and is not granted to a ghost).
     for (const frame of client.inFlight.values()) frame.interrupt();
     const fds = [...client.fds.values()];
     client.fds.clear();
-    for (const fd of fds) void fd.unref();
-    if (client.welcomed) this.log.info(`client ${client.name} left; released ${fds.length} fd(s)`);
+    const graceMs = Math.round(this.options['grace-timeout'] * 1000);
+    if (client.welcomed && !client.bye && !this.draining && graceMs > 0 && fds.length) this.keep(client, fds, graceMs);
+    else for (const fd of fds) void fd.unref();
+    if (client.welcomed) this.log.info(`client ${client.name} left; ${client.bye || !graceMs || this.draining ? 'released' : `keeps for ${graceMs / 1000} s`} ${fds.length} fd(s)`);
     // Its last connection: what it holds that no fd carries (internal locks) goes too.
     if (client.welcomed && ![...this.clients].some((c) => c.identity === client.identity)) this.children[0].clientGone(`${client.identity}:`);
+  }
+
+  /** Keeps a departed client's open files for `ms`, to be continued by its next connection. */
+  private keep(client: Client, fds: Fd[], ms: number): void {
+    const d = this.departed.get(client.identity) ?? { fds: new Map<string, Fd>(), timer: this.clock.timer(ms, () => this.expire(client.identity, ms)), reclaimed: 0 };
+    this.departed.set(client.identity, d);
+    for (const fd of fds) {
+      // Two fds of one open file (a reopen raced the departure): one carries it.
+      const had = d.fds.get(fd.openId);
+      d.fds.set(fd.openId, fd);
+      void had?.unref();
+    }
+  }
+
+  private expire(identity: string, ms: number): void {
+    const d = this.departed.get(identity);
+    if (!d) return;
+    this.departed.delete(identity);
+    const left = d.fds.size;
+    if (left) this.log.info(`grace period of ${identity} over (${ms / 1000} s): released ${left} fd(s) it did not continue, ${d.reclaimed} continued`);
+    for (const fd of d.fds.values()) void fd.unref();
+  }
+
+  /** Whether a departed client of `identity` left open file `openId` here (its new fd continues it). */
+  private continues(identity: string, openId: string): boolean {
+    const d = this.departed.get(identity);
+    if (!d?.fds.has(openId)) return false;
+    d.reclaimed++;
+    return true;
+  }
+
+  private releaseDeparted(): void {
+    for (const [identity, d] of this.departed) {
+      d.timer.cancel();
+      this.departed.delete(identity);
+      for (const fd of d.fds.values()) void fd.unref();
+    }
   }
 }
 

@@ -26,12 +26,7 @@ const INIT_TIMEOUT_MS = 10_000;
  */
 export async function mountKernelTransport(spec: MountSpec): Promise<Mounted> {
   const mount = await mountKernel(spec.mountpoint, { fsname: spec.fsname, allowOther: true, defaultPermissions: true });
-  const adapter = new KernelAdapter(spec.core, spec.log.child('fuse'), {
-    entryTimeoutMs: spec.entryTimeoutMs,
-    attrTimeoutMs: spec.attrTimeoutMs,
-    negativeTimeoutMs: spec.negativeTimeoutMs,
-    groupsTimeoutMs: 1000,
-  });
+  const adapter = newAdapter(spec);
   const session = new KernelSession(mount.fd, adapter, { log: spec.log.child('fuse'), busyPollUs: spec.busyPollUs });
   void session.closed.then(adapter.followInvalidations(session));
   try {
@@ -57,6 +52,11 @@ export async function mountKernelTransport(spec: MountSpec): Promise<Mounted> {
   };
 }
 
+function newAdapter(spec: MountSpec): KernelAdapter {
+  const { entryTimeoutMs, attrTimeoutMs, negativeTimeoutMs } = spec;
+  return new KernelAdapter(spec.core, spec.log.child('fuse'), { entryTimeoutMs, attrTimeoutMs, negativeTimeoutMs, groupsTimeoutMs: 1000 });
+}
+
 /** What a worker under a supervisor is given: the device fd it inherited, its record, where it takes over. */
 export interface SupervisedIo {
   /** The /dev/fuse fd (the supervisor's open file, inherited). */
@@ -77,12 +77,7 @@ export interface SupervisedIo {
 export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): Promise<Mounted> {
   const log = spec.log.child('fuse');
   const core = spec.core;
-  const adapter = new KernelAdapter(core, log, {
-    entryTimeoutMs: spec.entryTimeoutMs,
-    attrTimeoutMs: spec.attrTimeoutMs,
-    negativeTimeoutMs: spec.negativeTimeoutMs,
-    groupsTimeoutMs: 1000,
-  });
+  const adapter = newAdapter(spec);
   let recordFailed = false;
   const write = (ev: RecordEvent, now = false) => {
     try {
@@ -129,6 +124,7 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
     }
   };
   const session = new KernelSession(io.fd, fs, { log, busyPollUs: spec.busyPollUs, beforeReply: flush });
+  void session.closed.then(adapter.followInvalidations(session));
   if (io.resume) {
     session.resume(fromWireConn(io.resume.conn));
   } else {
@@ -167,7 +163,15 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
       core.nodes.observer = undefined;
       core.basefds.observer = undefined;
     },
-    dump: () => ({ transport: 'kernel', supervisor: process.ppid, generation: io.resume?.generation ?? 1, restored, replayed: fs.replayed(), ...session.dump() }),
+    dump: () => ({
+      transport: 'kernel',
+      supervisor: process.ppid,
+      generation: io.resume?.generation ?? 1,
+      restored,
+      replayed: fs.replayed(),
+      ...session.dump(),
+      invalidations: adapter.dumpInvalidations(),
+    }),
   };
 }
 

@@ -47,9 +47,12 @@ class Shared {
     return t;
   }
 
-  /** A client is gone: every lock its owners hold or wait for, of every kind. */
+  /**
+   * A client is gone: its internal locks (inodelk, entrylk). Its POSIX and flock locks go with
+   * the open files that carry them (a server may keep a departed client's open files for a
+   * grace period, for it to continue them).
+   */
   releaseGroup(prefix: string): void {
-    this.table.releaseGroup(prefix);
     for (const t of this.domains.values()) t.releaseGroup(prefix);
     this.entries.releaseGroup(prefix);
   }
