@@ -4,6 +4,7 @@
 # script started one, goes into PIDS) and returns once it serves; unmount_all takes every one
 # down again, ending only the processes it started.
 #   xlstack         the default volfile (posix, features/locks, debug/trace quiet) over the kernel transport
+#   xlstack_1p      the same in one process (--single-process: no supervisor, no in-flight record)
 #   xlstack_native  the same volfile over fuse-native (libfuse2's high-level API)
 #   xlstack_net     volfiles/brick.vol served by `xlstack brick`, mounted through volfiles/client.vol
 #   xlstack_dist    volfiles/distribute.vol over DIST_BRICKS (2 or 3, default 3) of its bricks
@@ -43,8 +44,16 @@ mount_xlstack() {
   local_volfile xlstack
   node "$XL" mount "$W/xlstack.vol" "$W/xlstack" 2>"$W/xlstack.log" &
   PIDS+=($!)
-  XL_PID=$!
   wait_mounted "$W/xlstack" "$W/xlstack.log"
+  # The worker serves (its memory is what counts; a SIGHUP reaches it either way).
+  XL_PID=$(pgrep -P "$!" -x node | head -1)
+}
+
+mount_xlstack_1p() {
+  local_volfile xlstack_1p
+  node "$XL" mount --single-process "$W/xlstack_1p.vol" "$W/xlstack_1p" 2>"$W/xlstack_1p.log" &
+  PIDS+=($!)
+  wait_mounted "$W/xlstack_1p" "$W/xlstack_1p.log"
 }
 
 mount_xlstack_native() {
@@ -154,7 +163,7 @@ unmount_all() {
   for m in "${MOUNTED[@]}"; do
     mountpoint -q "$m" || continue
     case "$m" in
-      */xlstack | */xlstack_native | */xlstack_net | */xlstack_dist | */replica2) node "$XL" unmount "$m" >/dev/null 2>&1 || fusermount -uz "$m" ;;
+      */xlstack | */xlstack_1p | */xlstack_native | */xlstack_net | */xlstack_dist | */replica2) node "$XL" unmount "$m" >/dev/null 2>&1 || fusermount -uz "$m" ;;
       *) fusermount -u "$m" 2>/dev/null || fusermount -uz "$m" ;;
     esac
   done

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # npm run bench: in one run, on the same machine, xlstack's default stack over the kernel
-# transport and over fuse-native, its client/server stack over loopback (volfiles/brick.vol +
-# volfiles/client.vol), bindfs, bindfs -o big_writes and libfuse3's C low-level passthrough,
-# measured in alternation (bench/measure/compare.sh: A B C ... A B C ...); then the ratios
-# against bindfs, bindfs -o big_writes and passthrough_ll, the issue's targets, and a held fd
+# transport (supervised, and in one process: what the in-flight record costs) and over
+# fuse-native, its client/server stack over loopback (volfiles/brick.vol + volfiles/client.vol),
+# bindfs, bindfs -o big_writes and libfuse3's C low-level passthrough, measured in alternation
+# (bench/measure/compare.sh: A B C ... A B C ...); then the ratios against bindfs, bindfs -o big_writes and passthrough_ll, the issue's targets, and a held fd
 # doing I/O while the kernel-transport mount switches graphs K times (graph-switch-stall.sh);
 # the client/server stack (every cache on) beside GlusterFS 10.3's figures (bench/glusterfs.py);
 # then what each cache buys over the network stack, with and without it (bench/caches.sh).
@@ -27,7 +27,7 @@ for tool in fio bindfs python3 fusermount curl gcc pkg-config; do
 done
 [ -f "$ROOT/dist/src/cli/main.js" ] || (cd "$ROOT" && npm run build >/dev/null)
 
-TARGETS=(${BENCH_TARGETS:-xlstack xlstack_native xlstack_net bindfs bindfs_bw passthrough_ll})
+TARGETS=(${BENCH_TARGETS:-xlstack xlstack_1p xlstack_native xlstack_net bindfs bindfs_bw passthrough_ll})
 . "$ROOT/bench/scratch.sh"
 W=$(scratch_dir run)
 XL_PID=
@@ -55,6 +55,11 @@ for s in xlstack xlstack_native xlstack_net xlstack_dist; do
   echo "## $s"
   python3 "$ROOT/bench/ratios.py" "$OUTDIR" "$s" bindfs bindfs_bw passthrough_ll
 done
+if [[ " ${TARGETS[*]} " == *" xlstack_1p "* ]]; then
+  echo
+  echo "## what the supervisor's in-flight record costs: xlstack (supervised) / xlstack_1p (--single-process)"
+  python3 "$ROOT/bench/ratios.py" "$OUTDIR" xlstack xlstack_1p
+fi
 echo
 echo "## targets"
 python3 "$ROOT/bench/ratios.py" "$OUTDIR" --targets
