@@ -9,7 +9,7 @@ import { mountNativeTransport } from '../fuse/fuse-native';
 import { unmountKernel } from '../fuse/kernel/mount';
 import { mountKernelTransport, serveSupervisedKernel } from '../fuse/kernel/transport';
 import { RecordWriter, Resume } from '../supervisor/record';
-import { Supervisor, WORKER_ENV, WORKER_FUSE_FD, WORKER_RECORD_FD, takeSupervisorIdentity } from '../supervisor/supervisor';
+import { RECORD_DIR_ENV, Supervisor, WORKER_ENV, WORKER_FUSE_FD, takeSupervisorIdentity } from '../supervisor/supervisor';
 import { MountSpec, Mounted, TRANSPORTS, TransportName } from '../fuse/mounted';
 import { GraphSwitcher } from '../fuse/switcher';
 import { ParsedArgs, UsageError, parseArgs } from './args';
@@ -19,7 +19,7 @@ import { BrickDaemon, BrickHost } from './brick';
 import { MountDaemon, writePrivate } from './daemon';
 import { checkFuse, checkMountpoint, isDeadMount, mountAt } from './preflight';
 import { rebalance as runRebalance } from './rebalance';
-import { controlSocket } from './runtime';
+import { controlSocket, recordDir } from './runtime';
 
 /** How long a new graph may take to report that its children are up. */
 const START_TIMEOUT_MS = 10_000;
@@ -106,7 +106,10 @@ export async function mount(argv: string[]): Promise<number> {
   const spec: MountSpec = { mountpoint, fsname: `xlstack:${core.active.top.name}`, core, log, busyPollUs, ...timeouts };
   let mounted: Mounted;
   try {
-    if (worker) mounted = await serveSupervisedKernel(spec, { fd: WORKER_FUSE_FD, record: new RecordWriter(WORKER_RECORD_FD), resume: await resumeFromSupervisor() });
+    if (worker) {
+      const resume = await resumeFromSupervisor();
+      mounted = await serveSupervisedKernel(spec, { fd: WORKER_FUSE_FD, record: new RecordWriter(process.env[RECORD_DIR_ENV]!, resume), resume });
+    }
     else mounted = transport === 'kernel' ? await mountKernelTransport(spec) : await mountNativeTransport(spec, () => mountAt(mountpoint)?.fstype === 'fuse.xlstack');
   } catch (e) {
     await switcher.stopAll();
@@ -171,7 +174,7 @@ async function supervise(argv: string[], args: ParsedArgs, mountpoint: string, v
   const quiet = Logger.create('error', () => undefined);
   const top = buildGraph(readVolfile(volfile), { id: 0, registry: new Registry(), log: quiet, passthroughUnknown: args.flags.has('passthrough-unknown') }).top.name;
   const workerArgs = [...process.execArgv, process.argv[1], 'mount', ...argv];
-  const sup = new Supervisor({ mountpoint, fsname: `xlstack:${top}`, log: log.child('supervisor'), reopenLog, workerArgs });
+  const sup = new Supervisor({ mountpoint, fsname: `xlstack:${top}`, log: log.child('supervisor'), reopenLog, workerArgs, recordDir: recordDir() });
   const pidfile = args.options.get('pidfile');
   if (pidfile) writePrivate(pidfile, `${process.pid}\n`, 0o644);
   try {

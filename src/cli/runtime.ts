@@ -26,3 +26,28 @@ export function ensureRuntimeDir(): string {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   return dir;
 }
+
+/**
+ * A new private directory for a supervisor's record (runtimeDir is on tmpfs: writing it costs
+ * no disk I/O). Those a killed supervisor left (its pid gone) are removed first.
+ */
+export function recordDir(): string {
+  const dir = ensureRuntimeDir();
+  for (const name of fs.readdirSync(dir)) {
+    const pid = /^record\.(\d+)$/.exec(name)?.[1];
+    if (pid && Number(pid) !== process.pid && !alive(Number(pid))) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+  }
+  const mine = path.join(dir, `record.${process.pid}`);
+  fs.rmSync(mine, { recursive: true, force: true });
+  fs.mkdirSync(mine, { mode: 0o700 });
+  return mine;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,8 +1,13 @@
-// What a mount's worker tells its supervisor, so that a new worker can honour what the
+// What a mount's worker leaves for its supervisor, so that a new worker can honour what the
 // kernel holds when the worker dies: the negotiated INIT, each nodeid (its GFID and lookup
-// count), each open handle (GFID, open flags, openId). One line of JSON per change, written
-// synchronously to a pipe the supervisor reads, before the reply that hands it to the kernel.
+// count), each open handle (GFID, open flags, openId), the locks taken through them. One line
+// of JSON per change, written synchronously before the reply that hands it to the kernel, to
+// a file in a directory the supervisor gave (on tmpfs: the page cache outlives the worker).
+// Nobody reads it while the worker lives: the supervisor does no work per request, and reads
+// it only when a worker is gone. Each file starts with a snapshot of the whole state; past a
+// size the worker starts a new one and removes the old.
 import * as fs from 'fs';
+import * as path from 'path';
 import type { ConnInfo } from '../fuse/kernel/fs';
 import type { Flock, Gfid } from '../core/types';
 
@@ -46,14 +51,21 @@ export type RecordEvent =
   | { readonly e: 'intent'; readonly u: number; readonly gfid: Gfid }
   | { readonly e: 'append'; readonly u: number; readonly size: number }
   | { readonly e: 'lk'; readonly l: LockRecord }
-  | { readonly e: 'flush'; readonly gfid: Gfid; readonly owner: string };
+  | { readonly e: 'flush'; readonly gfid: Gfid; readonly owner: string }
+  /** The whole state: the first line of every file. */
+  | { readonly e: 'snap'; readonly s: State };
 
 /** What a new worker is given to go on from. */
-export interface Resume {
+export interface Resume extends State {
   readonly conn: WireConn;
+  readonly generation: number;
+}
+
+/** Everything on record (no conn before INIT). */
+export interface State {
+  readonly conn?: WireConn;
   readonly nodes: [number, Gfid, number][];
   readonly handles: HandleRecord[];
-  readonly generation: number;
   /** The highest nodeid ever given to the kernel: a new worker never gives one out again. */
   readonly maxNodeid: number;
   /** The GFIDs chosen for the latest requests that make objects, by unique. */
@@ -109,7 +121,14 @@ export class MountRecord {
       this.bad++;
       return;
     }
+    this.take(ev);
+  }
+
+  /** One event, as the worker writes it. */
+  take(ev: RecordEvent): void {
     switch (ev.e) {
+      case 'snap':
+        return this.adopt(ev.s);
       case 'init':
         this.conn = ev.conn;
         return;
@@ -152,9 +171,29 @@ export class MountRecord {
     }
   }
 
+  /** Replaces everything with `s`. */
+  adopt(s: State): void {
+    this.conn = s.conn;
+    this.nodes.clear();
+    for (const [id, gfid, n] of s.nodes) this.nodes.set(id, { gfid, n });
+    this.handles.clear();
+    for (const h of s.handles) this.handles.set(h.fh, h);
+    this.maxNodeid = s.maxNodeid;
+    this.intents.clear();
+    for (const [u, g] of s.intents) this.intents.set(u, g);
+    this.appends.clear();
+    for (const [u, n] of s.appends) this.appends.set(u, n);
+    this.locks = [...s.locks];
+  }
+
+  state(): State {
+    const nodes: [number, Gfid, number][] = [...this.nodes].map(([id, r]) => [id, r.gfid, r.n]);
+    return { conn: this.conn, nodes, handles: [...this.handles.values()], maxNodeid: this.maxNodeid, intents: [...this.intents], appends: [...this.appends], locks: [...this.locks] };
+  }
+
   resume(generation: number): Resume | undefined {
-    if (!this.conn) return undefined;
-    return { conn: this.conn, nodes: [...this.nodes].map(([id, r]) => [id, r.gfid, r.n]), handles: [...this.handles.values()], generation, maxNodeid: this.maxNodeid, intents: [...this.intents], appends: [...this.appends], locks: [...this.locks] };
+    const conn = this.conn;
+    return conn && { ...this.state(), conn, generation };
   }
 
   dump(): Record<string, unknown> {
@@ -162,22 +201,70 @@ export class MountRecord {
   }
 }
 
-/** How long a record write may keep retrying a full pipe (the supervisor reads it as it comes). */
-const WRITE_BOUND_MS = 5000;
+/**
+ * Past this size, or twice its snapshot's if that is more (a snapshot costs about as much to
+ * write as what it replaces), a worker starts a new record file.
+ */
+export const RECORD_FILE_BYTES = 4 << 20;
+
+const fileSeq = (name: string): number => (/^(\d+)\.log$/.exec(name) ? Number(name.slice(0, -4)) : -1);
+const recordFiles = (dir: string): number[] =>
+  fs
+    .readdirSync(dir)
+    .map(fileSeq)
+    .filter((n) => n >= 0)
+    .sort((a, b) => b - a);
+
+/** An event as one line; the two of nearly every lookup spelled out (JSON.stringify costs several times more). */
+function lineOf(ev: RecordEvent): string {
+  if (ev.e === 'look') return `{"e":"look","id":${ev.id},"gfid":${JSON.stringify(ev.gfid)}}\n`;
+  if (ev.e === 'forget') return `{"e":"forget","id":${ev.id},"n":${ev.n}}\n`;
+  return JSON.stringify(ev) + '\n';
+}
+
+/**
+ * The supervisor's side, once a worker is gone: the newest record file that starts with a
+ * whole snapshot (a worker may die while it writes the next one), with the events after it;
+ * a line cut by the worker's death is dropped (its reply never left).
+ */
+export function readRecord(dir: string): MountRecord {
+  for (const seq of recordFiles(dir)) {
+    const text = fs.readFileSync(path.join(dir, `${seq}.log`), 'utf8');
+    const first = text.indexOf('\n');
+    if (first < 0 || !text.startsWith('{"e":"snap"')) continue;
+    const r = new MountRecord();
+    r.push(text);
+    r.end();
+    return r;
+  }
+  return new MountRecord();
+}
 
 /**
  * The worker's side. An event that must be on record before a fop is carried out (an
  * intent) is written at once; the others (a nodeid or handle the kernel is about to be
  * given) wait in a buffer that is written, in one write(2), before the next reply leaves.
+ * It keeps the state too, to begin each new file with it.
  */
 export class RecordWriter {
+  private readonly record = new MountRecord();
   private pending = '';
+  private fd = -1;
+  private size = 0;
+  private limit = RECORD_FILE_BYTES;
 
-  constructor(private readonly fd: number) {}
+  constructor(
+    private readonly dir: string,
+    from?: State,
+  ) {
+    if (from) this.record.adopt(from);
+    this.startFile();
+  }
 
   /** Before the next reply. */
   add(ev: RecordEvent): void {
-    this.pending += JSON.stringify(ev) + '\n';
+    this.pending += lineOf(ev);
+    this.record.take(ev);
   }
 
   /** Now, with whatever waits. */
@@ -188,15 +275,34 @@ export class RecordWriter {
 
   flush(): void {
     if (!this.pending) return;
-    let buf = Buffer.from(this.pending);
+    const text = this.pending;
     this.pending = '';
-    const until = Date.now() + WRITE_BOUND_MS;
-    while (buf.length) {
-      try {
-        buf = buf.subarray(fs.writeSync(this.fd, buf));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN' || Date.now() > until) throw new Error(`the record for the supervisor could not be written: ${(e as Error).message}`);
-      }
+    this.writeAll(text);
+    if (this.size > this.limit) this.startFile();
+  }
+
+  /** A new file that starts with the whole state; the older ones go once it is written. */
+  private startFile(): void {
+    const seq = (recordFiles(this.dir)[0] ?? 0) + 1;
+    const fd = fs.openSync(path.join(this.dir, `${seq}.log`), 'wx', 0o600);
+    const old = this.fd;
+    this.fd = fd;
+    this.size = 0;
+    this.writeAll(lineOf({ e: 'snap', s: this.record.state() }));
+    this.limit = Math.max(RECORD_FILE_BYTES, 2 * this.size);
+    if (old >= 0) fs.closeSync(old);
+    for (const n of recordFiles(this.dir)) if (n < seq) fs.rmSync(path.join(this.dir, `${n}.log`), { force: true });
+  }
+
+  private writeAll(text: string): void {
+    try {
+      // A regular file takes it whole; a short write (a full disk) is finished from a Buffer.
+      let done = fs.writeSync(this.fd, text);
+      const bytes = done === text.length ? done : Buffer.byteLength(text);
+      if (done < bytes) for (const buf = Buffer.from(text); done < buf.length; ) done += fs.writeSync(this.fd, buf, done);
+      this.size += bytes;
+    } catch (e) {
+      throw new Error(`the record for the supervisor could not be written: ${(e as Error).message}`);
     }
   }
 }

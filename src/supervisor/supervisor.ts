@@ -13,7 +13,7 @@ import type { Logger } from '../core/log';
 import type { KernelFs } from '../fuse/kernel/fs';
 import { detachWhenDead, mountKernel, unmountKernel } from '../fuse/kernel/mount';
 import { KernelSession } from '../fuse/kernel/session';
-import { MountRecord, RETIRED, fromWireConn } from './record';
+import { MountRecord, RETIRED, fromWireConn, readRecord } from './record';
 
 /**
  * A worker that dies before it serves, or this soon after, failed fast (it may be a request
@@ -29,14 +29,17 @@ const FIRST_READY_MS = 60_000;
 export const WORKER_ENV = 'XLSTACK_WORKER';
 /** Set in a worker's environment: the supervisor's process identity (JSON), the same for every worker. */
 export const IDENTITY_ENV = 'XLSTACK_IDENTITY';
-/** In a worker: the inherited /dev/fuse fd and the record pipe. */
+/** Set in a worker's environment: the directory it keeps its record in. */
+export const RECORD_DIR_ENV = 'XLSTACK_RECORD_DIR';
+/** In a worker: the inherited /dev/fuse fd. */
 export const WORKER_FUSE_FD = 3;
-export const WORKER_RECORD_FD = 4;
 
 export interface SupervisorOptions {
   readonly mountpoint: string;
   readonly fsname: string;
   readonly log: Logger;
+  /** A private directory, on tmpfs, for the workers' record (removed at the end). */
+  readonly recordDir: string;
   /** SIGUSR2: the log file was rotated (the supervisor's own log, and the worker's). */
   readonly reopenLog?: () => void;
   /** The worker's command line after node (the same mount command). */
@@ -68,7 +71,8 @@ export class Supervisor {
   private upgrades = 0;
   private stopping = false;
   private gaveUp = false;
-  private readonly record = new MountRecord();
+  /** What the last worker left on record, read when it was gone. */
+  private record = new MountRecord();
   private resolveDone!: (code: number) => void;
   /** Settles with the exit code once the mount is gone. */
   readonly done = new Promise<number>((r) => (this.resolveDone = r));
@@ -119,15 +123,12 @@ export class Supervisor {
     const generation = ++this.generation;
     let served: number | undefined;
     const child = spawn(process.execPath, [...this.o.workerArgs], {
-      stdio: ['ignore', 'inherit', 'inherit', this.fd, 'pipe', 'ipc'],
+      stdio: ['ignore', 'inherit', 'inherit', this.fd, 'ipc'],
       // Every worker is the same client to the bricks: a new one takes over the open files and
       // locks the last one held there (within the bricks' grace period).
-      env: { ...process.env, [WORKER_ENV]: String(generation), [IDENTITY_ENV]: JSON.stringify(processIdentity()) },
+      env: { ...process.env, [WORKER_ENV]: String(generation), [IDENTITY_ENV]: JSON.stringify(processIdentity()), [RECORD_DIR_ENV]: this.o.recordDir },
     });
     this.worker = child;
-    const pipe = child.stdio[WORKER_RECORD_FD] as NodeJS.ReadableStream;
-    pipe.setEncoding('utf8');
-    pipe.on('data', (d: string) => this.record.push(d));
     child.on('error', (e) => this.o.log.error(`worker ${generation}: ${e.message}`));
     child.on('message', (m: WorkerMessage) => {
       if (m?.standby) return this.waiting(child, generation);
@@ -138,8 +139,7 @@ export class Supervisor {
       this.firstReady?.(true);
       this.firstReady = undefined;
     });
-    // 'close': the record pipe is read to its end before a successor is given the record.
-    child.on('close', (code, signal) => this.exited(generation, child, code, signal, served));
+    child.on('exit', (code, signal) => this.exited(generation, child, code, signal, served));
   }
 
   private waiting(child: ChildProcess, generation: number): void {
@@ -165,7 +165,7 @@ export class Supervisor {
 
   private exited(generation: number, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, served: number | undefined): void {
     const how = signal ? `signal ${signal}` : `exit code ${code}`;
-    this.record.end();
+    this.record = readRecord(this.o.recordDir);
     if (this.worker === child) this.worker = undefined;
     if (code === RETIRED && !this.stopping) {
       this.upgrades++;
@@ -227,6 +227,7 @@ export class Supervisor {
 
   private finish(code: number): void {
     this.closeFd();
+    fs.rmSync(this.o.recordDir, { recursive: true, force: true });
     this.resolveDone(code);
   }
 }

@@ -8,7 +8,10 @@ import { readUnique, writeUnique } from '../../src/fuse/kernel/protocol';
 import { withReplay } from '../../src/fuse/kernel/replay';
 import { Logger } from '../../src/core/log';
 import { NodeTable } from '../../src/fuse/nodes';
-import { INTENTS_KEPT, MountRecord, RecordEvent } from '../../src/supervisor/record';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { INTENTS_KEPT, MountRecord, RECORD_FILE_BYTES, RecordEvent, RecordWriter, readRecord } from '../../src/supervisor/record';
 
 const line = (ev: RecordEvent) => JSON.stringify(ev) + '\n';
 const G1 = '11111111-1111-4111-8111-111111111111';
@@ -64,6 +67,66 @@ describe('the supervisor record', () => {
     const intents = r.resume(2)!.intents;
     expect(intents).toHaveLength(INTENTS_KEPT);
     expect(intents[0][0]).toBe(22);
+  });
+});
+
+describe('the record on disk (what the supervisor reads once a worker is gone)', () => {
+  const CONN = { major: 7, minor: 45, maxWrite: 4096, maxRead: 0, flags: '0' };
+  const dirs: string[] = [];
+  const tmp = () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstack-record-'));
+    dirs.push(d);
+    return d;
+  };
+  const files = (d: string) => fs.readdirSync(d).sort();
+  afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
+  test('written before each reply, read back whole; a line cut by the worker dying is dropped', () => {
+    const d = tmp();
+    const w = new RecordWriter(d);
+    w.write({ e: 'init', conn: CONN });
+    w.add({ e: 'look', id: 5, gfid: G1 });
+    // Not flushed (no reply left): not on record.
+    expect(readRecord(d).resume(2)!.nodes).toEqual([]);
+    w.flush();
+    fs.appendFileSync(path.join(d, files(d)[0]), '{"e":"look","id":6,"gf');
+    const r = readRecord(d);
+    expect(r.resume(2)!.nodes).toEqual([[5, G1, 1]]);
+    expect(r.dump()).toMatchObject({ unreadable: 1 });
+  });
+
+  test('past its size a new file starts with a snapshot and the old one goes; a new worker goes on from a resume', () => {
+    const d = tmp();
+    const w = new RecordWriter(d);
+    w.write({ e: 'init', conn: CONN });
+    w.write({ e: 'open', h: { fh: 3, gfid: G1, flags: 2, dir: false, openId: 'o1' } });
+    let id = 10;
+    while (files(d)[0] === '1.log') {
+      w.write({ e: 'look', id, gfid: G2 });
+      w.write({ e: 'forget', id: id++, n: 1 });
+    }
+    expect(files(d)).toEqual(['2.log']);
+    expect(fs.statSync(path.join(d, '2.log')).size).toBeLessThan(RECORD_FILE_BYTES / 100);
+    w.write({ e: 'look', id: 7, gfid: G2 });
+    const resume = readRecord(d).resume(2)!;
+    expect(resume.handles.map((h) => h.fh)).toEqual([3]);
+    expect(resume.nodes).toEqual([[7, G2, 1]]);
+    expect(resume.maxNodeid).toBe(id - 1);
+
+    // The next worker's file begins with what it took over.
+    const next = new RecordWriter(d, resume);
+    expect(files(d)).toEqual(['3.log']);
+    next.write({ e: 'close', fh: 3 });
+    expect(readRecord(d).resume(3)).toMatchObject({ handles: [], nodes: [[7, G2, 1]], conn: CONN });
+  });
+
+  test('a worker that died while writing a new file\'s snapshot: the older file still counts', () => {
+    const d = tmp();
+    const w = new RecordWriter(d);
+    w.write({ e: 'init', conn: CONN });
+    w.write({ e: 'look', id: 4, gfid: G1 });
+    fs.writeFileSync(path.join(d, '2.log'), '{"e":"snap","s":{"nodes":[');
+    expect(readRecord(d).resume(2)!.nodes).toEqual([[4, G1, 1]]);
   });
 });
 
