@@ -9,7 +9,7 @@ import { mountNativeTransport } from '../fuse/fuse-native';
 import { unmountKernel } from '../fuse/kernel/mount';
 import { mountKernelTransport, serveSupervisedKernel } from '../fuse/kernel/transport';
 import { RecordWriter, Resume } from '../supervisor/record';
-import { RECORD_DIR_ENV, Supervisor, WORKER_ENV, WORKER_FUSE_FD, takeSupervisorIdentity } from '../supervisor/supervisor';
+import { RECORD_DIR_ENV, Supervisor, SupervisorDump, WORKER_ENV, WORKER_FUSE_FD, takeSupervisorIdentity } from '../supervisor/supervisor';
 import { MountSpec, Mounted, TRANSPORTS, TransportName } from '../fuse/mounted';
 import { GraphSwitcher } from '../fuse/switcher';
 import { ParsedArgs, UsageError, parseArgs } from './args';
@@ -107,8 +107,8 @@ export async function mount(argv: string[]): Promise<number> {
   let mounted: Mounted;
   try {
     if (worker) {
-      const resume = await resumeFromSupervisor();
-      mounted = await serveSupervisedKernel(spec, { fd: WORKER_FUSE_FD, record: new RecordWriter(process.env[RECORD_DIR_ENV]!, resume), resume });
+      const { resume, supervisor } = await fromSupervisor();
+      mounted = await serveSupervisedKernel(spec, { fd: WORKER_FUSE_FD, record: new RecordWriter(process.env[RECORD_DIR_ENV]!, resume), resume, supervisor });
     }
     else mounted = transport === 'kernel' ? await mountKernelTransport(spec) : await mountNativeTransport(spec, () => mountAt(mountpoint)?.fstype === 'fuse.xlstack');
   } catch (e) {
@@ -133,16 +133,16 @@ export async function mount(argv: string[]): Promise<number> {
 /** How long a worker waits for its supervisor's record. */
 const RESUME_TIMEOUT_MS = 10_000;
 
-/** In a worker: what its supervisor says it takes over (nothing for the first worker). */
-function resumeFromSupervisor(): Promise<Resume | undefined> {
+/** In a worker: what its supervisor says it takes over (nothing for the first worker), and its state. */
+function fromSupervisor(): Promise<{ resume?: Resume; supervisor: SupervisorDump }> {
   return new Promise((resolve, reject) => {
     // An upgrade's new worker waits until the one it replaces has retired.
     const timer = setTimeout(() => (process.off('message', take), reject(new Error(`no record from the supervisor within ${RESUME_TIMEOUT_MS / 1000} s`))), RESUME_TIMEOUT_MS);
-    const take = (m: { resume?: Resume | null }) => {
+    const take = (m: { resume?: Resume | null; supervisor: SupervisorDump }) => {
       if (!m || !('resume' in m)) return;
       clearTimeout(timer);
       process.off('message', take);
-      resolve(m.resume ?? undefined);
+      resolve({ resume: m.resume ?? undefined, supervisor: m.supervisor });
     };
     process.on('message', take);
     process.send!({ standby: true });

@@ -48,6 +48,17 @@ export interface SupervisorOptions {
   readonly maxFastFailures?: number;
 }
 
+/** The supervisor as a worker's statedump shows it. */
+export interface SupervisorDump {
+  readonly pid: number;
+  readonly generation: number;
+  readonly fastFailures: number;
+  readonly upgrades: number;
+  readonly lastEnd?: { readonly generation: number; readonly how: string; readonly at: string };
+  /** What the last worker left on record (nodeids, handles, lock requests, unreadable lines). */
+  readonly record: Record<string, unknown>;
+}
+
 /** What a worker tells its supervisor. */
 interface WorkerMessage {
   /** It built its graph and waits for its record. */
@@ -70,7 +81,8 @@ export class Supervisor {
   private fastFailures = 0;
   private upgrades = 0;
   private stopping = false;
-  private gaveUp = false;
+  /** How the last worker ended. */
+  private lastEnd?: SupervisorDump['lastEnd'];
   /** What the last worker left on record, read when it was gone. */
   private record = new MountRecord();
   private resolveDone!: (code: number) => void;
@@ -114,8 +126,9 @@ export class Supervisor {
     }
   }
 
-  dump(): Record<string, unknown> {
-    return { pid: process.pid, generation: this.generation, worker: this.worker?.pid, fastFailures: this.fastFailures, upgrades: this.upgrades, gaveUp: this.gaveUp, record: this.record.dump() };
+  /** What a worker's statedump shows of its supervisor (given to each worker as it starts). */
+  dump(): SupervisorDump {
+    return { pid: process.pid, generation: this.generation, fastFailures: this.fastFailures, upgrades: this.upgrades, lastEnd: this.lastEnd, record: this.record.dump() };
   }
 
   /** Starts a worker. It builds its graph, says it waits (`standby`), and is given the record to take over from. */
@@ -148,7 +161,7 @@ export class Supervisor {
 
   private handOver(child: ChildProcess, generation: number): void {
     const resume = this.record.resume(generation);
-    child.send({ resume: resume ?? null }, (e) => e && this.o.log.warn(`worker ${generation}: its record could not be sent: ${e.message}`));
+    child.send({ resume: resume ?? null, supervisor: this.dump() }, (e) => e && this.o.log.warn(`worker ${generation}: its record could not be sent: ${e.message}`));
     if (resume) this.o.log.info(`worker ${generation} (pid ${child.pid}) takes over ${resume.nodes.length} nodeid(s), ${resume.handles.length} handle(s), ${resume.locks.length} lock request(s)`);
   }
 
@@ -166,6 +179,7 @@ export class Supervisor {
   private exited(generation: number, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, served: number | undefined): void {
     const how = signal ? `signal ${signal}` : `exit code ${code}`;
     this.record = readRecord(this.o.recordDir);
+    this.lastEnd = { generation, how: code === RETIRED ? 'retired (an upgrade)' : how, at: new Date().toISOString() };
     if (this.worker === child) this.worker = undefined;
     if (code === RETIRED && !this.stopping) {
       this.upgrades++;
@@ -193,7 +207,6 @@ export class Supervisor {
 
   /** Workers keep dying at start: the mount answers EIO (never hangs) until it is unmounted. */
   private giveUp(how: string): void {
-    this.gaveUp = true;
     const fastMs = this.o.fastFailureMs ?? FAST_FAILURE_MS;
     this.o.log.error(
       `${this.fastFailures} workers in a row died before serving or within ${fastMs / 1000} s of it (the last: ${how}); not starting another: ` +

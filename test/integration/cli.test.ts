@@ -349,7 +349,7 @@ describe('statedump', () => {
     const file = /statedump written to (\S+)/.exec(m.log())![1];
     const dump = JSON.parse(fs.readFileSync(file, 'utf8'));
     // Written by the worker serving the mount, which names its supervisor (the mount's pid).
-    expect(dump.transport.supervisor).toBe(m.pid);
+    expect(dump.transport.supervisor.pid).toBe(m.pid);
     expect(file).toContain(`xlstack.${dump.pid}.dump.`);
     fs.rmSync(file);
   });

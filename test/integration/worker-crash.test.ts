@@ -238,7 +238,12 @@ async function underDisruption(how: Disruption): Promise<void> {
     }
     // statedump (through the worker now serving) shows the supervisor and the worker's generation.
     const d = JSON.parse((await xlstack(['statedump', m.mountpoint], { timeoutMs: 10_000 })).stdout);
-    expect(d.transport.supervisor).toBe(m.pid);
+    expect(d.transport.supervisor).toMatchObject({
+      pid: m.pid,
+      generation: KILLS + 1,
+      upgrades: how === 'upgrade' ? KILLS : 0,
+      lastEnd: { generation: KILLS, how: how === 'upgrade' ? 'retired (an upgrade)' : 'signal SIGKILL' },
+    });
     expect(d.transport.generation).toBe(KILLS + 1);
     if (how === 'upgrade') expect(m.log()).not.toMatch(/died/);
   } finally {

@@ -4,6 +4,7 @@ import { withDeadline } from '../../core/time';
 import { reopenFlags } from '../../core/fd';
 import type { Logger } from '../../core/log';
 import { RecordEvent, RecordWriter, Resume, fromWireConn, toWireConn } from '../../supervisor/record';
+import type { SupervisorDump } from '../../supervisor/supervisor';
 import { BaseFd } from '../basefd';
 import type { BridgeCore } from '../core';
 import { findByGfid, inFrame } from '../migrator';
@@ -65,6 +66,8 @@ export interface SupervisedIo {
   readonly record: RecordWriter;
   /** What the last worker left (undefined: the first worker, which answers INIT). */
   readonly resume?: Resume;
+  /** The supervisor's state as this worker started (for statedumps). */
+  readonly supervisor: SupervisorDump;
 }
 
 /**
@@ -165,7 +168,7 @@ export async function serveSupervisedKernel(spec: MountSpec, io: SupervisedIo): 
     },
     dump: () => ({
       transport: 'kernel',
-      supervisor: process.ppid,
+      supervisor: io.supervisor,
       generation: io.resume?.generation ?? 1,
       restored,
       replayed: fs.replayed(),
