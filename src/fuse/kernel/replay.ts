@@ -168,13 +168,13 @@ export function withReplay(inner: KernelFs, o: ReplayOptions): KernelFs & { repl
       }
     },
   };
-  return new Proxy(inner, {
-    get(target, key, receiver) {
-      if (key === 'replayed') return () => replayed;
-      const own = (overrides as Record<string | symbol, unknown>)[key];
-      if (own) return own;
-      const v = Reflect.get(target, key, receiver);
-      return typeof v === 'function' ? v.bind(target) : v;
-    },
-  }) as KernelFs & { replayed(): number };
+  // Every other method of `inner`, bound once: the session calls these for every request.
+  const all: Record<string, unknown> = {};
+  for (let o = inner as object; o !== Object.prototype; o = Object.getPrototypeOf(o)) {
+    for (const key of Object.getOwnPropertyNames(o)) {
+      const v = (inner as unknown as Record<string, unknown>)[key];
+      if (key !== 'constructor' && !(key in all) && typeof v === 'function') all[key] = v.bind(inner);
+    }
+  }
+  return Object.assign(all, overrides, { replayed: () => replayed }) as unknown as KernelFs & { replayed(): number };
 }
