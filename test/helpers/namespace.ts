@@ -1,64 +1,18 @@
 // The namespace workload of test/helpers/namespace-child.ts, driven from a test: start a
 // child on a mount, collect its progress and result, and compare storage with its model.
-import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Args, Model, Result } from './namespace-child';
-import { track } from './scratch';
-import { waitFor, within } from './mount';
+import { JsonChild, startJsonChild } from './json-child';
 
 const CHILD = path.join(__dirname, 'namespace-child.js');
 
-export interface Child {
+export interface Child extends JsonChild<Result> {
   readonly name: string;
-  ready(): Promise<void>;
-  progress(): number;
-  errors(): string[];
-  finish(timeoutMs?: number): Promise<Result>;
 }
 
 export function startChild(args: Omit<Args, 'stopFile'>, dir: string): Child {
-  const stopFile = path.join(dir, `stop-${args.name}`);
-  const child = track(spawn(process.execPath, [CHILD, JSON.stringify({ ...args, stopFile })], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  let ready = false;
-  let progress = 0;
-  let result: Result | undefined;
-  let partial = '';
-  let err = '';
-  const errors: string[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    const lines = (partial + d).split('\n');
-    partial = lines.pop()!;
-    for (const l of lines) {
-      const m = JSON.parse(l);
-      if (m.type === 'ready') ready = true;
-      else if (m.type === 'progress') progress = m.n;
-      else if (m.type === 'error') errors.push(m.error);
-      else if (m.type === 'result') result = m;
-    }
-  });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const gone = () => child.exitCode !== null || child.signalCode !== null;
-  const exited = new Promise((r) => (gone() ? r(undefined) : child.once('exit', r)));
-  return {
-    name: args.name,
-    async ready() {
-      await waitFor(() => ready || gone(), 30_000, `${args.name} to be ready`);
-      if (!ready) throw new Error(`${args.name} exited before it was ready: ${err}`);
-    },
-    progress: () => progress,
-    errors: () => errors,
-    async finish(timeoutMs = 40_000) {
-      fs.writeFileSync(stopFile, '');
-      await within(exited, timeoutMs);
-      if (!gone()) {
-        child.kill('SIGKILL');
-        throw new Error(`${args.name} did not finish within ${timeoutMs} ms (killed it); errors: ${errors.join('\n')}`);
-      }
-      if (!result) throw new Error(`${args.name} exited (${child.exitCode}) without a result: ${err}`);
-      return result;
-    },
-  };
+  return { name: args.name, ...startJsonChild<Result>(CHILD, args, path.join(dir, `stop-${args.name}`), args.name) };
 }
 
 /** The tree under `root/name` as storage has it, in the model's terms (file ids by inode). */

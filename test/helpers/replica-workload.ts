@@ -1,59 +1,17 @@
 // What the replicate integration tests share: workload child processes (test/helpers/
 // replicate-child.ts) driven through a mount, and a brick's tree as clients see it.
-import { execFileSync, spawn } from 'child_process';
+import { execFileSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { waitFor, within, xlstack } from './mount';
+import { JsonChild, startJsonChild } from './json-child';
+import { xlstack } from './mount';
 import type { ChildArgs, ChildResult } from './replicate-child';
-import { track } from './scratch';
 
-export interface WorkloadChild {
-  ready(): Promise<void>;
-  progress(): number;
-  errors(): string[];
-  finish(): Promise<ChildResult>;
-}
+export type WorkloadChild = JsonChild<ChildResult>;
 
 export function startWorkload(script: string, args: Omit<ChildArgs, 'stopFile'>, scratch: string): WorkloadChild {
-  const stopFile = path.join(scratch, `stop-${path.basename(args.dir)}`);
-  const child = track(spawn(process.execPath, [script, JSON.stringify({ ...args, stopFile })], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  let progress = 0;
-  let ready = false;
-  let result: ChildResult | undefined;
-  const errors: string[] = [];
-  let partial = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    const lines = (partial + d).split('\n');
-    partial = lines.pop()!;
-    for (const l of lines) {
-      const msg = JSON.parse(l);
-      if (msg.type === 'ready') ready = true;
-      else if (msg.type === 'progress') progress = msg.n;
-      else if (msg.type === 'error') errors.push(msg.error);
-      else if (msg.type === 'result') result = msg;
-    }
-  });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  // 'close': after the last of stdout (the result line may be long).
-  const exited = new Promise((r) => child.once('close', r));
-  const gone = () => child.exitCode !== null || child.signalCode !== null;
-  return {
-    async ready() {
-      await waitFor(() => ready || gone(), 30_000, `workload ${args.dir} to be ready`);
-      if (!ready) throw new Error(`workload ${args.dir} exited before it was ready: ${errors.join('\n')}\n${err}`);
-    },
-    progress: () => progress,
-    errors: () => errors,
-    async finish() {
-      fs.writeFileSync(stopFile, '');
-      await within(exited, 90_000);
-      if (!gone()) child.kill('SIGKILL');
-      if (!result) throw new Error(`workload ${args.dir} ended without a result (${child.exitCode}/${child.signalCode}): ${errors.join('\n')}\n${err}`);
-      return result;
-    },
-  };
+  return startJsonChild<ChildResult>(script, args, path.join(scratch, `stop-${path.basename(args.dir)}`), `workload ${args.dir}`, 90_000);
 }
 
 export interface BrickEntry {

@@ -4,15 +4,16 @@
 // back. Nothing the children do may fail, and every byte must come out as expected.
 //
 // The seed is printed; FAILOVER_SEED=<n> repeats a run's schedule and data.
-import { spawn, spawnSync } from 'child_process';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { ChildArgs, ChildResult } from '../helpers/failover-child';
 import { firstDifference, seededBytes, sha256 } from '../helpers/failover-child';
 import { Rng } from '../helpers/rng';
-import { cleanupScratch, scratchDir, track, tracked } from '../helpers/scratch';
+import { cleanupScratch, scratchDir, tracked } from '../helpers/scratch';
+import { JsonChild, startJsonChild } from '../helpers/json-child';
 import { TestBrick, clientVolfile, startBrick } from '../helpers/brick';
-import { TestMount, startMount, waitFor, within, xlstack } from '../helpers/mount';
+import { TestMount, startMount, waitFor, xlstack } from '../helpers/mount';
 
 const CHILD = path.join(__dirname, '../helpers/failover-child.js');
 const SEED = process.env.FAILOVER_SEED ? Number(process.env.FAILOVER_SEED) : Date.now() % 1_000_000;
@@ -32,65 +33,13 @@ function dropCaches(): void {
   if (r.status !== 0) throw new Error(`dropping caches failed (root needed): ${r.stderr}`);
 }
 
-interface Child {
-  ready(): Promise<void>;
-  /** The last progress count the child reported. */
-  progress(): number;
-  /** The holder said it is paused (and has not resumed since). */
-  paused(): boolean;
-  /** Creates the stop file and waits (bounded) for the result. */
-  finish(timeoutMs?: number): Promise<ChildResult>;
-}
+type Child = JsonChild<ChildResult>;
 
 /** Arguments for a child, but its stop file (made up here). */
 type Spec<A> = A extends unknown ? Omit<A, 'stopFile'> : never;
 
 function startChild(args: Spec<ChildArgs>, dir: string): Child {
-  const stopFile = path.join(dir, `stop-${args.mode}-${tracked()}`);
-  const child = spawn(process.execPath, [CHILD, JSON.stringify({ ...args, stopFile })], { stdio: ['ignore', 'pipe', 'pipe'] });
-  track(child);
-  let out = '';
-  let err = '';
-  let progress = 0;
-  let ready = false;
-  let paused = false;
-  const errors: string[] = [];
-  let result: ChildResult | undefined;
-  let partial = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    out += d;
-    const lines = (partial + d).split('\n');
-    partial = lines.pop()!;
-    for (const l of lines) {
-      const msg = JSON.parse(l);
-      if (msg.type === 'ready') ready = true;
-      else if (msg.type === 'progress') progress = msg.n;
-      else if (msg.type === 'paused' || msg.type === 'resumed') paused = msg.type === 'paused';
-      else if (msg.type === 'error') errors.push(msg.error);
-      else if (msg.type === 'result') result = msg;
-    }
-  });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const exited = new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(undefined) : child.once('exit', r)));
-  const gone = () => child.exitCode !== null || child.signalCode !== null;
-  return {
-    async ready() {
-      await waitFor(() => ready || gone(), 30_000, `the ${args.mode} child to be ready`);
-      if (!ready) throw new Error(`the ${args.mode} child exited (${child.exitCode}) before it was ready:\n${out}\n${err}`);
-    },
-    progress: () => progress,
-    paused: () => paused,
-    async finish(timeoutMs = 60_000) {
-      fs.writeFileSync(stopFile, '');
-      await within(exited, timeoutMs);
-      if (!gone()) {
-        child.kill('SIGKILL');
-        throw new Error(`the ${args.mode} child did not finish within ${timeoutMs} ms (killed it); progress ${progress}; errors so far:\n${errors.join('\n')}\nstderr:\n${err}`);
-      }
-      if (!result) throw new Error(`the ${args.mode} child exited (${child.exitCode}/${child.signalCode}) without a result:\n${out}\n${err}`);
-      return result;
-    },
-  };
+  return startJsonChild<ChildResult>(CHILD, args, path.join(dir, `stop-${args.mode}-${tracked()}`), `the ${args.mode} child`, 60_000);
 }
 
 /**

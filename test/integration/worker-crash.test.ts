@@ -20,6 +20,7 @@ import type { Model } from '../helpers/namespace-child';
 import { Child as NsChild, compare, startChild as startNsChild } from '../helpers/namespace';
 import { Rng } from '../helpers/rng';
 import { cleanupScratch, scratchDir, track, tracked } from '../helpers/scratch';
+import { JsonChild, startJsonChild } from '../helpers/json-child';
 import { FAST_FAILURE_MS } from '../../src/supervisor/supervisor';
 import { CLI, TestMount, startMount, waitFor, within, xlstack } from '../helpers/mount';
 import { TestBrick, clientVolfile, serverLogin, startBrick, stopBricks } from '../helpers/brick';
@@ -47,52 +48,12 @@ function workerOf(m: TestMount): number | undefined {
 /** Lines saying a worker serves (the first, and each one after a death). */
 const serving = (m: TestMount) => (m.log().match(/\[supervisor\] worker \d+ \(pid \d+\) serves/g) ?? []).length;
 
-interface IoChild {
-  ready(): Promise<void>;
-  progress(): number;
-  finish(ms?: number): Promise<ChildResult>;
-}
+type IoChild = JsonChild<ChildResult>;
 
 type Spec<A> = A extends unknown ? Omit<A, 'stopFile'> : never;
 
 function startIoChild(args: Spec<ChildArgs>, dir: string): IoChild {
-  const stopFile = path.join(dir, `stop-io-${tracked()}`);
-  const child = track(spawn(process.execPath, [IO_CHILD, JSON.stringify({ ...args, stopFile })], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  let ready = false;
-  let progress = 0;
-  let result: ChildResult | undefined;
-  let partial = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    const lines = (partial + d).split('\n');
-    partial = lines.pop()!;
-    for (const l of lines) {
-      const msg = JSON.parse(l);
-      if (msg.type === 'ready') ready = true;
-      else if (msg.type === 'progress') progress = msg.n;
-      else if (msg.type === 'result') result = msg;
-    }
-  });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const gone = () => child.exitCode !== null || child.signalCode !== null;
-  const exited = new Promise((r) => (gone() ? r(undefined) : child.once('exit', r)));
-  return {
-    async ready() {
-      await waitFor(() => ready || gone(), 30_000, `the ${args.mode} child to be ready`);
-      if (!ready) throw new Error(`the ${args.mode} child exited before it was ready: ${err}`);
-    },
-    progress: () => progress,
-    async finish(ms = 40_000) {
-      fs.writeFileSync(stopFile, '');
-      await within(exited, ms);
-      if (!gone()) {
-        child.kill('SIGKILL');
-        throw new Error(`the ${args.mode} child did not finish within ${ms} ms`);
-      }
-      if (!result) throw new Error(`the ${args.mode} child exited without a result: ${err}`);
-      return result;
-    },
-  };
+  return startJsonChild<ChildResult>(IO_CHILD, args, path.join(dir, `stop-io-${tracked()}`), `the ${args.mode} child`);
 }
 
 // The lock holder and waiter (python3: Node has no fcntl locks). The holder marks the
