@@ -111,6 +111,12 @@ export const FOP_NAMES = Object.keys({
   lk: 1, fallocate: 1, seek: 1, inodelk: 1, entrylk: 1, xattrop: 1,
 } satisfies Record<FopName, 1>) as FopName[];
 
+/** The GFID a Loc names (its inode's, or the one given for a nameless lookup). */
+export const gfidOfLoc = (loc: Loc): Gfid | undefined => loc.inode?.gfid ?? loc.gfid;
+
+/** The fops that change a file's data. */
+export type DataChangingFop = 'write' | 'truncate' | 'ftruncate' | 'fallocate';
+
 export function isFopName(s: string): s is FopName {
   return (FOP_NAMES as string[]).includes(s);
 }

@@ -4,7 +4,7 @@ export { FopError, check, isErrnoCode } from './errors';
 export type { ErrnoCode } from './errors';
 export { XlEvent } from './events';
 export { Fd, reopenFlags } from './fd';
-export { FOP_NAMES, isFopName, locName } from './fops';
+export { FOP_NAMES, gfidOfLoc, isFopName, locName } from './fops';
 export type { FopArgs, FopName, FopResult, Fops, Loc } from './fops';
 export { Frame } from './frame';
 export type { FrameInit } from './frame';
@@ -27,13 +27,10 @@ export { Xlator } from './xlator';
 export type { XlatorHost, XlatorInit } from './xlator';
 
 import type { Fd } from './fd';
-import type { Loc } from './fops';
 import type { Frame, FrameInit } from './frame';
-import type { Caller, Gfid } from './types';
+import type { Caller } from './types';
 import type { XlatorHost } from './xlator';
 
-/** The GFID a Loc names (its inode's, or the one given for a nameless lookup). */
-export const gfidOfLoc = (loc: Loc): Gfid | undefined => loc.inode?.gfid ?? loc.gfid;
 
 /** Runs `fn` in a frame of `host`'s graph, counted while it runs (background work, reopens). */
 export async function inFrame<T>(host: Pick<XlatorHost, 'frame'>, op: string, fn: (frame: Frame) => Promise<T>, who?: Caller | FrameInit): Promise<T> {

@@ -1,11 +1,11 @@
 import { FopError } from './errors';
 import { XlEvent } from './events';
 import type { Fd } from './fd';
-import { FOP_NAMES, FopArgs, FopName, FopResult, Fops } from './fops';
+import { DataChangingFop, FOP_NAMES, FopArgs, FopName, FopResult, Fops, Loc, gfidOfLoc } from './fops';
 import type { Frame, FrameInit } from './frame';
 import type { Inode, InodeTable } from './inode';
 import type { Logger } from './log';
-import type { Caller } from './types';
+import type { Caller, Gfid } from './types';
 import type { Upcall } from './upcall';
 
 /** What a translator may ask of the graph it belongs to. */
@@ -211,6 +211,30 @@ export class Xlator<V = unknown> {
         writable: true,
         value(this: T, ...args: unknown[]) {
           return around(this, op, args, () => (this.wind as (o: FopName, ...a: unknown[]) => Promise<unknown>)(op, ...args));
+        },
+      });
+    }
+  }
+
+  /**
+   * Makes the fops that change a file's data (write, truncate, ftruncate, fallocate), those a
+   * translator class does not define itself, wind on and then, however they ended, call
+   * `changed` with the file's GFID: a cache drops what the fop may have changed.
+   */
+  static afterDataChanges<T extends Xlator>(cls: { prototype: T }, changed: (xl: T, gfid: Gfid | undefined) => void): void {
+    const target: Record<DataChangingFop, (args: unknown[]) => Gfid | undefined> = {
+      write: (a) => (a[0] as Fd).inode.gfid,
+      ftruncate: (a) => (a[0] as Fd).inode.gfid,
+      fallocate: (a) => (a[0] as Fd).inode.gfid,
+      truncate: (a) => gfidOfLoc(a[0] as Loc),
+    };
+    for (const [op, gfidOf] of Object.entries(target) as [DataChangingFop, (args: unknown[]) => Gfid | undefined][]) {
+      if (Object.prototype.hasOwnProperty.call(cls.prototype, op)) continue;
+      Object.defineProperty(cls.prototype, op, {
+        configurable: true,
+        writable: true,
+        value(this: T, frame: Frame, ...args: unknown[]) {
+          return (this.wind as (o: FopName, ...a: unknown[]) => Promise<unknown>)(op, frame, ...args).finally(() => changed(this, gfidOf(args)));
         },
       });
     }

@@ -265,6 +265,45 @@ describe('Xlator.interceptAll', () => {
   });
 });
 
+describe('Xlator.afterDataChanges', () => {
+  it('winds write, truncate, ftruncate and fallocate on, then names the changed file, whether the fop succeeded or failed', async () => {
+    const seen: string[] = [];
+    class Cache extends Xlator {}
+    Xlator.afterDataChanges(Cache, (xl, gfid) => seen.push(`${xl.name}:${gfid}`));
+    const sink = new Sink(init('sink'));
+    const cache = new Cache(init('cache', [sink]));
+    const fd = { inode: { gfid: 'g-fd' } } as unknown as Fd;
+    const frame = host.frame('x');
+    await cache.write(frame, fd, Buffer.alloc(1), 0);
+    await cache.ftruncate(frame, fd, 0);
+    await cache.fallocate(frame, fd, 0, 0, 1);
+    await cache.truncate(frame, { path: '/f', gfid: 'g-loc' } as Loc, 0);
+    expect(sink.calls.map((c) => c.op)).toEqual(['write', 'ftruncate', 'fallocate', 'truncate']);
+    expect(seen).toEqual(['cache:g-fd', 'cache:g-fd', 'cache:g-fd', 'cache:g-loc']);
+
+    class Refusing extends Xlator {}
+    Xlator.interceptAll(Refusing, async () => {
+      throw new FopError('EIO', 'disk gone');
+    });
+    const failing = new Cache(init('failing', [new Refusing(init('refusing'))]));
+    await expect(failing.write(frame, fd, Buffer.alloc(1), 0)).rejects.toMatchObject({ code: 'EIO' });
+    expect(seen[seen.length - 1]).toBe('failing:g-fd');
+  });
+
+  it('leaves a fop the class defines itself alone', async () => {
+    const seen: string[] = [];
+    class OwnWrite extends Xlator {
+      override async write(_frame: Frame, _fd: Fd, _data: Buffer, _offset: number): Promise<number> {
+        return 42;
+      }
+    }
+    Xlator.afterDataChanges(OwnWrite, (_xl, gfid) => seen.push(String(gfid)));
+    const own = new OwnWrite(init('own', [new Sink(init('sink'))]));
+    expect(await own.write(host.frame('w'), { inode: { gfid: 'g' } } as unknown as Fd, Buffer.alloc(1), 0)).toBe(42);
+    expect(seen).toEqual([]);
+  });
+});
+
 // --- notify -------------------------------------------------------------------------
 
 describe('notify routing', () => {

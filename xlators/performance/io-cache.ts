@@ -1,5 +1,5 @@
 import { constants } from 'fs';
-import { XlEvent, Xlator, defineTranslator, gfidOfLoc, isReg, opt, systemClock } from '../../src/core/index';
+import { XlEvent, Xlator, defineTranslator, isReg, opt, systemClock } from '../../src/core/index';
 import type { Clock, Fd, Frame, Gfid, Iatt, Loc, OptionValues, SetAttr, Timespec, Upcall, XlatorInit } from '../../src/core/index';
 
 const options = {
@@ -59,6 +59,11 @@ const key = (gfid: Gfid, index: number) => `${gfid}/${index}`;
  * not seen until the next change of either. O_DIRECT reads bypass the cache.
  */
 export class IoCache extends Xlator<Options> {
+  static {
+    // A change to the data makes the cached pages stale, whatever its outcome.
+    Xlator.afterDataChanges(IoCache, (xl, gfid) => xl.invalidate(gfid));
+  }
+
   private readonly files = new Map<Gfid, FileCache>();
   /** Every page kept, least recently used first: key -> its file and index. */
   private readonly lru = new Map<string, { readonly file: FileCache; readonly index: number }>();
@@ -255,38 +260,6 @@ export class IoCache extends Xlator<Options> {
     const iatt = await this.wind('fstat', frame, fd);
     this.observe(iatt.gfid, iatt);
     return iatt;
-  }
-
-  override async write(frame: Frame, fd: Fd, data: Buffer, offset: number): Promise<number> {
-    try {
-      return await this.wind('write', frame, fd, data, offset);
-    } finally {
-      this.invalidate(fd.inode.gfid);
-    }
-  }
-
-  override async truncate(frame: Frame, loc: Loc, size: number): Promise<Iatt> {
-    try {
-      return await this.wind('truncate', frame, loc, size);
-    } finally {
-      this.invalidate(gfidOfLoc(loc));
-    }
-  }
-
-  override async ftruncate(frame: Frame, fd: Fd, size: number): Promise<Iatt> {
-    try {
-      return await this.wind('ftruncate', frame, fd, size);
-    } finally {
-      this.invalidate(fd.inode.gfid);
-    }
-  }
-
-  override async fallocate(frame: Frame, fd: Fd, mode: number, offset: number, length: number): Promise<void> {
-    try {
-      return await this.wind('fallocate', frame, fd, mode, offset, length);
-    } finally {
-      this.invalidate(fd.inode.gfid);
-    }
   }
 
   override async setattr(frame: Frame, loc: Loc, attr: SetAttr): Promise<Iatt> {

@@ -1,6 +1,6 @@
 import { constants } from 'fs';
-import { FdContext, XlEvent, Xlator, defineTranslator, gfidOfLoc, inFrame, opt, systemClock } from '../../src/core/index';
-import type { Clock, Fd, Frame, Gfid, Iatt, Loc, OptionValues, Upcall, XlatorInit } from '../../src/core/index';
+import { FdContext, XlEvent, Xlator, defineTranslator, inFrame, opt, systemClock } from '../../src/core/index';
+import type { Clock, Fd, Frame, Gfid, Loc, OptionValues, Upcall, XlatorInit } from '../../src/core/index';
 
 const options = {
   'page-count': opt.int({ description: 'how many pages are read ahead of a sequential reader', default: '4', min: 1, max: 16 }),
@@ -31,6 +31,11 @@ interface RaFile {
  * reports, and a lost connection below. O_DIRECT reads pass through.
  */
 export class ReadAhead extends Xlator<Options> {
+  static {
+    // What was read ahead of a changed file is stale, whatever the change's outcome.
+    Xlator.afterDataChanges(ReadAhead, (xl, gfid) => xl.changed(gfid));
+  }
+
   private readonly fds = new FdContext<RaFile>(this);
   /** The read-ahead states of each file, so that a change through one fd reaches the others. */
   private readonly byGfid = new Map<Gfid, Set<RaFile>>();
@@ -190,30 +195,6 @@ export class ReadAhead extends Xlator<Options> {
     this.changed(fd.inode.gfid);
     try {
       return await this.wind('write', frame, fd, data, offset);
-    } finally {
-      this.changed(fd.inode.gfid);
-    }
-  }
-
-  override async truncate(frame: Frame, loc: Loc, size: number): Promise<Iatt> {
-    try {
-      return await this.wind('truncate', frame, loc, size);
-    } finally {
-      this.changed(gfidOfLoc(loc));
-    }
-  }
-
-  override async ftruncate(frame: Frame, fd: Fd, size: number): Promise<Iatt> {
-    try {
-      return await this.wind('ftruncate', frame, fd, size);
-    } finally {
-      this.changed(fd.inode.gfid);
-    }
-  }
-
-  override async fallocate(frame: Frame, fd: Fd, mode: number, offset: number, length: number): Promise<void> {
-    try {
-      return await this.wind('fallocate', frame, fd, mode, offset, length);
     } finally {
       this.changed(fd.inode.gfid);
     }
