@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildGraph } from '../core/builder';
+import type { Graph } from '../core/graph';
 import { GraphLifecycle, LifecycleOptions } from '../core/lifecycle';
 import { FileSink, LOG_LEVELS, LogLevel, Logger, stderrSink } from '../core/log';
 import { Registry } from '../core/registry';
@@ -171,8 +172,7 @@ async function servedSupervised(mountpoint: string, volfile: string): Promise<bo
  */
 async function supervise(argv: string[], args: ParsedArgs, mountpoint: string, volfile: string, log: Logger, reopenLog?: () => void): Promise<number> {
   checkMountpoint(mountpoint);
-  const quiet = Logger.create('error', () => undefined);
-  const top = buildGraph(readVolfile(volfile), { id: 0, registry: new Registry(), log: quiet, passthroughUnknown: args.flags.has('passthrough-unknown') }).top.name;
+  const top = checkedGraph(volfile, args, Logger.create('error', () => undefined)).top.name;
   const workerArgs = [...process.execArgv, process.argv[1], 'mount', ...argv];
   const sup = new Supervisor({ mountpoint, fsname: `xlstack:${top}`, log: log.child('supervisor'), reopenLog, workerArgs, recordDir: recordDir() });
   const pidfile = args.options.get('pidfile');
@@ -281,10 +281,14 @@ export async function brick(argv: string[]): Promise<number> {
  */
 export async function check(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { flags: ['passthrough-unknown'], options: ['log-level'], positionals: ['volfile'] });
-  const volfile = readVolfile(args.positionals[0]);
-  const graph = buildGraph(volfile, { id: 0, registry: new Registry(), log: logger(args).log, passthroughUnknown: args.flags.has('passthrough-unknown') });
-  process.stdout.write(`${volfile.file}: ok (${graph.xlators.size} volumes, top '${graph.top.name}')\n`);
+  const graph = checkedGraph(args.positionals[0], args, logger(args).log);
+  process.stdout.write(`${args.positionals[0]}: ok (${graph.xlators.size} volumes, top '${graph.top.name}')\n`);
   return 0;
+}
+
+/** A volfile's graph, built as mount builds it and not started: what check and mount accept. */
+function checkedGraph(volfile: string, args: ParsedArgs, log: Logger): Graph {
+  return buildGraph(readVolfile(volfile), { id: 0, registry: new Registry(), log, passthroughUnknown: args.flags.has('passthrough-unknown') });
 }
 
 // Heals a replicated volume (its own module: it builds a client graph, it does not serve one).

@@ -2,6 +2,7 @@
 // the bridge, the transports or the CLI.
 export { FopError, check, isErrnoCode } from './errors';
 export type { ErrnoCode } from './errors';
+export { CachingXlator } from './cache';
 export { XlEvent } from './events';
 export { Fd, reopenFlags } from './fd';
 export { FOP_NAMES, gfidOfLoc, isFopName, locName } from './fops';

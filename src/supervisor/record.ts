@@ -100,7 +100,7 @@ export class MountRecord {
   /** Lines that could not be read (a worker killed in the middle of one). */
   bad = 0;
 
-  /** Takes a chunk of the pipe; a line cut by the writer's death is dropped at its end (see end()). */
+  /** Takes record text, in pieces or whole; a line cut by the writer's death is dropped at its end (see end()). */
   push(chunk: string): void {
     const lines = (this.partial + chunk).split('\n');
     this.partial = lines.pop()!;

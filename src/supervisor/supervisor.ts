@@ -1,8 +1,9 @@
 // The supervisor of a mount: a small process that owns the /dev/fuse fd and the mount and
 // does almost nothing else. A worker process (the same command, XLSTACK_WORKER set) serves
-// the graph on an inherited copy of the same open file, and writes down, on a pipe the
-// supervisor reads, what the kernel holds (the INIT it negotiated, nodeids, handles). When
-// a worker dies the supervisor starts another with that record: it takes over what the
+// the graph on an inherited copy of the same open file, and writes down, in a record the
+// supervisor reads once it is gone (record.ts), what the kernel holds (the INIT it
+// negotiated, nodeids, handles, locks). When a worker dies the supervisor starts another with
+// that record: it takes over what the
 // kernel holds and serves again what the dead one read and never answered. A worker that
 // keeps dying right after it starts is not restarted forever: the mount then answers EIO.
 import { ChildProcess, spawn } from 'child_process';

@@ -1,6 +1,6 @@
 // Brick processes for tests: `xlstack brick` as a child process on a free port, started,
 // killed (SIGKILL) and restarted at will; every wait bounded; always stopped in the end.
-import { ChildProcess, spawn } from 'child_process';
+import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
@@ -39,11 +39,29 @@ ${serverLogin('brick-posix')}${serverOptions}    subvolumes brick-posix
 end-volume
 `;
 
+/** The same with features/locks over storage/posix (served as volume `brick-locks`): its clients lock against each other. */
+export const lockingBrickVolfile = (dir: string, port: number, serverOptions = '') => `volume brick-posix
+    type storage/posix
+    option directory ${dir}
+end-volume
+
+volume brick-locks
+    type features/locks
+    subvolumes brick-posix
+end-volume
+
+volume brick-server
+    type protocol/server
+    option listen-port ${port}
+${serverLogin('brick-locks')}${serverOptions}    subvolumes brick-locks
+end-volume
+`;
+
 /** A client volfile for a brick on `port`, logged in as TEST_USER (tight timeouts: tests must not wait long), `extra` volumes on top. */
-export const clientVolfile = (port: number, extra = '') => `volume remote
+export const clientVolfile = (port: number, extra = '', subvolume = 'brick-posix') => `volume remote
     type protocol/client
     option remote-port ${port}
-    option remote-subvolume brick-posix
+    option remote-subvolume ${subvolume}
 ${clientLogin()}    option ping-timeout 2
     option frame-timeout 20
 end-volume
@@ -128,3 +146,14 @@ process.on('exit', () => {
     }
   }
 });
+
+/** The statedump of a brick's translator of `type`, on its active graph (`xlstack statedump`). */
+export function brickXlator(b: TestBrick, type: string): Record<string, unknown> {
+  const r = spawnSync(process.execPath, [CLI, 'statedump', b.volfile], { encoding: 'utf8', timeout: 10_000, maxBuffer: 256 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`brick statedump failed (${r.status}): ${r.stderr} ${r.stdout.slice(0, 300)}`);
+  const active = JSON.parse(r.stdout).graphs.find((g: { state: string }) => g.state === 'active');
+  return active.xlators.find((x: { type: string }) => x.type === type);
+}
+
+/** How many lock requests the brick's features/locks has waiting. */
+export const brickWaiting = (b: TestBrick): number => Number(brickXlator(b, 'features/locks').waiting ?? 0);

@@ -5,8 +5,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { v4 as uuidv4 } from 'uuid';
-import { TestBrick, clientLogin, serverLogin, startBrick } from '../helpers/brick';
-import { TestMount, startMount, waitFor, xlstack } from '../helpers/mount';
+import { TestBrick, brickWaiting, brickXlator, clientLogin, serverLogin, startBrick } from '../helpers/brick';
+import { TestMount, startMount, waitFor } from '../helpers/mount';
 import { runPyTool } from '../helpers/pytools';
 import { ROOT_GFID, RawConn, outcome } from '../helpers/raw-peer';
 import { cleanupScratch, scratchDir } from '../helpers/scratch';
@@ -51,21 +51,9 @@ end-volume
 
 type Scenario = { [key: string]: Json };
 
-/** The dump of the brick's translator of `type`, on its active graph. */
-async function brickXlator(brick: TestBrick, type: string): Promise<{ [key: string]: unknown }> {
-  const r = await xlstack(['statedump', brick.volfile]);
-  if (r.code !== 0) throw new Error(`brick statedump failed (${r.code}): ${r.stderr} ${r.stdout.slice(0, 300)}`);
-  const d = JSON.parse(r.stdout);
-  const active = d.graphs.find((g: { state: string }) => g.state === 'active');
-  return active.xlators.find((x: { type: string }) => x.type === type);
-}
-
-/** How many waiting lock requests the brick's features/locks holds. */
-const brickWaiting = async (brick: TestBrick): Promise<number> => ((await brickXlator(brick, 'features/locks')).waiting as number) ?? 0;
-
 /** The sizes of the writes the brick has received so far, in order. */
-async function brickWrites(brick: TestBrick): Promise<number[]> {
-  const history = (await brickXlator(brick, 'debug/trace')).history as string[];
+function brickWrites(brick: TestBrick): number[] {
+  const history = brickXlator(brick, 'debug/trace').history as string[];
   return history.flatMap((l) => /\bwrite\([^,]*, [^,]*, <(\d+) bytes>/.exec(l)?.[1] ?? []).map(Number);
 }
 
@@ -121,11 +109,11 @@ describe('kernel transport: two mounts of one brick', () => {
     await waitFor(() => fs.existsSync(ready), 20_000, 'B to block in F_SETLKW');
     // The probe: the brick's lock table holds B's request.
     let waiting = 0;
-    for (const end = Date.now() + 10_000; waiting === 0 && Date.now() < end; ) waiting = await brickWaiting(brick);
+    for (const end = Date.now() + 10_000; waiting === 0 && Date.now() < end; ) waiting = brickWaiting(brick);
     expect(waiting).toBe(1);
     fs.writeFileSync(go, '');
     expect(await run).toMatchObject({ bBlocked: true, go: true, bResult: 'EINTR', cSeesA: { pid: 'A' }, cGetlkAfter: { type: 'unlock' }, cTakes: 'ok', bRefusedNow: 'EAGAIN' });
-    expect(await brickWaiting(brick)).toBe(0);
+    expect(brickWaiting(brick)).toBe(0);
   });
 
   test('an O_APPEND writer on each mount, 2,000 lines each: all 4,000 lines are in the file, each once, each writer\'s in order', async () => {

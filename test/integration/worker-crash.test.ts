@@ -22,8 +22,8 @@ import { Rng } from '../helpers/rng';
 import { cleanupScratch, scratchDir, track, tracked } from '../helpers/scratch';
 import { JsonChild, startJsonChild } from '../helpers/json-child';
 import { FAST_FAILURE_MS } from '../../src/supervisor/supervisor';
-import { CLI, TestMount, startMount, waitFor, within, xlstack } from '../helpers/mount';
-import { TestBrick, clientVolfile, serverLogin, startBrick, stopBricks } from '../helpers/brick';
+import { TestMount, startMount, waitFor, within, xlstack } from '../helpers/mount';
+import { brickWaiting, brickXlator, clientVolfile, lockingBrickVolfile, startBrick, stopBricks } from '../helpers/brick';
 import { python3 } from '../helpers/pytools';
 
 const IO_CHILD = path.join(__dirname, '../helpers/failover-child.js');
@@ -311,24 +311,9 @@ function topOf(volfile: string): string {
 // Over the network the brick holds the locks: a new worker is the same client to it (its
 // supervisor's identity), and the brick keeps a departed client's open files and their locks
 // for its grace period, so the new worker continues them instead of finding them gone.
-const LOCKING_BRICK = (dir: string, port: number) => `volume brick-posix
-    type storage/posix
-    option directory ${dir}
-end-volume
-volume brick-locks
-    type features/locks
-    subvolumes brick-posix
-end-volume
-volume brick-server
-    type protocol/server
-    option listen-port ${port}
-${serverLogin('brick-locks')}    subvolumes brick-locks
-end-volume
-`;
-
 test('over the network: a POSIX lock held through the mount survives its workerâ€™s SIGKILL (the brick keeps it for the new worker), and the waiter gets it only once it is given back', async () => {
-  const b = await startBrick({ volfile: LOCKING_BRICK });
-  const m = await startMount({ volfile: clientVolfile(b.port).replace('remote-subvolume brick-posix', 'remote-subvolume brick-locks') });
+  const b = await startBrick({ volfile: lockingBrickVolfile });
+  const m = await startMount({ volfile: clientVolfile(b.port, '', 'brick-locks') });
   try {
     const file = path.join(m.mountpoint, 'locked');
     expect(spawnSync(process.execPath, ['-e', `require('fs').writeFileSync(${JSON.stringify(file)}, 'x')`], { timeout: 10_000 }).status).toBe(0);
@@ -356,13 +341,3 @@ test('over the network: a POSIX lock held through the mount survives its workerâ
     await b.stop();
   }
 }, 90_000);
-
-/** The dump of the brick's translator of `type`, on its active graph. */
-function brickXlator(b: TestBrick, type: string): Record<string, unknown> {
-  const r = spawnSync(process.execPath, [CLI, 'statedump', b.volfile], { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 * 1024 * 1024 });
-  if (r.status !== 0) throw new Error(`brick statedump failed (${r.status}): ${r.stderr}`);
-  const active = JSON.parse(r.stdout).graphs.find((g: { state: string }) => g.state === 'active');
-  return active.xlators.find((x: { type: string }) => x.type === type);
-}
-
-const brickWaiting = (b: TestBrick): number => Number(brickXlator(b, 'features/locks').waiting ?? 0);

@@ -13,7 +13,7 @@ import { Registry, TranslatorDef, defineTranslator } from '../../src/core/regist
 import { Flock, ROOT_CALLER } from '../../src/core/types';
 import { Backoff } from '../../src/rpc/backoff';
 import serverDef, { Server } from '../../xlators/protocol/server';
-import { freePort, serverLogin } from '../helpers/brick';
+import { freePort, lockingBrickVolfile } from '../helpers/brick';
 import { ManualClock } from '../helpers/clock';
 import { cleanupGraphs, errCode, tempDir, within } from '../helpers/graphs';
 import { waitFor as until } from '../helpers/mount';
@@ -27,22 +27,6 @@ afterEach(async () => {
   await cleanupGraphs();
 });
 
-const brickText = (dir: string, port: number, grace: number) => `volume brick-posix
-    type storage/posix
-    option directory ${dir}
-end-volume
-volume brick-locks
-    type features/locks
-    subvolumes brick-posix
-end-volume
-volume brick-server
-    type protocol/server
-    option listen-port ${port}
-    option grace-timeout ${grace}
-${serverLogin('brick-locks')}    subvolumes brick-locks
-end-volume
-`;
-
 interface Departed {
   identity: string;
   fds: number;
@@ -54,7 +38,7 @@ async function brick(grace = GRACE_S): Promise<{ b: NetGraph; port: number; cloc
   const registry = new Registry();
   registry.register(defineTranslator({ ...serverDef, create: (init) => new Server(init, clock) }) as unknown as TranslatorDef);
   const port = await freePort();
-  const b = await startBrickGraph(brickText(tempDir('xlstack-grace-'), port, grace), registry);
+  const b = await startBrickGraph(lockingBrickVolfile(tempDir('xlstack-grace-'), port, `    option grace-timeout ${grace}\n`), registry);
   const departed = () => (b.graph.xlators.get('brick-server')!.dump() as { departed: Departed[] }).departed;
   return { b, port, clock, departed };
 }
@@ -92,13 +76,18 @@ function dropConnection(g: Graph): void {
   remote.conn.current!.socket.destroy();
 }
 
-test('a lock holder whose connection breaks keeps its lock through the grace period and goes on with it when it reconnects', async () => {
-  const { port, clock, departed } = await brick();
-  const holder = await client(port, 'holder');
-  const other = await client(port, 'other');
+/** A brick, a client ('holder') holding a write lock on a file, another ('other') with the file open. */
+async function lockHeld(grace = GRACE_S) {
+  const brickParts = await brick(grace);
+  const holder = await client(brickParts.port, 'holder');
+  const other = await client(brickParts.port, 'other');
   const { fd, inode } = await create(holder, 'f');
   expect(await lk(holder, fd, 'h', writeLock())).toBe('OK');
-  const theirs = await open(other, inode.gfid);
+  return { ...brickParts, holder, other, fd, theirs: await open(other, inode.gfid) };
+}
+
+test('a lock holder whose connection breaks keeps its lock through the grace period and goes on with it when it reconnects', async () => {
+  const { clock, departed, holder, other, fd, theirs } = await lockHeld();
   expect(await lk(other, theirs, 'o', writeLock())).toBe('EAGAIN');
 
   dropConnection(holder);
@@ -122,13 +111,28 @@ test('a lock holder whose connection breaks keeps its lock through the grace per
   expect(await lk(other, theirs, 'o', writeLock())).toBe('OK');
 });
 
+test('each departure has its whole grace period: a holder that comes back and leaves again keeps its lock past the first one', async () => {
+  const { b, clock, departed, holder, other, fd, theirs } = await lockHeld();
+  const departures = () => b.log().split('left; keeps').length - 1;
+
+  dropConnection(holder);
+  await until(() => departed().length === 1, 5000, 'the brick to keep the departed client’s open file');
+  clock.advance((GRACE_S / 2) * 1000);
+  await within(status(holder, 'up'));
+  expect(await write(holder, fd, 'back')).toBe('OK');
+  dropConnection(holder);
+  await until(() => departures() === 2, 5000, 'the brick to see the second departure');
+  // Past the first departure's grace period, within the second's.
+  clock.advance((GRACE_S / 2 + 1) * 1000);
+  expect(departed()).toHaveLength(1);
+  expect(await lk(other, theirs, 'o', writeLock())).toBe('EAGAIN');
+  clock.advance(GRACE_S * 1000);
+  expect(departed()).toEqual([]);
+  expect(await lk(other, theirs, 'o', writeLock())).toBe('OK');
+});
+
 test('a holder that comes back after the grace period: its lock went to another, and its fd fails with EIO (never a silent loss)', async () => {
-  const { port, clock, departed } = await brick();
-  const holder = await client(port, 'holder');
-  const other = await client(port, 'other');
-  const { fd, inode } = await create(holder, 'f');
-  expect(await lk(holder, fd, 'h', writeLock())).toBe('OK');
-  const theirs = await open(other, inode.gfid);
+  const { clock, departed, holder, other, fd, theirs } = await lockHeld();
 
   dropConnection(holder);
   await until(() => departed().length === 1, 5000, 'the brick to keep the departed client’s open file');
@@ -143,12 +147,7 @@ test('a holder that comes back after the grace period: its lock went to another,
 
 test('a client that says goodbye, or any client with grace-timeout 0, leaves nothing behind: its locks go at once', async () => {
   for (const grace of [GRACE_S, 0]) {
-    const { port, departed, b } = await brick(grace);
-    const holder = await client(port, 'holder');
-    const other = await client(port, 'other');
-    const { fd, inode } = await create(holder, 'f');
-    expect(await lk(holder, fd, 'h', writeLock())).toBe('OK');
-    const theirs = await open(other, inode.gfid);
+    const { departed, b, holder, other, theirs } = await lockHeld(grace);
     if (grace) await within(holder.stop(5000));
     else dropConnection(holder);
     await until(() => b.graph.fds.size === 1, 5000, 'the brick to release the holder’s fd');

@@ -1,5 +1,5 @@
 import { constants } from 'fs';
-import { XlEvent, Xlator, defineTranslator, isReg, opt, systemClock } from '../../src/core/index';
+import { CachingXlator, Xlator, defineTranslator, isReg, opt, systemClock } from '../../src/core/index';
 import type { Clock, Fd, Frame, Gfid, Iatt, Loc, OptionValues, SetAttr, Timespec, Upcall, XlatorInit } from '../../src/core/index';
 
 const options = {
@@ -58,7 +58,7 @@ const key = (gfid: Gfid, index: number) => `${gfid}/${index}`;
  * upcalls, a rewrite elsewhere that keeps the size within one timestamp tick of the storage is
  * not seen until the next change of either. O_DIRECT reads bypass the cache.
  */
-export class IoCache extends Xlator<Options> {
+export class IoCache extends CachingXlator<Options> {
   static {
     // A change to the data makes the cached pages stale, whatever its outcome.
     Xlator.afterDataChanges(IoCache, (xl, gfid) => xl.invalidate(gfid));
@@ -68,7 +68,6 @@ export class IoCache extends Xlator<Options> {
   /** Every page kept, least recently used first: key -> its file and index. */
   private readonly lru = new Map<string, { readonly file: FileCache; readonly index: number }>();
   private bytes = 0;
-  private down = false;
   private readonly stats = { hits: 0, misses: 0, requests: 0, shared: 0, revalidations: 0, changed: 0, invalidations: 0, evicted: 0 };
 
   constructor(
@@ -88,20 +87,8 @@ export class IoCache extends Xlator<Options> {
 
   // --- events -----------------------------------------------------------------------
 
-  override notify(event: XlEvent, from?: Xlator): void {
-    if (event === XlEvent.CHILD_DOWN || event === XlEvent.CHILD_UP) this.dropAll();
-    super.notify(event, from);
-  }
-
-  override upcall(u: Upcall, from?: Xlator): void {
-    if (u.gfid === undefined) this.dropAll();
-    else if (u.data || u.attrs) this.invalidate(u.gfid);
-    super.upcall(u, from);
-  }
-
-  protected override async drain(): Promise<void> {
-    this.down = true;
-    this.dropAll();
+  protected dropNamed(u: Upcall): void {
+    if (u.data || u.attrs) this.invalidate(u.gfid);
   }
 
   override async reconfigure(options: Options): Promise<void> {
@@ -344,7 +331,7 @@ export class IoCache extends Xlator<Options> {
     this.forgetIfEmpty(f);
   }
 
-  private dropAll(): void {
+  protected dropAll(): void {
     for (const f of this.files.values()) {
       f.gen++;
       f.loading.clear();

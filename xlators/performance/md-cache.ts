@@ -1,4 +1,4 @@
-import { FopError, RENAME_EXCHANGE, XlEvent, Xlator, defineTranslator, gfidOfLoc, opt, systemClock } from '../../src/core/index';
+import { CachingXlator, FopError, RENAME_EXCHANGE, Xlator, defineTranslator, gfidOfLoc, opt, systemClock } from '../../src/core/index';
 import type { Clock, DirentPlus, Fd, Frame, Gfid, Iatt, Loc, Name, OptionValues, SetAttr, Upcall, XattrMap, XattrOp, XlatorInit } from '../../src/core/index';
 
 const options = {
@@ -60,14 +60,13 @@ const CAPABILITY = 'security.capability';
  * Cached answers skip the brick's permission checks: on a mount the kernel checks
  * (default_permissions); trusted.* xattrs, which only root may read, are never cached.
  */
-export class MdCache extends Xlator<Options> {
+export class MdCache extends CachingXlator<Options> {
   /** Insertion order is recency: the first are the least recently used. */
   private readonly metas = new Map<Gfid, Meta>();
   private seq = 0;
   /** Replies to fops wound before this (everything dropped, an entry evicted) are not kept. */
   private floor = 0;
   /** The graph is going down: nothing more is cached. */
-  private down = false;
   private readonly stats = { hits: 0, misses: 0, negativeHits: 0, xattrHits: 0, xattrMisses: 0, invalidations: 0, upcalls: 0, dropAll: 0, evicted: 0 };
 
   constructor(
@@ -91,23 +90,14 @@ export class MdCache extends Xlator<Options> {
 
   // --- events -----------------------------------------------------------------------
 
-  override notify(event: XlEvent, from?: Xlator): void {
-    // A subvolume lost or made a connection: whatever changed meanwhile was not told.
-    if (event === XlEvent.CHILD_DOWN || event === XlEvent.CHILD_UP) this.dropAll();
-    super.notify(event, from);
-  }
-
   override upcall(u: Upcall, from?: Xlator): void {
     this.stats.upcalls++;
-    if (u.gfid === undefined) this.dropAll();
-    else this.invalidate(u.gfid, { attrs: u.attrs || u.data, xattrs: u.xattrs, names: u.attrs });
-    for (const e of u.entries ?? []) this.forgetName(e.parent, e.name);
     super.upcall(u, from);
   }
 
-  protected override async drain(): Promise<void> {
-    this.down = true;
-    this.dropAll();
+  protected dropNamed(u: Upcall): void {
+    this.invalidate(u.gfid!, { attrs: u.attrs || u.data, xattrs: u.xattrs, names: u.attrs });
+    for (const e of u.entries ?? []) this.forgetName(e.parent, e.name);
   }
 
   override async reconfigure(options: Options): Promise<void> {
@@ -538,7 +528,7 @@ export class MdCache extends Xlator<Options> {
     m.names?.delete(name);
   }
 
-  private dropAll(): void {
+  protected dropAll(): void {
     this.stats.dropAll++;
     this.metas.clear();
     this.floor = ++this.seq;

@@ -1,5 +1,5 @@
 import { constants } from 'fs';
-import { FdContext, XlEvent, Xlator, defineTranslator, inFrame, opt, systemClock } from '../../src/core/index';
+import { CachingXlator, FdContext, Xlator, defineTranslator, inFrame, opt, systemClock } from '../../src/core/index';
 import type { Clock, Fd, Frame, Gfid, Loc, OptionValues, Upcall, XlatorInit } from '../../src/core/index';
 
 const options = {
@@ -30,7 +30,7 @@ interface RaFile {
  * through here (a write, truncate or fallocate through any fd of the file) or that an upcall
  * reports, and a lost connection below. O_DIRECT reads pass through.
  */
-export class ReadAhead extends Xlator<Options> {
+export class ReadAhead extends CachingXlator<Options> {
   static {
     // What was read ahead of a changed file is stale, whatever the change's outcome.
     Xlator.afterDataChanges(ReadAhead, (xl, gfid) => xl.changed(gfid));
@@ -39,7 +39,6 @@ export class ReadAhead extends Xlator<Options> {
   private readonly fds = new FdContext<RaFile>(this);
   /** The read-ahead states of each file, so that a change through one fd reaches the others. */
   private readonly byGfid = new Map<Gfid, Set<RaFile>>();
-  private down = false;
   private readonly stats = { prefetched: 0, requests: 0, hits: 0, waited: 0, misses: 0, discarded: 0, dropped: 0 };
 
   constructor(
@@ -56,20 +55,8 @@ export class ReadAhead extends Xlator<Options> {
 
   // --- events -----------------------------------------------------------------------
 
-  override notify(event: XlEvent, from?: Xlator): void {
-    if (event === XlEvent.CHILD_DOWN || event === XlEvent.CHILD_UP) this.dropAll();
-    super.notify(event, from);
-  }
-
-  override upcall(u: Upcall, from?: Xlator): void {
-    if (u.gfid === undefined) this.dropAll();
-    else if (u.data || u.attrs) this.changed(u.gfid);
-    super.upcall(u, from);
-  }
-
-  protected override async drain(): Promise<void> {
-    this.down = true;
-    this.dropAll();
+  protected dropNamed(u: Upcall): void {
+    if (u.data || u.attrs) this.changed(u.gfid);
   }
 
   override async reconfigure(options: Options): Promise<void> {
@@ -214,7 +201,7 @@ export class ReadAhead extends Xlator<Options> {
     f.gen++;
   }
 
-  private dropAll(): void {
+  protected dropAll(): void {
     this.stats.dropped++;
     for (const set of this.byGfid.values()) for (const f of set) this.discard(f);
   }

@@ -1,5 +1,5 @@
 import { constants } from 'fs';
-import { FdContext, FopError, XlEvent, Xlator, defineTranslator, gfidOfLoc, inFrame, opt, systemClock } from '../../src/core/index';
+import { CachingXlator, FdContext, FopError, defineTranslator, gfidOfLoc, inFrame, opt, systemClock } from '../../src/core/index';
 import type { Clock, Dirent, DirentPlus, Fd, Frame, Gfid, Iatt, Loc, Name, OptionValues, SetAttr, Upcall, XlatorInit, Caller } from '../../src/core/index';
 
 const options = {
@@ -49,11 +49,10 @@ interface Listing {
  * missing, as POSIX allows for a listing in progress. A lost connection below drops every
  * listing's entries (reading ahead starts again where the reader is).
  */
-export class ReaddirAhead extends Xlator<Options> {
+export class ReaddirAhead extends CachingXlator<Options> {
   private readonly dirs = new FdContext<Listing>(this);
   private readonly listings = new Set<Listing>();
   private bytes = 0;
-  private down = false;
   private readonly stats = { served: 0, waited: 0, direct: 0, requests: 0, restarts: 0, staleAttrs: 0, removedNames: 0 };
 
   constructor(
@@ -66,21 +65,19 @@ export class ReaddirAhead extends Xlator<Options> {
 
   // --- events -----------------------------------------------------------------------
 
-  override notify(event: XlEvent, from?: Xlator): void {
-    if (event === XlEvent.CHILD_DOWN || event === XlEvent.CHILD_UP) for (const l of this.listings) this.reset(l, l.served);
-    super.notify(event, from);
+  /** Every listing starts again where its reader is. */
+  protected dropAll(): void {
+    for (const l of this.listings) this.reset(l, l.served);
   }
 
-  override upcall(u: Upcall, from?: Xlator): void {
-    if (u.gfid === undefined) for (const l of this.listings) this.reset(l, l.served);
-    else if (u.attrs || u.data) this.changed(u.gfid);
+  protected dropNamed(u: Upcall): void {
+    if (u.attrs || u.data) this.changed(u.gfid);
     for (const e of u.entries ?? []) this.nameGone(e.parent, e.name);
-    super.upcall(u, from);
   }
 
   protected override async drain(): Promise<void> {
-    this.down = true;
-    for (const l of [...this.listings]) this.close(l);
+    await super.drain();
+    this.listings.clear();
   }
 
   override async release(fd: Fd): Promise<void> {

@@ -92,7 +92,7 @@ interface Client {
 interface Departed {
   /** By the open file they continue (Fd.openId). */
   readonly fds: Map<string, Fd>;
-  readonly timer: Timer;
+  timer?: Timer;
   /** Open files a returning client continued (told so in the open's reply). */
   reclaimed: number;
 }
@@ -551,7 +551,10 @@ export class Server extends Xlator<Options> {
 
   /** Keeps a departed client's open files for `ms`, to be continued by its next connection. */
   private keep(client: Client, fds: Fd[], ms: number): void {
-    const d = this.departed.get(client.identity) ?? { fds: new Map<string, Fd>(), timer: this.clock.timer(ms, () => this.expire(client.identity, ms)), reclaimed: 0 };
+    const d: Departed = this.departed.get(client.identity) ?? { fds: new Map(), reclaimed: 0 };
+    // Each departure has its whole grace period (a client may come back and leave again).
+    d.timer?.cancel();
+    d.timer = this.clock.timer(ms, () => this.expire(client.identity, ms));
     this.departed.set(client.identity, d);
     for (const fd of fds) {
       // Two fds of one open file (a reopen raced the departure): one carries it.
@@ -580,7 +583,7 @@ export class Server extends Xlator<Options> {
 
   private releaseDeparted(): void {
     for (const [identity, d] of this.departed) {
-      d.timer.cancel();
+      d.timer?.cancel();
       this.departed.delete(identity);
       for (const fd of d.fds.values()) void fd.unref();
     }

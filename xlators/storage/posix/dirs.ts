@@ -1,12 +1,17 @@
 import * as fs from 'fs';
-import { FopError, Gfid, ROOT_GFID, nameBytes } from '../../../src/core/index';
+import { FopError, Gfid, Name, ROOT_GFID, nameBytes } from '../../../src/core/index';
 import { readGfid } from './gfid';
-import type { DirLocation } from './handles';
 import { Lru } from './lru';
 import { Stat, sys } from './sys';
 
 /** How directories are opened: never through a symlink, never a non-directory. */
 export const DIR_OPEN = fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW;
+
+/** Where a directory is: its one name in its parent. */
+export interface DirLocation {
+  readonly parent: Gfid;
+  readonly name: Name;
+}
 
 /** The deepest chain of directory handles followed to find a directory. */
 const MAX_DEPTH = 65536;

@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FopError, Gfid, Name, ROOT_GFID, isGfid, nameBytes, nameFromBytes } from '../../../src/core/index';
-import { DirFds, DIR_OPEN } from './dirs';
+import { DirFds, DIR_OPEN, DirLocation } from './dirs';
 import { readGfid, writeGfid } from './gfid';
 import { Lru } from './lru';
 import { At, sys } from './sys';
@@ -15,12 +15,6 @@ const VERIFIED_MAX = 65536;
 const LOCATIONS_MAX = 65536;
 /** How many directory fds are kept open (the root's is always open, besides these). */
 export const DIR_FDS_MAX = 1024;
-
-/** Where a directory is: its one name in its parent. */
-export interface DirLocation {
-  readonly parent: Gfid;
-  readonly name: Name;
-}
 
 /** A directory handle's target: `../<bucket>/<parent gfid>/<name>` (the name may hold any byte but '/'). */
 const HANDLE_TARGET = /^\.\.\/[0-9a-f]{2}\/([0-9a-f-]{36})\/([^/]+)$/s;
